@@ -1,0 +1,95 @@
+"""`clipcache info`: what a store holds, what it costs on disk, and which videos failed why."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cache.reader import CacheReader
+from cache.schema import DONE, FAILED, PENDING
+
+
+def _bytes_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _feature_bytes_per_video(reader: CacheReader) -> int:
+    """Uncompressed bytes of one video's features, as the arrays' dtypes hold them."""
+    total = 0
+    for name, array in reader.root["tokens"].arrays():
+        total += int(np.prod(array.shape[1:])) * array.dtype.itemsize
+    pooled = reader.root["pooled"]
+    return total + int(np.prod(pooled.shape[1:])) * pooled.dtype.itemsize
+
+
+def store_info(path: Path) -> dict[str, Any]:
+    """A JSON-ready summary; `done`, `failed` and `pending` are the per-video status counts."""
+    reader = CacheReader(path)
+    s = reader.settings
+    status = reader.status
+    done = int((status == DONE).sum())
+    on_disk = _bytes_on_disk(reader.path)
+    tokens_dir = reader.path / "tokens"
+    feature_disk = _bytes_on_disk(tokens_dir) + _bytes_on_disk(reader.path / "pooled")
+    logical = _feature_bytes_per_video(reader) * done
+    paths, errors = reader.column("path"), reader.column("error")
+    return {
+        "store": str(reader.path),
+        "format": reader.attrs["format"],
+        "videos": s.num_videos,
+        "done": done,
+        "failed": int((status == FAILED).sum()),
+        "pending": int((status == PENDING).sum()),
+        "model": s.model,
+        "pretrained": s.pretrained or "none (random init)",
+        "layers": list(s.layers),
+        "num_blocks": s.num_blocks,
+        "frames": s.frames,
+        "sampling": s.sampling if s.sampling == "uniform" else f"dense (stride {s.stride})",
+        "views": {"clips": s.clips, "crops": s.crops, "augmented": s.augment, "total": s.views},
+        "tokens": s.tokens,
+        "width": s.width,
+        "embed_dim": s.embed_dim,
+        "dtype": s.dtype,
+        "compression": s.compression,
+        "classes": len(s.classes),
+        "bytes_on_disk": on_disk,
+        "bytes_per_video": feature_disk // done if done else 0,
+        "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
+        "text_templates": sorted(reader.root["text"].group_keys()) if "text" in reader.root else [],
+        "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
+        "versions": s.extras.get("versions", {}),
+        "created": s.extras.get("created", ""),
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """The human-readable form of `store_info`."""
+    views = info["views"]
+    lines = [
+        f"store        {info['store']}  ({info['format']})",
+        f"videos       {info['videos']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending",
+        f"model        {info['model']}  pretrained: {info['pretrained']}",
+        f"layers       {info['layers']} of {info['num_blocks']} blocks, {info['tokens']} tokens x {info['width']}",
+        f"frames       {info['frames']} per view, {info['sampling']}",
+        f"views        {views['clips']} clips x {views['crops']} crops + {views['augmented']} augmented",
+        f"dtype        {info['dtype']}, compression {info['compression']}",
+        f"disk         {_size(info['bytes_on_disk'])} in all, {_size(info['bytes_per_video'])} per video",
+    ]
+    if info["compression_ratio"] is not None:
+        lines.append(f"ratio        {info['compression_ratio']}x (uncompressed / on disk)")
+    if info["text_templates"]:
+        lines.append(f"text         {', '.join(info['text_templates'])}")
+    for failure in info["failures"]:
+        lines.append(f"failed       {failure['path']}: {failure['reason']}")
+    return os.linesep.join(lines)

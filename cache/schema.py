@@ -1,0 +1,142 @@
+"""The clipcache store format: names, versions and the settings that define a store.
+
+Kept free of torch and of how features are produced, so readers of the format need only zarr.
+The README's "Cache format" section documents the same contract for other readers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = "clipcache/1"
+FORMAT_VERSION = 1
+
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+
+DTYPES = ("float16", "int8")
+COMPRESSIONS = ("none", "zstd")
+
+# Per-video arrays under videos/, one entry per video, chunked by shard group.
+VIDEO_STRING_ARRAYS = ("path", "split", "error", "note")
+VIDEO_NUMERIC_ARRAYS = {
+    "label": "int32",
+    "status": "uint8",
+    "fps": "float32",
+    "num_frames": "int32",
+    "width": "int32",
+    "height": "int32",
+    "duration": "float32",
+}
+
+
+def tokens_name(layer: int) -> str:
+    """Array holding the residual stream (all tokens) after absolute block `layer`."""
+    return f"tokens/{layer}"
+
+
+def scale_name(layer: int) -> str:
+    """Per-token int8 scales of `tokens_name(layer)` (only in int8 stores)."""
+    return f"tokens/{layer}_scale"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Everything that decides a store's content; two runs with equal settings write equal bytes."""
+
+    model: str
+    pretrained: str
+    model_config: dict[str, Any]
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    resize_mode: str
+    frames: int
+    sampling: str
+    stride: int
+    clips: int
+    crops: int
+    augment: int
+    seed: int
+    layers: tuple[int, ...]
+    num_blocks: int
+    width: int
+    heads: int
+    embed_dim: int
+    tokens: int
+    grid: tuple[int, int]
+    dtype: str
+    compression: str
+    shard_videos: int
+    num_videos: int
+    classes: tuple[str, ...]
+    inputs_digest: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def views(self) -> int:
+        """Views per video: clips x crops evaluation views, then the augmented training views."""
+        return self.clips * self.crops + self.augment
+
+    @property
+    def num_groups(self) -> int:
+        return -(-self.num_videos // self.shard_videos)
+
+    def group_range(self, group: int) -> tuple[int, int]:
+        """Video indices [start, stop) of shard group `group`, the unit of writing and resuming."""
+        start = group * self.shard_videos
+        return start, min(start + self.shard_videos, self.num_videos)
+
+    def to_attrs(self) -> dict[str, Any]:
+        attrs = json.loads(json.dumps(asdict(self)))
+        attrs["views"] = {"clips": self.clips, "crops": self.crops, "augmented": self.augment}
+        attrs["fingerprint"] = self.fingerprint()
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> "StoreSettings":
+        names = cls.__dataclass_fields__
+        values = {k: v for k, v in attrs.items() if k in names}
+        for key in ("mean", "std", "layers", "grid", "classes"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
+    def fingerprint(self) -> str:
+        """Hash of the content-defining settings (not `extras`, which only records provenance)."""
+        content = {k: v for k, v in asdict(self).items() if k != "extras"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def differences(self, other: "StoreSettings") -> list[str]:
+        """Human-readable `key: stored -> requested` lines for every content setting that differs."""
+        mine, theirs = asdict(self), asdict(other)
+        return [
+            f"{key}: {_short(mine[key])} -> {_short(theirs[key])}"
+            for key in mine
+            if key != "extras" and mine[key] != theirs[key]
+        ]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def inputs_digest(paths: list[str], labels: list[int], splits: list[str]) -> str:
+    """Identifies the input list, so a store is never resumed against a different set of videos."""
+    payload = json.dumps([paths, labels, splits]).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def check_format(attrs: dict[str, Any], where: str) -> None:
+    """Refuse stores that are not clipcache stores or come from a newer format version."""
+    fmt = attrs.get("format")
+    if not isinstance(fmt, str) or not fmt.startswith("clipcache/"):
+        raise ValueError(f"{where}: not a clipcache store (no 'format' attribute)")
+    version = int(fmt.split("/", 1)[1])
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{where}: store format {fmt} is newer than this clipcache reads ({FORMAT}); upgrade clipcache"
+        )

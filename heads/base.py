@@ -1,0 +1,50 @@
+"""The one interface every head has: what it reads from the cache, and logits from a batch.
+
+Heads are plain `torch.nn.Module`s. They never open files: the dataset loads exactly the features a
+head's `FeatureRequest` names, and whatever a head needs from the store (class text embeddings,
+frozen encoder parameters, sizes) arrives in a `HeadContext` built once from the store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """Which bytes a head needs. The batch then holds:
+
+    - "pooled": (B, T, E) per-frame image embeddings, when `pooled` is set;
+    - "tokens": (B, M, T, L', D) residual-stream tokens of `layers` (absolute block indices, in this
+      order), L' = 1 when `cls_only` else all tokens (CLS first);
+    - "label": (B,) int64 class indices (-1 when unknown).
+    """
+
+    pooled: bool = False
+    layers: tuple[int, ...] = ()
+    cls_only: bool = False
+
+
+@dataclass
+class HeadContext:
+    """Facts from the store that a head may build itself from (no file access inside heads)."""
+
+    classes: tuple[str, ...]
+    frames: int  # T the head sees per sample
+    embed_dim: int  # E
+    width: int  # D of the image tower's residual stream
+    heads: int  # attention heads of the image tower
+    tokens: int  # L = 1 + grid_h * grid_w
+    grid: tuple[int, int]
+    layers: tuple[int, ...]  # absolute block indices stored
+    num_blocks: int
+    frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # see cache.reader.CacheReader.frozen
+    text_embeddings: torch.Tensor | None = None  # (C, E) normalised class-name embeddings
+    logit_scale: float = 100.0  # CLIP's learned temperature (exp of the stored log scale)
+    model: dict[str, Any] = field(default_factory=dict)  # model name, pretrained, config: to rebuild towers
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
