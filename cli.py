@@ -102,6 +102,17 @@ def info(
     typer.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
 
+@app.command(epilog="Example: clipcache demo --out demo_out")
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for the sample videos and the store (replaced)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Run the whole flow offline on generated sample videos with a tiny built-in model (< 1 min on CPU)."""
+    from pipeline.demo import run_demo
+
+    typer.echo(_run(lambda: run_demo(out, quiet)))
+
+
 def main() -> None:
     app()
 

@@ -19,6 +19,7 @@ import open_clip
 import torch
 
 DEFAULT_MODEL = "ViT-B-16"
+RANDOM_INIT_SEED = 0
 BUILTIN_CONFIGS = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(BUILTIN_CONFIGS)
 
@@ -66,7 +67,9 @@ def load_model(name: str, pretrained: str | None = None, model_config: Path | No
         raise ValueError(f"--pretrained {pretrained}: neither a checkpoint file nor a known tag of {name} "
                          f"(known: {tags})")
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns loudly about random init
-    model = open_clip.create_model(name, pretrained=pretrained or None, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)  # without --pretrained, every run gets the same random weights
+        model = open_clip.create_model(name, pretrained=pretrained or None, device=device)
     model.eval().requires_grad_(False)
     cfg = model.visual.preprocess_cfg
     size = cfg["size"]

@@ -1,0 +1,109 @@
+"""Stage-one throughput on the same files in one run: decode-only, encode-only, end-to-end.
+
+The ratio end-to-end / decode-only says how much of the decoders' speed the whole pipeline keeps
+(the goal is >= 0.9 wherever the encoder is faster than decoding).
+
+    python benchmarks/extract.py --videos 32 --model clipcache-demo           # CPU smoke run
+    python benchmarks/extract.py --videos 256 --model ViT-B-16 --workers 15   # GPU machine
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.decode_pool import DecodePool, Task  # noqa: E402
+from pipeline.encoder import FrozenImageEncoder, load_model, resolve_device, resolve_layers, vision_blocks  # noqa: E402
+from pipeline.extract import ExtractConfig, extract  # noqa: E402
+from pipeline.prepare import PrepareRecipe  # noqa: E402
+from pipeline.sampling import SamplingPlan  # noqa: E402
+from pipeline.synthetic import write_video  # noqa: E402
+from pipeline.views import ViewRecipe  # noqa: E402
+
+
+def make_videos(folder: Path, count: int, seconds: float, width: int, height: int, fps: int) -> list[Path]:
+    """H.264 clips with moving content, like the short action clips of Kinetics (10 s, 340x256, 30 fps)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    frames_per_video = int(seconds * fps)
+    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    steps = np.arange(frames_per_video)[:, None, None, None]
+    for i in range(count):
+        frames = ((base[None].astype(np.int32) + 3 * steps + 7 * i) % 256).astype(np.uint8)
+        path = folder / "class" / f"video{i:04d}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.append(write_video(path, frames, fps=fps, codec="h264"))
+    return paths
+
+
+def decode_only(paths: list[Path], recipe: PrepareRecipe, workers: int) -> float:
+    pool = DecodePool(recipe, workers=workers, timeout=600, prefetch=64)
+    began = time.perf_counter()
+    count = sum(1 for outcome in pool.run([Task(i, p) for i, p in enumerate(paths)]) if outcome.video is not None)
+    return count / (time.perf_counter() - began)
+
+
+def encode_only(model: str, layers: str, device: torch.device, image_size: int, batch: int, steps: int) -> float:
+    loaded = load_model(model)
+    encoder = FrozenImageEncoder(loaded, resolve_layers(layers, len(vision_blocks(loaded.model))), device)
+    pixels = torch.randint(0, 256, (batch, image_size, image_size, 3), dtype=torch.uint8)
+    encoder(pixels)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(steps):
+        encoder(pixels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * steps / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", type=int, default=24)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--size", default="340x256", help="WIDTHxHEIGHT of the generated clips")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--model", default="clipcache-demo")
+    parser.add_argument("--layers", default="-4,-3,-2,-1")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    device = resolve_device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="clipcache-bench-"))
+    try:
+        paths = make_videos(work / "videos", args.videos, args.seconds, width, height, args.fps)
+        image_size = load_model(args.model).preprocess["image_size"]
+        recipe = PrepareRecipe(SamplingPlan(args.frames, "uniform"), ViewRecipe(image_size), augment=0, seed=0)
+        decode_vps = decode_only(paths, recipe, args.workers)
+        encode_ips = encode_only(args.model, args.layers, device, image_size, args.batch_size, steps=5)
+        began = time.perf_counter()
+        summary = extract(ExtractConfig(
+            videos=work / "videos", store=work / "store.zarr", model=args.model, layers=args.layers,
+            frames=args.frames, workers=args.workers, batch_size=args.batch_size, device=args.device, quiet=True,
+        ))
+        e2e_vps = summary.done / (time.perf_counter() - began)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"machine: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
+          f"{args.workers} decode workers, model {args.model}, {args.frames} frames/video, "
+          f"{args.videos} videos of {args.seconds:g}s {args.size} @ {args.fps} fps")
+    print(f"decode-only   {decode_vps:8.2f} videos/s")
+    print(f"encode-only   {encode_ips:8.1f} images/s  (= {encode_ips / args.frames:.1f} videos/s)")
+    print(f"end-to-end    {e2e_vps:8.2f} videos/s  (model load and store creation included)")
+    print(f"end-to-end / decode-only = {e2e_vps / decode_vps:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""`clipcache extract` end to end: exact preprocessing, layout, resume, ranks, refusals, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.decord_loader import load_decord
+import numpy as np
+import pytest
+import torch
+import zarr
+from PIL import Image
+
+from cache.reader import CacheReader
+from cache.schema import DONE, FAILED, PENDING
+from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli, run_cli_process, tiny_extract_args
+from pipeline.encoder import load_model
+from pipeline.synthetic import shape_frames, write_video
+
+
+@pytest.fixture(scope="module")
+def reference_store(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted single-process run that the resume/rank tests must reproduce exactly."""
+    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
+    assert result.code == 0, result
+    return store
+
+
+def test_store_layout_and_table(reference_store: Path, demo_videos: Path) -> None:
+    reader = CacheReader(reference_store)
+    s = reader.settings
+    assert reader.num_videos == 9 and (reader.status == DONE).all()
+    assert s.classes == ("blue_stripes", "green_circle", "red_square")
+    assert s.layers == (1, 2) and s.tokens == 17 and s.width == 64 and s.embed_dim == 32
+    paths = list(reader.column("path"))
+    assert paths == sorted(paths) and paths[0] == "train/blue_stripes/000.mp4"
+    assert set(reader.column("split")) == {"train", "val"}
+    assert list(reader.column("label")[:2]) == [0, 0]
+    assert reader.tokens(2, [0]).shape == (1, 1, 4, 17, 64)
+    assert reader.pooled(slice(0, 9)).shape == (9, 1, 4, 32)
+    np.testing.assert_array_equal(reader.column("frame_index")[0], [[1, 4, 7, 10]])  # TSN centres of 12 frames
+    assert reader.column("num_frames")[0] == 12 and reader.column("width")[0] == 64
+    assert reader.column("height")[0] == 48 and reader.column("fps")[0] == pytest.approx(10)
+    assert reader.column("duration")[0] == pytest.approx(1.2, abs=0.15)
+
+
+def test_pooled_equals_open_clip_preprocess_and_encode(tmp_path: Path) -> None:
+    """The stored embedding is open_clip's own preprocess + encode_image of the same decoded frames
+    (odd, non-square frames exercise the resize and crop arithmetic; weights come from a checkpoint)."""
+    import open_clip
+
+    open_clip.add_model_config(TINY_CONFIG)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-vit")
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    video = write_video(tmp_path / "v" / "c" / "odd.mp4", shape_frames(9, 70, 94, (200, 30, 90), "circle"))
+    store = tmp_path / "s.zarr"
+    assert run_cli(*tiny_extract_args(tmp_path / "v", store, "--pretrained", checkpoint)).code == 0
+    reader = CacheReader(store)
+    assert reader.settings.pretrained == str(checkpoint)
+    index = reader.column("frame_index")[0, 0]
+    frames = load_decord().VideoReader(str(video), num_threads=1).get_batch(list(index)).asnumpy()
+    with torch.no_grad():
+        expected = model.eval().encode_image(torch.stack([preprocess(Image.fromarray(f)) for f in frames]))
+    stored = torch.from_numpy(reader.pooled([0])[0, 0].astype(np.float32))
+    assert torch.nn.functional.cosine_similarity(stored, expected, dim=-1).min() >= 0.9999
+
+
+def test_rerun_skips_finished_work(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(reference_store, store)
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
+    assert result.code == 0 and "0 processed" in result.stdout
+    assert_stores_equal(store, reference_store)
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    """A real SIGKILL in the middle of a run; the rerun must produce the uninterrupted run's bytes."""
+    store = tmp_path / "killed.zarr"
+    args = [str(a) for a in tiny_extract_args(demo_videos, store, "--shard-videos", "2")]
+    process = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    finished_groups = 0
+    while time.monotonic() < deadline and process.poll() is None:
+        if store.exists():
+            status = zarr.open_group(str(store), mode="r")["videos/status"][:]
+            finished_groups = int((status != PENDING).sum())
+            if finished_groups >= 2:
+                break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    status = zarr.open_group(str(store), mode="r")["videos/status"][:]
+    assert (status == PENDING).any(), "the run finished before it could be killed"
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
+    assert result.code == 0, result
+    assert_stores_equal(store, reference_store)
+
+
+def test_torchrun_two_ranks_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "ranks.zarr"
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517")
+    result = run_cli_process(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), launcher=torchrun)
+    assert result.code == 0, result
+    assert_stores_equal(store, reference_store)
+
+
+def test_job_array_shards_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "shards.zarr"
+    first = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--shard", "1/2"))
+    assert first.code == 0 and "pending" in first.stdout
+    assert (CacheReader(store).status == PENDING).any()
+    assert run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--shard", "0/2")).code == 0
+    assert_stores_equal(store, reference_store)
+
+
+def test_other_settings_refused_unless_overwrite(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(reference_store, store)
+    args = tiny_extract_args(demo_videos, store, "--shard-videos", "2")
+    refused = run_cli(*args, "--frames", "6")  # the last --frames wins
+    assert refused.code == 2
+    assert "frames: 4 -> 6" in refused.stderr and "--overwrite" in refused.stderr
+    assert CacheReader(store).settings.frames == 4  # nothing was lost
+    assert run_cli(*args, "--frames", "6", "--overwrite").code == 0
+    assert CacheReader(store).settings.frames == 6
+
+
+def test_int8_store_is_close_to_float16(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "int8.zarr"
+    assert run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--dtype", "int8")).code == 0
+    a = CacheReader(reference_store).tokens(2, slice(0, 9)).astype(np.float32)
+    b = CacheReader(store).tokens(2, slice(0, 9))
+    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert cos.min() >= 0.999
+    info = json.loads(run_cli("info", store, "--json").stdout)
+    ref = json.loads(run_cli("info", reference_store, "--json").stdout)
+    assert info["bytes_per_video"] < 0.6 * ref["bytes_per_video"]
+
+
+def test_views_clips_crops_and_augmentation(tmp_path: Path) -> None:
+    write_video(tmp_path / "v" / "c" / "wide.mp4", shape_frames(20, 48, 96, (30, 200, 30), "square", motion="right"))
+    store = tmp_path / "views.zarr"
+    args = tiny_extract_args(tmp_path / "v", store, "--clips", "2", "--crops", "3", "--augment", "2")
+    assert run_cli(*args).code == 0
+    reader = CacheReader(store)
+    assert reader.settings.views == 8
+    index = reader.column("frame_index")[0]
+    np.testing.assert_array_equal(index[0], index[2])  # the three crops of clip 0 share frames
+    assert not np.array_equal(index[0], index[3])  # clip 1 takes other frames
+    pooled = reader.pooled([0])[0].astype(np.float32)
+    assert not np.allclose(pooled[0], pooled[1])  # left and centre crops differ
+    assert not np.allclose(pooled[6], pooled[7])  # two augmented views differ
+    again = tmp_path / "again.zarr"
+    assert run_cli(*tiny_extract_args(tmp_path / "v", again, "--clips", "2", "--crops", "3", "--augment", "2")).code == 0
+    assert_stores_equal(store, again)  # seeded augmentation
+
+
+def test_info_reports_counts_and_failures(reference_store: Path) -> None:
+    info = json.loads(run_cli("info", reference_store, "--json").stdout)
+    assert (info["done"], info["failed"], info["pending"]) == (9, 0, 0)
+    assert info["layers"] == [1, 2] and info["frames"] == 4 and info["dtype"] == "float16"
+    assert info["bytes_per_video"] >= 2 * 4 * 17 * 64 * 2
+    text = run_cli("info", reference_store).stdout
+    assert "9 done, 0 failed, 0 pending" in text
+
+
+def test_bad_videos_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    root = tmp_path / "v"
+    write_video(root / "c" / "good.mp4", shape_frames(8, 32, 32, (10, 10, 200)))
+    write_video(root / "c" / "short.mp4", shape_frames(2, 32, 32, (10, 200, 10)))
+    (root / "c" / "empty.mp4").write_bytes(b"")
+    (root / "c" / "text.avi").write_text("not a video at all\n" * 20)
+    store = tmp_path / "bad.zarr"
+    result = run_cli(*tiny_extract_args(root, store))
+    assert result.code == 0, result
+    reader = CacheReader(store)
+    by_path = dict(zip(reader.column("path"), reader.status))
+    assert by_path == {"c/empty.mp4": FAILED, "c/good.mp4": DONE, "c/short.mp4": DONE, "c/text.avi": FAILED}
+    errors = dict(zip(reader.column("path"), reader.column("error")))
+    assert errors["c/empty.mp4"] and "\n" not in errors["c/empty.mp4"]
+    assert "repeated" in dict(zip(reader.column("path"), reader.column("note")))["c/short.mp4"]
+    assert "c/empty.mp4" in result.stderr and "c/text.avi" in result.stderr
+    assert "2 failed" in result.stdout
+    strict = run_cli(*tiny_extract_args(root, tmp_path / "strict.zarr", "--strict"))
+    assert strict.code == 1
+
+
+def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
+    write_video(tmp_path / "v" / "c" / "a.mp4", shape_frames(8, 32, 32, (10, 10, 200)))
+    store = tmp_path / "t.zarr"
+    result = run_cli(*tiny_extract_args(tmp_path / "v", store, "--timeout", "0.001"))
+    assert result.code == 0
+    assert "timed out after 0.001s" in CacheReader(store).column("error")[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "0"], "--frames must be at least 1"),
+    (["--crops", "2"], "--crops must be 1 or 3"),
+    (["--layers", "7"], "--layers 7: the model has blocks 0..2"),
+    (["--dtype", "bf16"], "--dtype bf16"),
+    (["--shard", "2/2"], "--shard '2/2'"),
+    (["--pretrained", "nonexistent-tag"], "--pretrained nonexistent-tag"),
+])
+def test_bad_arguments_are_one_line_errors(demo_videos: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli(*tiny_extract_args(demo_videos, tmp_path / "x.zarr", *args))
+    assert result.code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "x.zarr").exists() or args[0] == "--pretrained"
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(*tiny_extract_args(tmp_path / "absent", tmp_path / "x.zarr"))
+    assert result.code == 2 and "absent" in result.stderr
