@@ -25,22 +25,29 @@ from pipeline.encoder import FrozenImageEncoder, load_model, resolve_device, res
 from pipeline.extract import ExtractConfig, extract  # noqa: E402
 from pipeline.prepare import PrepareRecipe  # noqa: E402
 from pipeline.sampling import SamplingPlan  # noqa: E402
-from pipeline.synthetic import write_video  # noqa: E402
+from pipeline.synthetic import shape_frames, write_video  # noqa: E402
 from pipeline.views import ViewRecipe  # noqa: E402
 
 
 def make_videos(folder: Path, count: int, seconds: float, width: int, height: int, fps: int) -> list[Path]:
-    """H.264 clips with moving content, like the short action clips of Kinetics (10 s, 340x256, 30 fps)."""
+    """H.264 clips shaped like Kinetics' (10 s, 340x256, 30 fps): a smooth textured scene that pans, with
+    a moving object and mild sensor noise, so the bitrate (and decode cost) is that of camera footage."""
     rng = np.random.default_rng(0)
+    n = int(seconds * fps)
     paths = []
-    frames_per_video = int(seconds * fps)
-    base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    steps = np.arange(frames_per_video)[:, None, None, None]
     for i in range(count):
-        frames = ((base[None].astype(np.int32) + 3 * steps + 7 * i) % 256).astype(np.uint8)
-        path = folder / "class" / f"video{i:04d}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        paths.append(write_video(path, frames, fps=fps, codec="h264"))
+        coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 8, 3)).astype(np.float32)
+        scene = np.kron(coarse, np.ones((16, 16, 1), np.float32))  # blocky scene ...
+        scene = (scene + np.roll(scene, 8, 0) + np.roll(scene, 8, 1) + np.roll(scene, (8, 8), (0, 1))) / 4
+        moving = shape_frames(n, height, width, (230, 40, 40), "circle", motion="right", seed=i)
+        noise = rng.normal(0, 2, (4, height, width, 3)).astype(np.float32)
+        frames = np.empty((n, height, width, 3), np.uint8)
+        for t in range(n):
+            pan = int(t * 64 / n)
+            frames[t] = np.clip(scene[:height, pan:pan + width] + noise[t % 4], 0, 255)
+        mask = (moving == (230, 40, 40)).all(-1)
+        frames[mask] = (230, 40, 40)
+        paths.append(write_video(folder / "class" / f"video{i:04d}.mp4", frames, fps=fps, codec="h264"))
     return paths
 
 

@@ -19,6 +19,11 @@ from typing import Iterable, Iterator
 from pipeline.prepare import PrepareRecipe, PreparedVideo, prepare_video
 
 _POLL_SECONDS = 0.05
+_READY = "ready"
+
+
+class WorkerStartError(RuntimeError):
+    """A decode worker died before it could take work: the environment is broken, not a video."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Outcome:
 
 def _worker_main(conn: Connection, recipe: PrepareRecipe) -> None:
     """Loop in a worker: prepare each task sent, answer with the result or a one-line reason."""
+    conn.send(_READY)
     while True:
         task = conn.recv()
         if task is None:
@@ -55,6 +61,7 @@ class _Worker:
         child.close()
         self.task: Task | None = None
         self.deadline = 0.0
+        self.ready = False
 
     def assign(self, task: Task, timeout: float) -> None:
         self.task, self.deadline = task, time.monotonic() + timeout
@@ -84,6 +91,7 @@ class DecodePool:
         if workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
         self.recipe, self.timeout, self.prefetch = recipe, timeout, max(prefetch, 1)
+        self._timeout_reason = f"timed out after {timeout:g}s"
         self._context = mp.get_context("spawn")  # never fork a process that holds zarr/torch state
         self._workers = [_Worker(self._context, recipe) for _ in range(workers)]
         self._results: queue.Queue[Outcome | BaseException | None] = queue.Queue()
@@ -128,7 +136,7 @@ class DecodePool:
                 elif not worker.process.is_alive():
                     self._replace(worker, _crash_reason(worker))
                 elif time.monotonic() > worker.deadline:
-                    self._replace(worker, f"timed out after {self.timeout:g}s")
+                    self._replace(worker, self._timeout_reason)
 
     def _assign_idle(self, tasks: Iterator[Task]) -> bool:
         """Give every idle worker a task while finished results stay under `prefetch`; True when done."""
@@ -143,14 +151,21 @@ class DecodePool:
     def _receive(self, worker: _Worker) -> None:
         task = worker.task
         try:
-            _, video, error = worker.conn.recv()
+            message = worker.conn.recv()
         except (EOFError, OSError):
             self._replace(worker, _crash_reason(worker))
             return
+        if message == _READY:
+            worker.ready = True
+            return
+        _, video, error = message
         worker.task = None
         self._results.put(Outcome(task, video, error))
 
     def _replace(self, worker: _Worker, reason: str) -> None:
+        if not worker.ready and reason != self._timeout_reason:
+            raise WorkerStartError(f"a decode worker died while starting ({reason}); "
+                                   "try `python -c 'import pipeline.prepare'` to see why")
         task = worker.task
         worker.stop(kill=True)
         self._workers[self._workers.index(worker)] = _Worker(self._context, self.recipe)

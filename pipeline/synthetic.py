@@ -13,7 +13,7 @@ import av
 import numpy as np
 
 CODECS = {"h264": ("libx264", "yuv420p"), "mpeg4": ("mpeg4", "yuv420p"), "vp9": ("libvpx-vp9", "yuv420p"),
-          "av1": ("libaom-av1", "yuv420p")}
+          "av1": ("libsvtav1", "yuv420p"), "hevc": ("libx265", "yuv420p")}
 
 DEMO_CLASSES = {  # name -> (colour, shape)
     "red_square": ((220, 40, 40), "square"),
@@ -22,16 +22,24 @@ DEMO_CLASSES = {  # name -> (colour, shape)
 }
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "h264") -> Path:
-    """Encode (N, H, W, 3) uint8 RGB frames; the container follows the file extension."""
+def write_video(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "h264", rotation: int = 0,
+                faststart: bool = False) -> Path:
+    """Encode (N, H, W, 3) uint8 RGB frames; the container follows the file extension.
+
+    `rotation` writes display-matrix metadata (degrees counter-clockwise, as phones do);
+    `faststart` puts the MP4 index first, so a truncated copy still opens.
+    """
     if codec not in CODECS:
         raise ValueError(f"codec {codec!r}: choose one of {', '.join(CODECS)}")
     name, pix_fmt = CODECS[codec]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
