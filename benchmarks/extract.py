@@ -16,22 +16,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.decode_pool import DecodePool, Task  # noqa: E402
-from pipeline.encoder import FrozenImageEncoder, load_model, resolve_device, resolve_layers, vision_blocks  # noqa: E402
-from pipeline.extract import ExtractConfig, extract  # noqa: E402
-from pipeline.prepare import PrepareRecipe  # noqa: E402
-from pipeline.sampling import SamplingPlan  # noqa: E402
-from pipeline.synthetic import shape_frames, write_video  # noqa: E402
-from pipeline.views import ViewRecipe  # noqa: E402
+# Decode workers are spawned processes that re-import this file as their main module, so the heavy
+# imports (torch, open_clip, zarr) wait inside main(): at top level they would cost every worker ~10 s
+# of start-up inside the decode-only measurement.
 
 
 def make_videos(folder: Path, count: int, seconds: float, width: int, height: int, fps: int) -> list[Path]:
     """H.264 clips shaped like Kinetics' (10 s, 340x256, 30 fps): a smooth textured scene that pans, with
     a moving object and mild sensor noise, so the bitrate (and decode cost) is that of camera footage."""
+    from pipeline.synthetic import shape_frames, write_video
+
     rng = np.random.default_rng(0)
     n = int(seconds * fps)
     paths = []
@@ -51,14 +48,18 @@ def make_videos(folder: Path, count: int, seconds: float, width: int, height: in
     return paths
 
 
-def decode_only(paths: list[Path], recipe: PrepareRecipe, workers: int) -> float:
+def decode_only(paths: list[Path], recipe: "PrepareRecipe", workers: int) -> float:
+    from pipeline.decode_pool import DecodePool, Task
     pool = DecodePool(recipe, workers=workers, timeout=600, prefetch=64)
     began = time.perf_counter()
     count = sum(1 for outcome in pool.run([Task(i, p) for i, p in enumerate(paths)]) if outcome.video is not None)
     return count / (time.perf_counter() - began)
 
 
-def encode_only(model: str, layers: str, device: torch.device, image_size: int, batch: int, steps: int) -> float:
+def encode_only(model: str, layers: str, device: "torch.device", image_size: int, batch: int, steps: int) -> float:
+    import torch
+
+    from pipeline.encoder import FrozenImageEncoder, load_model, resolve_layers, vision_blocks
     loaded = load_model(model)
     encoder = FrozenImageEncoder(loaded, resolve_layers(layers, len(vision_blocks(loaded.model))), device)
     pixels = torch.randint(0, 256, (batch, image_size, image_size, 3), dtype=torch.uint8)
@@ -86,6 +87,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    import torch
+
+    from pipeline.encoder import load_model, resolve_device
+    from pipeline.extract import ExtractConfig, extract
+    from pipeline.prepare import PrepareRecipe
+    from pipeline.sampling import SamplingPlan
+    from pipeline.views import ViewRecipe
+
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
     work = Path(tempfile.mkdtemp(prefix="clipcache-bench-"))
