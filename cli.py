@@ -102,6 +102,113 @@ def info(
     typer.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
 
+def _parse_options(pairs: list[str]) -> dict[str, object]:
+    """`key=value` head options; values are read as JSON when they parse (numbers, true/false)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected key=value", param_hint="--option")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+@app.command("train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
+                                  "--epochs 30 --option depth=6")
+def train_head(
+    store: Path = typer.Argument(..., help="A store made by `clipcache extract`."),
+    head: str = typer.Option(..., help="Head to train: linear or text (see README)."),
+    out: Path = typer.Option(..., help="Run directory: run.json, best/last weights, metrics.jsonl."),
+    option: list[str] = typer.Option([], "--option", help="Head option key=value, repeatable "
+                                                           "(text: depth=6, learn_scale=false; linear: normalize=false)."),
+    epochs: int = typer.Option(20, help="Training epochs."),
+    batch_size: int = typer.Option(64, help="Videos per batch."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate (peak, after warm-up)."),
+    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
+    warmup_epochs: float = typer.Option(1.0, help="Linear warm-up length before the cosine decay."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy."),
+    grad_clip: float = typer.Option(1.0, help="Gradient norm clip (0: off)."),
+    seed: int = typer.Option(0, help="Seed of initialisation, shuffling, views, hold-out and shots."),
+    frames: int = typer.Option(None, help="Frames the head sees (a subset of the stored ones; default all)."),
+    train_split: str = typer.Option("train", help="Training split name, or a file of video paths."),
+    val_split: str = typer.Option("val", help="Validation split or file; none: a stratified 10% of train."),
+    test_split: str = typer.Option("test", help="Test split or file (recorded for eval)."),
+    shots: int = typer.Option(None, help="K-shot: K training videos per class (seeded)."),
+    patience: int = typer.Option(0, help="Stop after this many epochs without a better validation top-1 (0: off)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
+    preload: bool = typer.Option(False, "--preload", help="Hold the needed features in RAM."),
+    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    templates: str = typer.Option("text4vis", help="Prompt templates for class names: text4vis, ensemble or a file."),
+    class_names: Path = typer.Option(None, help="File of label,name lines overriding the class names."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train a light head on cached features (no video is decoded, no image encoder runs)."""
+    from pipeline.train import TrainConfig, train_head as run_train
+
+    cfg = TrainConfig(
+        store=store, head=head, out=out, head_options=_parse_options(option), epochs=epochs, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+        grad_clip=grad_clip, seed=seed, frames=frames, train_split=train_split, val_split=val_split,
+        test_split=test_split, shots=shots, patience=patience, resume=resume, preload=preload, workers=workers,
+        device=device, templates=templates, class_names=class_names, quiet=quiet,
+    )
+    run = _run(lambda: run_train(cfg))
+    best = run["best"]
+    typer.echo(f"{out}: {run['epochs_done']} epochs, best val top-1 {best['val_top1']:.4f} at epoch {best['epoch']}")
+
+
+@app.command("eval", epilog="Examples: clipcache eval features.zarr --checkpoint runs/text; "
+                            "clipcache eval features.zarr --zero-shot; clipcache eval features.zarr --probe linear --shots 4")
+def eval_(
+    store: Path = typer.Argument(..., help="A store made by `clipcache extract`."),
+    checkpoint: Path = typer.Option(None, help="Run directory of `train-head` to evaluate (multi-view)."),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="CLIP zero-shot with class-name prompts."),
+    probe: str = typer.Option(None, help="linear: scikit-learn logistic regression probe, C swept on val."),
+    split: str = typer.Option("test", help="Split (or file of paths) to evaluate on; falls back to val."),
+    train_split: str = typer.Option("train", help="Probe training split."),
+    val_split: str = typer.Option("val", help="Probe validation split (C sweep)."),
+    shots: int = typer.Option(None, help="Probe: K-shot training sets."),
+    seeds: int = typer.Option(3, help="Probe: seeds for --shots (mean and std)."),
+    weights: str = typer.Option("best", help="best or last checkpoint of the run."),
+    templates: str = typer.Option("text4vis", help="Zero-shot templates: text4vis, ensemble or a file."),
+    class_names: Path = typer.Option(None, help="File of label,name lines overriding the class names."),
+    out: Path = typer.Option(None, help="Folder for report.json, confusion.png, per_class.png "
+                                        "(default: the run directory, else ./eval)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+) -> None:
+    """Evaluate a trained head, zero-shot CLIP, or a linear probe: top-1/top-5, mean class accuracy."""
+    from cache.reader import CacheReader
+    from pipeline.evaluate import evaluate_checkpoint, write_report, zero_shot as run_zero_shot
+    from pipeline.probe import linear_probe
+
+    chosen = [checkpoint is not None, zero_shot, probe is not None]
+    if sum(chosen) != 1:
+        typer.echo("clipcache: error: choose exactly one of --checkpoint, --zero-shot, --probe linear", err=True)
+        raise typer.Exit(2)
+    if probe is not None and probe != "linear":
+        typer.echo(f"clipcache: error: --probe {probe}: only 'linear' exists", err=True)
+        raise typer.Exit(2)
+    if checkpoint is not None:
+        report = _run(lambda: evaluate_checkpoint(store, checkpoint, split, device, f"{weights}.safetensors"))
+    elif zero_shot:
+        report = _run(lambda: run_zero_shot(store, split, templates, class_names, device))
+    else:
+        report = _run(lambda: linear_probe(CacheReader(store), train_split, val_split, split, shots, seeds))
+    if "confusion" in report:
+        _run(lambda: write_report(report, out or checkpoint or Path("eval"), CacheReader(store).classes))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    std = f" ± {report['top1_std']:.4f}" if "top1_std" in report else ""
+    typer.echo(f"{report['kind']}: top-1 {report['top1']:.4f}{std}  top-5 {report['top5']:.4f}  "
+               f"mean class accuracy {report['mean_class_accuracy']:.4f}")
+
+
 @app.command(epilog="Example: clipcache demo --out demo_out")
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the sample videos and the store (replaced)."),

@@ -1,0 +1,38 @@
+"""`text` (Text4Vis): the classifier is the frozen, normalised class-name text embeddings.
+
+The video embedding is the frame mean, or a temporal transformer over the frame embeddings; logits
+are scale x cosine. Any class with a text embedding can be scored, seen in training or not.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from heads.base import FeatureRequest, HeadContext
+from heads.temporal import TemporalTransformer
+
+
+class TextHead(nn.Module):
+    uses_text = True  # the training loop provides class-name embeddings in the context
+
+    def __init__(self, ctx: HeadContext, depth: int = 0, learn_scale: bool = True) -> None:
+        super().__init__()
+        if ctx.text_embeddings is None:
+            raise ValueError("the text head needs class-name text embeddings (--templates)")
+        self.request = FeatureRequest(pooled=True)
+        self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth) if depth > 0 else None
+        self.register_buffer("classifier", nn.functional.normalize(ctx.text_embeddings.float(), dim=-1))
+        log_scale = torch.tensor(math.log(ctx.logit_scale))
+        self.log_scale = nn.Parameter(log_scale) if learn_scale else nn.Parameter(log_scale, requires_grad=False)
+
+    def set_classes(self, text_embeddings: torch.Tensor) -> None:
+        """Score another class set (novel classes, zero-shot) with the same video encoder."""
+        self.classifier = nn.functional.normalize(text_embeddings.float(), dim=-1).to(self.classifier.device)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        frames = batch["pooled"]
+        video = self.temporal(frames) if self.temporal is not None else frames.mean(dim=1)
+        video = nn.functional.normalize(video, dim=-1)
+        return self.log_scale.exp() * video @ self.classifier.t()

@@ -1,0 +1,94 @@
+"""Evaluation of a trained head or of zero-shot text classification: metrics, JSON report, figures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.dataset import CacheDataset
+from cache.reader import CacheReader
+from cache.splits import labelled, split_videos
+from pipeline.checkpoint import BEST, check_compatible, load_weights, read_run
+from pipeline.context import head_context
+from pipeline.encoder import resolve_device
+from pipeline.metrics import classification_metrics, predict
+from pipeline.text_embeddings import text_embeddings
+from pipeline.train import build_for_store
+from heads.text import TextHead
+
+
+def _eval_videos(reader: CacheReader, split: str) -> np.ndarray:
+    videos = split_videos(reader, split)
+    if len(videos) == 0:
+        videos = split_videos(reader, "val") if split == "test" else videos
+    if len(videos) == 0:
+        raise ValueError(f"{reader.path}: no done videos in split {split!r}")
+    return labelled(reader, videos, "evaluation")
+
+
+def evaluate_checkpoint(store: Path, run_dir: Path, split: str = "test", device: str = "auto",
+                        weights: str = BEST) -> dict[str, Any]:
+    """Multi-view metrics of a trained head on a split of `store` (any store made by the same model)."""
+    run = read_run(run_dir)
+    reader = CacheReader(store)
+    check_compatible(run, reader.settings, store)
+    if tuple(run["classes"]) != reader.classes:
+        raise ValueError(f"{store}: classes differ from the run's ({len(reader.classes)} vs {len(run['classes'])})")
+    torch_device = resolve_device(device)
+    class_file = Path(run["class_names"]) if run["class_names"] else None
+    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], class_file,
+                           torch_device)
+    load_weights(head, run_dir / weights)
+    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), run["frames"], train=False)
+    probs, labels = predict(head, dataset, torch_device)
+    return {"kind": f"head {run['head']}", "store": str(store), "split": split, "checkpoint": str(run_dir / weights),
+            **classification_metrics(probs, labels, reader.classes)}
+
+
+def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
+              device: str = "auto") -> dict[str, Any]:
+    """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training."""
+    reader = CacheReader(store)
+    torch_device = resolve_device(device)
+    text = text_embeddings(reader, templates, names_file, torch_device)
+    head = TextHead(head_context(reader, reader.settings.frames, text), learn_scale=False).to(torch_device)
+    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), reader.settings.frames, train=False)
+    probs, labels = predict(head, dataset, torch_device)
+    return {"kind": "zero-shot", "store": str(store), "split": split, "templates": templates,
+            **classification_metrics(probs, labels, reader.classes)}
+
+
+def write_report(report: dict[str, Any], out: Path, classes: tuple[str, ...]) -> list[Path]:
+    """report.json, confusion.png and per_class.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json"]
+    written[0].write_text(json.dumps(report, indent=2))
+    size = max(4.0, 0.35 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(np.asarray(report["confusion"]), cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{report['kind']}: top-1 {report['top1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(classes) + 2), 3.5))
+    accuracy = [report["per_class"][c] or 0.0 for c in classes]
+    ax.bar(range(len(classes)), accuracy)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    fig.tight_layout()
+    fig.savefig(out / "per_class.png", dpi=120)
+    plt.close(fig)
+    return written + [out / "confusion.png", out / "per_class.png"]

@@ -1,0 +1,194 @@
+"""Stage two: one training loop for every head, reading only the cache.
+
+AdamW with linear warm-up and cosine decay, label smoothing, gradient clipping, bf16 autocast on
+GPU, validation (multi-view) every epoch, best and last checkpoints, early stopping and resuming.
+The loop knows a head only through its `request` and its logits.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cache.dataset import CacheDataset
+from cache.reader import CacheReader
+from cache.splits import train_val_test
+from heads import HEADS, build_head
+from pipeline.checkpoint import (BEST, LAST, STATE, append_metrics, load_weights, model_identity, read_run,
+                                 save_weights, write_run)
+from pipeline.context import head_context
+from pipeline.encoder import resolve_device
+from pipeline.metrics import autocast, classification_metrics, predict, to_device
+from pipeline.text_embeddings import text_embeddings
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `clipcache train-head` (the CLI documents each one)."""
+
+    store: Path
+    head: str
+    out: Path
+    head_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    frames: int | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    shots: int | None = None
+    patience: int = 0
+    resume: bool = False
+    preload: bool = False
+    workers: int = 0
+    device: str = "auto"
+    templates: str = "text4vis"
+    class_names: Path | None = None
+    quiet: bool = False
+
+
+def _validate(cfg: TrainConfig) -> None:
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.head not in HEADS:
+        raise ValueError(f"--head {cfg.head}: choose one of {', '.join(sorted(HEADS))}")
+
+
+def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_for_store(reader: CacheReader, head: str, options: dict[str, Any], frames: int, templates: str,
+                    names_file: Path | None, device: torch.device) -> torch.nn.Module:
+    """The head on this store's context, with class-name embeddings when the head uses them."""
+    text = text_embeddings(reader, templates, names_file, device) if getattr(HEADS[head], "uses_text", False) \
+        else None
+    return build_head(head, head_context(reader, frames, text), **options).to(device)
+
+
+def train_head(cfg: TrainConfig) -> dict[str, Any]:
+    """Train, validate every epoch, keep the best and last weights; returns the run description."""
+    _validate(cfg)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    reader = CacheReader(cfg.store)
+    frames = cfg.frames or reader.settings.frames
+    splits = train_val_test(reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed)
+    head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device)
+    train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
+                             seed=cfg.seed)
+    val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
+                        drop_last=len(train_set) > cfg.batch_size, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.workers > 0)
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(loader)
+    scheduler = _schedule(optimizer, int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+    run = {
+        "head": cfg.head, "options": cfg.head_options, "frames": frames, "templates": cfg.templates,
+        "class_names": str(cfg.class_names) if cfg.class_names else None, "classes": list(reader.classes),
+        "identity": model_identity(reader.settings), "store_fingerprint": reader.settings.fingerprint(),
+        "request_layers": list(head.request.layers),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "splits": {name: int(len(videos)) for name, videos in splits.items()},
+        "best": None, "epochs_done": 0,
+    }
+    start_epoch, stale = 0, 0
+    if cfg.resume:
+        run, start_epoch, stale = _restore(cfg, run, head, optimizer, scheduler)
+    elif (cfg.out / LAST).exists():
+        raise ValueError(f"{cfg.out}: holds a run already; use --resume to continue it or another --out")
+    write_run(cfg.out, run)
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    for epoch in range(start_epoch, cfg.epochs):
+        train_set.set_epoch(epoch)
+        loss, rate = _train_epoch(head, loader, optimizer, scheduler, criterion, params, cfg, device, epoch)
+        probs, labels = predict(head, val_set, device, workers=cfg.workers)
+        metrics = classification_metrics(probs, labels, reader.classes)
+        row = {"epoch": epoch + 1, "loss": loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
+               "val_top1": metrics["top1"], "val_top5": metrics["top5"],
+               "val_mean_class_accuracy": metrics["mean_class_accuracy"]}
+        append_metrics(cfg.out, row)
+        improved = run["best"] is None or metrics["top1"] > run["best"]["val_top1"]
+        if improved:
+            run["best"], stale = row, 0
+            save_weights(head, cfg.out / BEST)
+        else:
+            stale += 1
+        run["epochs_done"] = epoch + 1
+        save_weights(head, cfg.out / LAST)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                    "stale": stale}, cfg.out / STATE)
+        write_run(cfg.out, run)
+        if not cfg.quiet:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.3f}"
+                       f"  {rate:.0f} samples/s", file=sys.stderr)
+        if cfg.patience and stale >= cfg.patience:
+            run["stopped_early"] = epoch + 1
+            write_run(cfg.out, run)
+            break
+    return run
+
+
+def _restore(cfg: TrainConfig, run: dict[str, Any], head: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LambdaLR) -> tuple[dict[str, Any], int, int]:
+    """Continue a run where its last finished epoch left it (same head, same store)."""
+    previous = read_run(cfg.out)
+    if previous["head"] != run["head"] or previous["store_fingerprint"] != run["store_fingerprint"]:
+        raise ValueError(f"{cfg.out}: was trained with head {previous['head']} on another store; cannot resume")
+    if not (cfg.out / STATE).is_file():
+        raise ValueError(f"{cfg.out}: no finished epoch to resume from")
+    load_weights(head, cfg.out / LAST)
+    state = torch.load(cfg.out / STATE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    previous["config"]["epochs"] = cfg.epochs
+    return previous, int(state["epoch"]), int(state["stale"])
+
+
+def _train_epoch(head: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LambdaLR, criterion: torch.nn.Module,
+                 params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device,
+                 epoch: int) -> tuple[float, float]:
+    """One pass; returns (mean loss, samples per second)."""
+    head.train()
+    total_loss, samples, began = 0.0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", leave=False, disable=cfg.quiet, file=sys.stderr)
+    for batch in bar:
+        batch = to_device(batch, device)
+        with autocast(device):
+            loss = criterion(head(batch).float(), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(batch["label"])
+        samples += len(batch["label"])
+        bar.set_postfix(samples_per_s=f"{samples / (time.perf_counter() - began):.0f}")
+    return total_loss / max(samples, 1), samples / (time.perf_counter() - began)
+
