@@ -17,7 +17,7 @@ from heads.temporal import TemporalTransformer
 class TextHead(nn.Module):
     uses_text = True  # the training loop provides class-name embeddings in the context
 
-    def __init__(self, ctx: HeadContext, depth: int = 0, learn_scale: bool = True) -> None:
+    def __init__(self, ctx: HeadContext, depth: int = 1, learn_scale: bool = True) -> None:
         super().__init__()
         if ctx.text_embeddings is None:
             raise ValueError("the text head needs class-name text embeddings (--templates)")

@@ -58,6 +58,26 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """Everything needed to resume, in one file replaced atomically: a kill leaves the old or the new."""
+    tmp = run_dir / f".{STATE}.tmp"
+    torch.save(state, tmp)
+    tmp.replace(run_dir / STATE)
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    if not (run_dir / STATE).is_file():
+        raise ValueError(f"{run_dir}: no finished epoch to resume from")
+    return torch.load(run_dir / STATE, weights_only=True)
+
+
+def truncate_metrics(run_dir: Path, epochs: int) -> None:
+    path = run_dir / METRICS
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line)["epoch"] <= epochs]
+        path.write_text("".join(f"{row}\n" for row in rows))
+
+
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
     with (run_dir / METRICS).open("a") as handle:
         handle.write(json.dumps(row) + "\n")

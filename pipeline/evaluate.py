@@ -54,7 +54,7 @@ def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", nam
     reader = CacheReader(store)
     torch_device = resolve_device(device)
     text = text_embeddings(reader, templates, names_file, torch_device)
-    head = TextHead(head_context(reader, reader.settings.frames, text), learn_scale=False).to(torch_device)
+    head = TextHead(head_context(reader, reader.settings.frames, text), depth=0, learn_scale=False).to(torch_device)
     dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), reader.settings.frames, train=False)
     probs, labels = predict(head, dataset, torch_device)
     return {"kind": "zero-shot", "store": str(store), "split": split, "templates": templates,

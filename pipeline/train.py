@@ -21,8 +21,8 @@ from cache.dataset import CacheDataset
 from cache.reader import CacheReader
 from cache.splits import train_val_test
 from heads import HEADS, build_head
-from pipeline.checkpoint import (BEST, LAST, STATE, append_metrics, load_weights, model_identity, read_run,
-                                 save_weights, write_run)
+from pipeline.checkpoint import (BEST, LAST, append_metrics, load_state, model_identity, read_run, save_state,
+                                 save_weights, truncate_metrics, write_run)
 from pipeline.context import head_context
 from pipeline.encoder import resolve_device
 from pipeline.metrics import autocast, classification_metrics, predict, to_device
@@ -100,9 +100,10 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
                              seed=cfg.seed)
     val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload)
+    shuffle = torch.Generator()
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
                         drop_last=len(train_set) > cfg.batch_size, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed), persistent_workers=cfg.workers > 0)
+                        generator=shuffle, persistent_workers=cfg.workers > 0)
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(loader)
@@ -119,12 +120,13 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     start_epoch, stale = 0, 0
     if cfg.resume:
         run, start_epoch, stale = _restore(cfg, run, head, optimizer, scheduler)
-    elif (cfg.out / LAST).exists():
+    elif (cfg.out / LAST).exists() or (cfg.out / "state.pt").exists():
         raise ValueError(f"{cfg.out}: holds a run already; use --resume to continue it or another --out")
     write_run(cfg.out, run)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
+        shuffle.manual_seed(cfg.seed * 100_003 + epoch)  # the order depends on the epoch only: resumable
         loss, rate = _train_epoch(head, loader, optimizer, scheduler, criterion, params, cfg, device, epoch)
         probs, labels = predict(head, val_set, device, workers=cfg.workers)
         metrics = classification_metrics(probs, labels, reader.classes)
@@ -140,8 +142,9 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
             stale += 1
         run["epochs_done"] = epoch + 1
         save_weights(head, cfg.out / LAST)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                    "stale": stale}, cfg.out / STATE)
+        save_state(cfg.out, {"head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "stale": stale,
+                             "best": run["best"]})
         write_run(cfg.out, run)
         if not cfg.quiet:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.3f}"
@@ -155,18 +158,19 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
 
 def _restore(cfg: TrainConfig, run: dict[str, Any], head: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR) -> tuple[dict[str, Any], int, int]:
-    """Continue a run where its last finished epoch left it (same head, same store)."""
+    """Continue a run from its last finished epoch (same head, same store), even after a kill."""
     previous = read_run(cfg.out)
     if previous["head"] != run["head"] or previous["store_fingerprint"] != run["store_fingerprint"]:
         raise ValueError(f"{cfg.out}: was trained with head {previous['head']} on another store; cannot resume")
-    if not (cfg.out / STATE).is_file():
-        raise ValueError(f"{cfg.out}: no finished epoch to resume from")
-    load_weights(head, cfg.out / LAST)
-    state = torch.load(cfg.out / STATE, weights_only=True)
+    state = load_state(cfg.out)
+    head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    epoch = int(state["epoch"])
+    truncate_metrics(cfg.out, epoch)  # rows written after the last saved state are redone
+    previous.update(best=state["best"], epochs_done=epoch)
     previous["config"]["epochs"] = cfg.epochs
-    return previous, int(state["epoch"]), int(state["stale"])
+    return previous, epoch, int(state["stale"])
 
 
 def _train_epoch(head: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,

@@ -76,3 +76,14 @@ def _all_arrays(group: zarr.Group, prefix: str = "") -> list[str]:
     for name, sub in group.groups():
         names += _all_arrays(sub, f"{prefix}{name}/")
     return names
+
+
+@pytest.fixture(scope="session")
+def appearance_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of 3 classes that differ in colour and shape: 6 train, 2 val, 4 test videos per class."""
+    root = tmp_path_factory.mktemp("appearance")
+    write_demo_videos(root / "videos", {"train": 6, "val": 2, "test": 4}, frames=8)
+    store = root / "features.zarr"
+    result = run_cli(*tiny_extract_args(root / "videos", store, "--clips", "2", "--augment", "1"))
+    assert result.code == 0, result
+    return store
