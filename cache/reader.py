@@ -71,5 +71,18 @@ class CacheReader:
         array = self.root[name]
         if isinstance(index, (slice, int, np.integer)):
             return array[index]
-        index = np.asarray(index)
-        return array.get_orthogonal_selection((index,) + (slice(None),) * (array.ndim - 1))
+        return read_rows(array, np.asarray(index))
+
+
+def read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    """array[rows] in the given order, read as whole chunks (or shards) along the video axis.
+
+    zarr's own orthogonal selection with an index array goes element by element: ~100x slower.
+    """
+    block = (array.shards or array.chunks)[0]
+    out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
+    for start in np.unique(rows // block) * block:
+        stop = min(start + block, array.shape[0])
+        mask = (rows >= start) & (rows < stop)
+        out[mask] = array[start:stop][rows[mask] - start]
+    return out

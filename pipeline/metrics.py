@@ -16,7 +16,9 @@ def autocast(device: torch.device):
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Features travel as float16 and become float32 on the device (autocast then picks bf16 on GPU)."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in moved.items()}
 
 
 @torch.no_grad()
