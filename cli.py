@@ -120,17 +120,17 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
                                   "--epochs 30 --option depth=6")
 def train_head(
     store: Path = typer.Argument(..., help="A store made by `clipcache extract`."),
-    head: str = typer.Option(..., help="Head to train: linear or text (see README)."),
+    head: str = typer.Option(..., help="Head to train: linear, text, evl or attnpool (see README)."),
     out: Path = typer.Option(..., help="Run directory: run.json, best/last weights, metrics.jsonl."),
     option: list[str] = typer.Option([], "--option", help="Head option key=value, repeatable "
-                                                           "(text: depth=6, learn_scale=false; linear: normalize=false)."),
+                                                           "(text: depth=6; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1)."),
     epochs: int = typer.Option(20, help="Training epochs."),
-    batch_size: int = typer.Option(64, help="Videos per batch."),
-    lr: float = typer.Option(1e-3, help="AdamW learning rate (peak, after warm-up)."),
+    batch_size: int = typer.Option(None, help="Videos per batch (default 64, or the head's recipe)."),
+    lr: float = typer.Option(None, help="AdamW peak learning rate (default 1e-3, or the head's recipe)."),
     weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
     warmup_epochs: float = typer.Option(1.0, help="Linear warm-up length before the cosine decay."),
-    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy."),
-    grad_clip: float = typer.Option(1.0, help="Gradient norm clip (0: off)."),
+    label_smoothing: float = typer.Option(None, help="Label smoothing (default 0, or the head's recipe)."),
+    grad_clip: float = typer.Option(None, help="Gradient norm clip, 0: off (default 1)."),
     seed: int = typer.Option(0, help="Seed of initialisation, shuffling, views, hold-out and shots."),
     frames: int = typer.Option(None, help="Frames the head sees (a subset of the stored ones; default all)."),
     train_split: str = typer.Option("train", help="Training split name, or a file of video paths."),

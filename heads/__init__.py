@@ -6,11 +6,15 @@ from typing import Any
 
 from torch import nn
 
+from heads.attnpool import AttentionalPoolerHead
 from heads.base import HeadContext
+from heads.evl import EVLHead
 from heads.linear import LinearHead
 from heads.text import TextHead
 
 HEADS: dict[str, type[nn.Module]] = {
+    "attnpool": AttentionalPoolerHead,
+    "evl": EVLHead,
     "linear": LinearHead,
     "text": TextHead,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,12 @@ class TrainConfig:
     out: Path
     head_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int | None = None  # None: the head's recipe, else DEFAULTS
+    lr: float | None = None
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    grad_clip: float = 1.0
+    label_smoothing: float | None = None
+    grad_clip: float | None = None
     seed: int = 0
     frames: int | None = None
     train_split: str = "train"
@@ -60,13 +60,22 @@ class TrainConfig:
     quiet: bool = False
 
 
+DEFAULTS = {"lr": 1e-3, "batch_size": 64, "label_smoothing": 0.0, "grad_clip": 1.0}
+
+
+def with_recipe(cfg: TrainConfig) -> TrainConfig:
+    """Options the user left unset take the head's published recipe (e.g. CoCa's), else DEFAULTS."""
+    recipe = {**DEFAULTS, **getattr(HEADS.get(cfg.head), "recipe", {})}
+    return replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
+
+
 def _validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
+    if cfg.lr is not None and cfg.lr <= 0:
         raise ValueError(f"--lr must be positive, got {cfg.lr}")
-    if not 0 <= cfg.label_smoothing < 1:
+    if cfg.label_smoothing is not None and not 0 <= cfg.label_smoothing < 1:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.head not in HEADS:
         raise ValueError(f"--head {cfg.head}: choose one of {', '.join(sorted(HEADS))}")
@@ -91,6 +100,7 @@ def build_for_store(reader: CacheReader, head: str, options: dict[str, Any], fra
 def train_head(cfg: TrainConfig) -> dict[str, Any]:
     """Train, validate every epoch, keep the best and last weights; returns the run description."""
     _validate(cfg)
+    cfg = with_recipe(cfg)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     reader = CacheReader(cfg.store)
