@@ -10,12 +10,14 @@ from heads.attnpool import AttentionalPoolerHead
 from heads.base import HeadContext
 from heads.evl import EVLHead
 from heads.linear import LinearHead
+from heads.prompt import PromptHead
 from heads.text import TextHead
 
 HEADS: dict[str, type[nn.Module]] = {
     "attnpool": AttentionalPoolerHead,
     "evl": EVLHead,
     "linear": LinearHead,
+    "prompt": PromptHead,
     "text": TextHead,
 }
 

@@ -43,7 +43,9 @@ class HeadContext:
     frozen: dict[str, torch.Tensor] = field(default_factory=dict)  # see cache.reader.CacheReader.frozen
     text_embeddings: torch.Tensor | None = None  # (C, E) normalised class-name embeddings
     logit_scale: float = 100.0  # CLIP's learned temperature (exp of the stored log scale)
-    model: dict[str, Any] = field(default_factory=dict)  # model name, pretrained, config: to rebuild towers
+    model: dict[str, Any] = field(default_factory=dict)  # model name, pretrained, config
+    class_names: tuple[str, ...] = ()  # readable names of `classes` (for prompts)
+    text_tower: Any = None  # (frozen open_clip model, tokenizer), given to heads that set uses_text_tower
 
     @property
     def num_classes(self) -> int:

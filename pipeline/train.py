@@ -26,7 +26,7 @@ from pipeline.checkpoint import (BEST, LAST, append_metrics, load_state, model_i
 from pipeline.context import head_context
 from pipeline.encoder import resolve_device
 from pipeline.metrics import autocast, classification_metrics, predict, to_device
-from pipeline.text_embeddings import text_embeddings
+from pipeline.text_embeddings import class_names, load_text_tower, text_embeddings
 
 
 @dataclass
@@ -91,10 +91,14 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torc
 
 def build_for_store(reader: CacheReader, head: str, options: dict[str, Any], frames: int, templates: str,
                     names_file: Path | None, device: torch.device) -> torch.nn.Module:
-    """The head on this store's context, with class-name embeddings when the head uses them."""
-    text = text_embeddings(reader, templates, names_file, device) if getattr(HEADS[head], "uses_text", False) \
-        else None
-    return build_head(head, head_context(reader, frames, text), **options).to(device)
+    """The head on this store's context, with class-name embeddings or the text tower when it uses them."""
+    kind = HEADS.get(head)
+    text = text_embeddings(reader, templates, names_file, device) if getattr(kind, "uses_text", False) else None
+    ctx = head_context(reader, frames, text)
+    ctx.class_names = tuple(class_names(reader, names_file))
+    if getattr(kind, "uses_text_tower", False):
+        ctx.text_tower = load_text_tower(reader, device)
+    return build_head(head, ctx, **options).to(device)
 
 
 def train_head(cfg: TrainConfig) -> dict[str, Any]:
