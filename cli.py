@@ -137,6 +137,9 @@ def train_head(
     val_split: str = typer.Option("val", help="Validation split or file; none: a stratified 10% of train."),
     test_split: str = typer.Option("test", help="Test split or file (recorded for eval)."),
     shots: int = typer.Option(None, help="K-shot: K training videos per class (seeded)."),
+    seeds: int = typer.Option(1, help="With --shots: one run per seed 0..n-1 in OUT/seed-<s>, test top-1 mean ± std."),
+    base_to_novel: bool = typer.Option(False, "--base-to-novel", help="Train on a seeded half of the classes, test "
+                                                                      "base and novel classes (text, prompt heads)."),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better validation top-1 (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
     preload: bool = typer.Option(False, "--preload", help="Hold the needed features in RAM."),
@@ -147,6 +150,7 @@ def train_head(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train a light head on cached features (no video is decoded, no image encoder runs)."""
+    from pipeline.protocols import base_to_novel as run_base_to_novel, few_shot
     from pipeline.train import TrainConfig, train_head as run_train
 
     cfg = TrainConfig(
@@ -156,6 +160,12 @@ def train_head(
         test_split=test_split, shots=shots, patience=patience, resume=resume, preload=preload, workers=workers,
         device=device, templates=templates, class_names=class_names, quiet=quiet,
     )
+    if seeds > 1 or base_to_novel:
+        if seeds > 1 and not shots:
+            raise typer.BadParameter("--seeds needs --shots", param_hint="--seeds")
+        protocol = (lambda: run_base_to_novel(cfg, seed)) if base_to_novel else (lambda: few_shot(cfg, shots, seeds))
+        typer.echo(json.dumps(_run(protocol), indent=2))
+        return
     run = _run(lambda: run_train(cfg))
     best = run["best"]
     typer.echo(f"{out}: {run['epochs_done']} epochs, best val top-1 {best['val_top1']:.4f} at epoch {best['epoch']}")
@@ -173,6 +183,9 @@ def eval_(
     val_split: str = typer.Option("val", help="Probe validation split (C sweep)."),
     shots: int = typer.Option(None, help="Probe: K-shot training sets."),
     seeds: int = typer.Option(3, help="Probe: seeds for --shots (mean and std)."),
+    half_classes: int = typer.Option(0, help="Zero-shot: N random halves of the classes, mean ± std (Text4Vis)."),
+    base_to_novel: bool = typer.Option(False, "--base-to-novel", help="Zero-shot on the base and novel halves "
+                                                                      "used by train-head --base-to-novel."),
     weights: str = typer.Option("best", help="best or last checkpoint of the run."),
     templates: str = typer.Option("text4vis", help="Zero-shot templates: text4vis, ensemble or a file."),
     class_names: Path = typer.Option(None, help="File of label,name lines overriding the class names."),
@@ -195,12 +208,19 @@ def eval_(
         raise typer.Exit(2)
     if checkpoint is not None:
         report = _run(lambda: evaluate_checkpoint(store, checkpoint, split, device, f"{weights}.safetensors"))
+    elif zero_shot and (half_classes or base_to_novel):
+        from pipeline.protocols import half_class_zero_shot, zero_shot_base_to_novel
+
+        protocol = (lambda: half_class_zero_shot(store, half_classes, split, templates, class_names, device)) \
+            if half_classes else (lambda: zero_shot_base_to_novel(store, 0, split, templates, class_names, device))
+        typer.echo(json.dumps(_run(protocol), indent=2))
+        return
     elif zero_shot:
         report = _run(lambda: run_zero_shot(store, split, templates, class_names, device))
     else:
         report = _run(lambda: linear_probe(CacheReader(store), train_split, val_split, split, shots, seeds))
     if "confusion" in report:
-        _run(lambda: write_report(report, out or checkpoint or Path("eval"), CacheReader(store).classes))
+        _run(lambda: write_report(report, out or checkpoint or Path("eval")))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -20,6 +20,22 @@ from cache.schema import scale_name, tokens_name
 from heads.base import FeatureRequest
 
 
+def restrict_to_classes(reader: CacheReader, videos: np.ndarray, classes: tuple[str, ...] | None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Videos of the given classes with labels renumbered in that order (all classes when None)."""
+    labels = reader.column("label")[videos]
+    if classes is None:
+        return videos, labels
+    unknown = sorted(set(classes) - set(reader.classes))
+    if unknown:
+        raise ValueError(f"{reader.path}: unknown classes {unknown[:5]}")
+    remap = np.full(len(reader.classes) + 1, -1, np.int64)  # the last slot maps label -1
+    for new, name in enumerate(classes):
+        remap[reader.classes.index(name)] = new
+    mapped = remap[labels]
+    return videos[mapped >= 0], mapped[mapped >= 0]
+
+
 def frame_subset(stored: int, wanted: int, rng: np.random.Generator | None) -> np.ndarray:
     """`wanted` of `stored` frames: segment centres, or a random frame per segment when training."""
     if wanted > stored:
@@ -33,15 +49,14 @@ class CacheDataset(Dataset):
     to move; the loop casts on the device), "label", "video" and "view"."""
 
     def __init__(self, reader: CacheReader, request: FeatureRequest, videos: np.ndarray, frames: int,
-                 train: bool, preload: bool = False, seed: int = 0) -> None:
+                 train: bool, preload: bool = False, seed: int = 0, classes: tuple[str, ...] | None = None) -> None:
         settings = reader.settings
         missing = [layer for layer in request.layers if layer not in settings.layers]
         if missing:
             raise ValueError(f"{reader.path}: the head needs blocks {missing}, the store holds "
                              f"{list(settings.layers)} (extract again with --layers including them)")
         self.path, self.request, self.train, self.seed = str(reader.path), request, train, seed
-        self.videos = np.asarray(videos, dtype=np.int64)
-        self.labels = reader.column("label")[self.videos]
+        self.videos, self.labels = restrict_to_classes(reader, np.asarray(videos, dtype=np.int64), classes)
         self.frames = frames
         self.stored_frames = settings.frames
         frame_subset(self.stored_frames, frames, None)  # refuse impossible frame counts now

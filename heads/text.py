@@ -23,13 +23,10 @@ class TextHead(nn.Module):
             raise ValueError("the text head needs class-name text embeddings (--templates)")
         self.request = FeatureRequest(pooled=True)
         self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth) if depth > 0 else None
-        self.register_buffer("classifier", nn.functional.normalize(ctx.text_embeddings.float(), dim=-1))
+        self.register_buffer("classifier", nn.functional.normalize(ctx.text_embeddings.float(), dim=-1),
+                             persistent=False)  # rebuilt from the store: checkpoints fit any class set
         log_scale = torch.tensor(math.log(ctx.logit_scale))
         self.log_scale = nn.Parameter(log_scale) if learn_scale else nn.Parameter(log_scale, requires_grad=False)
-
-    def set_classes(self, text_embeddings: torch.Tensor) -> None:
-        """Score another class set (novel classes, zero-shot) with the same video encoder."""
-        self.classifier = nn.functional.normalize(text_embeddings.float(), dim=-1).to(self.classifier.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         frames = batch["pooled"]

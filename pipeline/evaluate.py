@@ -30,39 +30,47 @@ def _eval_videos(reader: CacheReader, split: str) -> np.ndarray:
 
 
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str = "test", device: str = "auto",
-                        weights: str = BEST) -> dict[str, Any]:
-    """Multi-view metrics of a trained head on a split of `store` (any store made by the same model)."""
+                        weights: str = BEST, classes: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Multi-view metrics of a trained head on a split of `store` (any store made by the same model),
+    over the run's classes or, for heads that score by class name (text, prompt), any other classes."""
     run = read_run(run_dir)
     reader = CacheReader(store)
     check_compatible(run, reader.settings, store)
-    if tuple(run["classes"]) != reader.classes:
-        raise ValueError(f"{store}: classes differ from the run's ({len(reader.classes)} vs {len(run['classes'])})")
+    classes = classes or tuple(run["classes"])
     torch_device = resolve_device(device)
     class_file = Path(run["class_names"]) if run["class_names"] else None
     head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], class_file,
-                           torch_device)
-    load_weights(head, run_dir / weights)
-    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), run["frames"], train=False)
+                           torch_device, classes)
+    try:
+        load_weights(head, run_dir / weights)
+    except RuntimeError:
+        raise ValueError(f"{run_dir}: a {run['head']} head trained on {len(run['classes'])} classes cannot score "
+                         f"{len(classes)} other classes") from None
+    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), run["frames"], train=False,
+                           classes=classes)
     probs, labels = predict(head, dataset, torch_device)
     return {"kind": f"head {run['head']}", "store": str(store), "split": split, "checkpoint": str(run_dir / weights),
-            **classification_metrics(probs, labels, reader.classes)}
+            **classification_metrics(probs, labels, classes)}
 
 
 def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
-              device: str = "auto") -> dict[str, Any]:
+              device: str = "auto", classes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training."""
     reader = CacheReader(store)
     torch_device = resolve_device(device)
     text = text_embeddings(reader, templates, names_file, torch_device)
-    head = TextHead(head_context(reader, reader.settings.frames, text), depth=0, learn_scale=False).to(torch_device)
-    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), reader.settings.frames, train=False)
+    ctx = head_context(reader, reader.settings.frames, text, classes)
+    head = TextHead(ctx, depth=0, learn_scale=False).to(torch_device)
+    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), reader.settings.frames, train=False,
+                           classes=ctx.classes)
     probs, labels = predict(head, dataset, torch_device)
     return {"kind": "zero-shot", "store": str(store), "split": split, "templates": templates,
-            **classification_metrics(probs, labels, reader.classes)}
+            **classification_metrics(probs, labels, ctx.classes)}
 
 
-def write_report(report: dict[str, Any], out: Path, classes: tuple[str, ...]) -> list[Path]:
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     """report.json, confusion.png and per_class.png in `out`."""
+    classes = tuple(report["per_class"])
     import matplotlib
 
     matplotlib.use("Agg")

@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "auto"
     templates: str = "text4vis"
     class_names: Path | None = None
+    classes: tuple[str, ...] | None = None  # train on these classes only (base-to-novel)
     quiet: bool = False
 
 
@@ -90,12 +91,15 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torc
 
 
 def build_for_store(reader: CacheReader, head: str, options: dict[str, Any], frames: int, templates: str,
-                    names_file: Path | None, device: torch.device) -> torch.nn.Module:
-    """The head on this store's context, with class-name embeddings or the text tower when it uses them."""
+                    names_file: Path | None, device: torch.device,
+                    classes: tuple[str, ...] | None = None) -> torch.nn.Module:
+    """The head on this store's context (optionally a subset of its classes), with class-name
+    embeddings or the text tower when it uses them."""
     kind = HEADS.get(head)
     text = text_embeddings(reader, templates, names_file, device) if getattr(kind, "uses_text", False) else None
-    ctx = head_context(reader, frames, text)
-    ctx.class_names = tuple(class_names(reader, names_file))
+    ctx = head_context(reader, frames, text, classes)
+    readable = dict(zip(reader.classes, class_names(reader, names_file)))
+    ctx.class_names = tuple(readable[c] for c in ctx.classes)
     if getattr(kind, "uses_text_tower", False):
         ctx.text_tower = load_text_tower(reader, device)
     return build_head(head, ctx, **options).to(device)
@@ -110,10 +114,13 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     reader = CacheReader(cfg.store)
     frames = cfg.frames or reader.settings.frames
     splits = train_val_test(reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed)
-    head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device)
+    head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device,
+                           cfg.classes)
     train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
-                             seed=cfg.seed)
-    val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload)
+                             seed=cfg.seed, classes=cfg.classes)
+    val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload,
+                           classes=cfg.classes)
+    classes = cfg.classes or reader.classes
     shuffle = torch.Generator()
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
                         drop_last=len(train_set) > cfg.batch_size, pin_memory=device.type == "cuda",
@@ -124,7 +131,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     scheduler = _schedule(optimizer, int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
     run = {
         "head": cfg.head, "options": cfg.head_options, "frames": frames, "templates": cfg.templates,
-        "class_names": str(cfg.class_names) if cfg.class_names else None, "classes": list(reader.classes),
+        "class_names": str(cfg.class_names) if cfg.class_names else None, "classes": list(classes),
         "identity": model_identity(reader.settings), "store_fingerprint": reader.settings.fingerprint(),
         "request_layers": list(head.request.layers),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
@@ -143,7 +150,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
         shuffle.manual_seed(cfg.seed * 100_003 + epoch)  # the order depends on the epoch only: resumable
         loss, rate = _train_epoch(head, loader, optimizer, scheduler, criterion, params, cfg, device, epoch)
         probs, labels = predict(head, val_set, device, workers=cfg.workers)
-        metrics = classification_metrics(probs, labels, reader.classes)
+        metrics = classification_metrics(probs, labels, classes)
         row = {"epoch": epoch + 1, "loss": loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
                "val_top1": metrics["top1"], "val_top5": metrics["top5"],
                "val_mean_class_accuracy": metrics["mean_class_accuracy"]}
