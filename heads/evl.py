@@ -11,8 +11,8 @@ of frame t-1 (and t+1), from block j's own attention queries and keys (heads ave
 channels by a weight indexed by the relative position of the two patches. The cache holds no q/k:
 they are recomputed from block j's input (the stored output of block j-1) with block j's frozen ln_1
 and qkv projection, one small matmul per layer instead of 5x the bytes on disk. So M decoder layers
-need M+1 consecutive stored blocks. The relative-position map is one scatter and one GEMM
-(patches x relative offsets x C) rather than a gathered (N x N x C) weight.
+need M+1 consecutive stored blocks. The relative-position map is one gather of the weight and one
+batched matmul over query patches.
 """
 from __future__ import annotations
 
@@ -91,14 +91,18 @@ class CrossFrameAttention(nn.Module):
         self.weight_prev = nn.Parameter(torch.zeros(bins, width))
         self.weight_next = nn.Parameter(torch.zeros(bins, width))
         self.register_buffer("index", relative_index(grid), persistent=False)
-        self.bins = bins
 
     def _mapped(self, q: torch.Tensor, k: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """q of frames t, k of frames t±1: (B, T', H, N, dh) -> (B, T', N, C)."""
+        """q of frames t, k of frames t±1: (B, T', H, N, dh) -> (B, T', N, C).
+
+        out[p] = sum_q A[p, q] W[rel(p, q)]: the weight is gathered once per call to (N, N, C) and the
+        sum is one batched matmul over query patches (B*T' rows each), N*N*C multiply-adds per frame.
+        """
         affinity = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=2)  # (B,T',N,N)
-        binned = affinity.new_zeros(*affinity.shape[:-1], self.bins)
-        binned.scatter_(-1, self.index.expand_as(affinity), affinity)  # each (p, q) has its own bin
-        return binned @ weight.to(binned.dtype)
+        b, t, n, _ = affinity.shape
+        per_query = affinity.permute(2, 0, 1, 3).reshape(n, b * t, n)
+        mapped = torch.bmm(per_query, weight[self.index].to(affinity.dtype))  # (N, B*T', C)
+        return mapped.reshape(n, b, t, -1).permute(1, 2, 0, 3)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """(B, T, N, C): frame t's term from t-1 and from t+1 (zero where that frame does not exist)."""
