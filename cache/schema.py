@@ -14,7 +14,6 @@ FORMAT = "clipcache/1"
 FORMAT_VERSION = 1
 
 PENDING, DONE, FAILED = 0, 1, 2
-STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
 DTYPES = ("float16", "int8")
 COMPRESSIONS = ("none", "zstd")

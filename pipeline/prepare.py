@@ -24,10 +24,6 @@ class PrepareRecipe:
     augment: int
     seed: int
 
-    @property
-    def num_views(self) -> int:
-        return self.plan.clips * self.views.crops + self.augment
-
 
 @dataclass
 class PreparedVideo:
