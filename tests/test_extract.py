@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,7 +108,10 @@ def test_kill_9_then_rerun_equals_uninterrupted(reference_store: Path, demo_vide
 
 def test_torchrun_two_ranks_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
     store = tmp_path / "ranks.zarr"
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517")
+    with socket.socket() as probe:  # a free port, so parallel runs on one machine don't collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port))
     result = run_cli_process(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), launcher=torchrun)
     assert result.code == 0, result
     assert_stores_equal(store, reference_store)

@@ -1,4 +1,4 @@
-"""Video discovery: folder layouts and every list format, with missing files and bad lists."""
+"""Video discovery: folder layouts, every list format, missing rows and bad input."""
 from __future__ import annotations
 
 import json
@@ -6,128 +6,261 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import discover_videos
+from pipeline.sources import VideoList, discover_videos
 
 
 def _touch(root: Path, *paths: str) -> None:
     for path in paths:
         (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(b"x")
+        (root / path).write_bytes(b"")
 
 
-def _rows(listing) -> list[tuple]:
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _rows(listing: VideoList) -> list[tuple[str, str | None, str]]:
     return [(e.path, e.label, e.split) for e in listing.entries]
 
 
-def test_class_folders(tmp_path: Path) -> None:
-    _touch(tmp_path, "b/2.mp4", "a/1.AVI", "a/notes.txt", ".hidden/x.mp4", "a/.y.mp4", "top.mkv")
+# folders
+
+def test_class_folders_skip_hidden_and_other_files(tmp_path: Path) -> None:
+    _touch(tmp_path, "b/2.mp4", "a/1.AVI", "a/notes.txt", "a/mp4", ".hidden/x.mp4", "a/.y.mp4", "top.mkv")
     listing = discover_videos(tmp_path)
     assert _rows(listing) == [("a/1.AVI", "a", ""), ("b/2.mp4", "b", ""), ("top.mkv", None, "")]
-    assert listing.classes == ("a", "b") and listing.root == tmp_path.resolve()
+    assert listing.classes == ("a", "b") and listing.missing == ()
+    assert listing.root == tmp_path.resolve() and listing.root.is_absolute()
 
 
-def test_split_folders(tmp_path: Path) -> None:
-    _touch(tmp_path, "train/cat/1.mp4", "Validation/cat/2.webm", "test/dog/3.mov", "val/x.mp4")
+def test_split_folders_and_deeper_nesting(tmp_path: Path) -> None:
+    _touch(tmp_path, "train/cat/1.mp4", "Validation/cat/2.webm", "TEST/dog/3.mov", "val/x.mp4",
+           "train/k400/bird/4.mp4", "misc/deep/fish/5.mp4", "training/6.mp4")
     assert _rows(discover_videos(tmp_path)) == [
-        ("Validation/cat/2.webm", "cat", "val"), ("test/dog/3.mov", "dog", "test"),
-        ("train/cat/1.mp4", "cat", "train"), ("val/x.mp4", None, "val")]
+        ("TEST/dog/3.mov", "dog", "test"), ("Validation/cat/2.webm", "cat", "val"),
+        ("misc/deep/fish/5.mp4", "fish", ""), ("train/cat/1.mp4", "cat", "train"),
+        ("train/k400/bird/4.mp4", "bird", "train"), ("training/6.mp4", "training", ""),
+        ("val/x.mp4", None, "val")]
 
 
-def test_extensions_are_configurable(tmp_path: Path) -> None:
-    _touch(tmp_path, "a/1.mp4", "a/2.ts")
-    assert [e.path for e in discover_videos(tmp_path, extensions=[".ts"]).entries] == ["a/2.ts"]
+@pytest.mark.parametrize("extensions", [["ts"], [".TS"], (" .ts",)])
+def test_extensions_are_configurable(tmp_path: Path, extensions: list[str]) -> None:
+    _touch(tmp_path, "a/1.mp4", "a/2.ts", "a/3.TS")
+    assert [e.path for e in discover_videos(tmp_path, extensions=extensions).entries] == ["a/2.ts", "a/3.TS"]
 
 
-def test_table_list_with_header_labels_splits_and_missing(tmp_path: Path) -> None:
+def test_order_is_sorted_whatever_the_creation_order(tmp_path: Path) -> None:
+    names = [f"c{i % 3}/v{i:02d}.mp4" for i in range(12)]
+    _touch(tmp_path / "one", *names)
+    _touch(tmp_path / "two", *reversed(names))
+    one, two = discover_videos(tmp_path / "one"), discover_videos(tmp_path / "two")
+    assert [e.path for e in one.entries] == sorted(names)
+    assert one.entries == two.entries and one.classes == two.classes == ("c0", "c1", "c2")
+
+
+def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
+    _touch(tmp_path, "data/dog/1.mp4")
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root/dog").symlink_to(tmp_path / "data/dog")
+    (tmp_path / "data/dog/loop").symlink_to(tmp_path / "data/dog")
+    assert _rows(discover_videos(tmp_path / "root")) == [("dog/1.mp4", "dog", "")]
+
+
+def test_missing_or_empty_root(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such folder") as error:
+        discover_videos(tmp_path / "absent")
+    assert str(tmp_path / "absent") in str(error.value)
+    _touch(tmp_path, "a/notes.txt", ".hidden/x.mp4")
+    with pytest.raises(ValueError, match=f"{tmp_path}: no videos"):
+        discover_videos(tmp_path)
+
+
+# plain tables
+
+def test_csv_with_header_labels_splits_and_missing(tmp_path: Path) -> None:
     _touch(tmp_path, "v/1.mp4", "v/2.mp4", "v/3.mp4")
-    listing_file = tmp_path / "list.csv"
-    listing_file.write_text("path,label,split\nv/2.mp4,juggling,train\nv/1.mp4,abseiling,validation\n"
-                            "v/3.mp4\nv/absent.mp4,x,train\n")
-    listing = discover_videos(tmp_path, listing_file)
+    listing = discover_videos(tmp_path, _write(tmp_path / "list.csv", (
+        "path,label,split\n# a comment\nv/2.mp4,juggling,train\n./v/1.mp4, abseiling ,Validation\n"
+        "v/3.mp4\nv/absent.mp4,x,train\n\n")))
     assert _rows(listing) == [("v/1.mp4", "abseiling", "val"), ("v/2.mp4", "juggling", "train"),
                               ("v/3.mp4", None, "")]
     assert listing.missing == ("v/absent.mp4",) and listing.classes == ("abseiling", "juggling")
 
 
-@pytest.mark.parametrize("text", ["v/1.mp4\t0\nv/2.mp4\t1\n", "v/1.mp4 0\nv/2.mp4 1\n"])
-def test_tab_and_space_separated_lists(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize("text", [
+    "v/1.mp4\tplaying cello\ttest\nv/2.mp4\tdrums\t\n",
+    "video,class,split\nv/1.mp4,playing cello,test\nv/2.mp4,drums\n",
+    "v/1.mp4 playing_cello test\nv/2.mp4 drums\n",
+])
+def test_tab_comma_and_space_separated_tables(tmp_path: Path, text: str) -> None:
     _touch(tmp_path, "v/1.mp4", "v/2.mp4")
-    (tmp_path / "l.txt").write_text(text)
-    assert _rows(discover_videos(tmp_path, tmp_path / "l.txt")) == [("v/1.mp4", "0", ""), ("v/2.mp4", "1", "")]
+    listing = discover_videos(tmp_path, _write(tmp_path / "l.txt", text))
+    assert [(e.path, e.split) for e in listing.entries] == [("v/1.mp4", "test"), ("v/2.mp4", "")]
+    assert [e.label.replace("_", " ") for e in listing.entries] == ["playing cello", "drums"]
 
+
+def test_integer_labels_sort_numerically(tmp_path: Path) -> None:
+    _touch(tmp_path, "v/a.mp4", "v/b.mp4", "v/c.mp4", "v/d.mp4")
+    listing = discover_videos(tmp_path, _write(tmp_path / "l.csv", "v/a.mp4,10\nv/b.mp4,2\nv/c.mp4,0\nv/d.mp4,2\n"))
+    assert listing.classes == ("0", "2", "10")
+    assert [e.label for e in listing.entries] == ["10", "2", "0", "2"]
+
+
+def test_table_paths_are_exact_not_searched_by_name(tmp_path: Path) -> None:
+    _touch(tmp_path, "test/a/1.mp4", "train/a/2.mp4")
+    listing = discover_videos(tmp_path, _write(tmp_path / "l.csv", "train/a/1.mp4,a\ntrain/a/2.mp4,a\n"))
+    assert _rows(listing) == [("train/a/2.mp4", "a", "")] and listing.missing == ("train/a/1.mp4",)
+
+
+def test_absolute_paths_under_root_become_relative(tmp_path: Path) -> None:
+    _touch(tmp_path, "root/v/1.mp4")
+    listing = discover_videos(tmp_path / "root", _write(tmp_path / "l.csv", f"{tmp_path}/root/v/1.mp4,a\n"))
+    assert _rows(listing) == [("v/1.mp4", "a", "")]
+
+
+@pytest.mark.parametrize("row", ["{tmp}/other/2.mp4,a", "../other/2.mp4,a"])
+def test_paths_outside_root_are_refused(tmp_path: Path, row: str) -> None:
+    _touch(tmp_path, "root/v/1.mp4", "other/2.mp4")
+    with pytest.raises(ValueError, match="outside the input root"):
+        discover_videos(tmp_path / "root", _write(tmp_path / "l.csv", f"v/1.mp4,a\n{row.format(tmp=tmp_path)}\n"))
+
+
+def test_a_video_listed_twice_is_refused(tmp_path: Path) -> None:
+    _touch(tmp_path, "v/1.mp4")
+    with pytest.raises(ValueError, match="v/1.mp4 is listed twice"):
+        discover_videos(tmp_path, _write(tmp_path / "dup.csv", "v/1.mp4,a\n./v/1.mp4,b\n"))
+
+
+# dataset formats
 
 def test_kinetics_csv_resolves_zero_padded_names_anywhere(tmp_path: Path) -> None:
-    _touch(tmp_path, "train/abseiling/abc_000012_000022.mp4", "x/def_000000_000010.webm")
-    (tmp_path / "k.csv").write_text("label,youtube_id,time_start,time_end,split,is_cc\n"
-                                    "abseiling,abc,12,22,train,0\nair drumming,def,0,10,validate,0\n"
-                                    "air drumming,zzz,5,15,train,0\n")
-    listing = discover_videos(tmp_path, tmp_path / "k.csv")
+    _touch(tmp_path, "train/abseiling/abc_000012_000022.mp4", "x/y/-d_f_000000_000010.webm", "abc_12_22.mp4")
+    listing = discover_videos(tmp_path, _write(tmp_path / "k.csv", (
+        "label,youtube_id,time_start,time_end,split,is_cc\n"
+        "abseiling,abc,12,22,train,0\nair drumming,-d_f,0.0,10,validate,0\nair drumming,zzz,5,15,train,0\n")))
     assert _rows(listing) == [("train/abseiling/abc_000012_000022.mp4", "abseiling", "train"),
-                              ("x/def_000000_000010.webm", "air drumming", "val")]
-    assert listing.missing == ("zzz_000005_000015",)
+                              ("x/y/-d_f_000000_000010.webm", "air drumming", "val")]
+    assert listing.missing == ("zzz_000005_000015",) and listing.classes == ("abseiling", "air drumming")
 
 
-def test_ucf101_split_files(tmp_path: Path) -> None:
-    _touch(tmp_path, "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "Archery/v_Archery_g01_c01.avi")
-    (tmp_path / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n")
-    (tmp_path / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
-    assert _rows(discover_videos(tmp_path, tmp_path / "trainlist01.txt")) == [
-        ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup", "train")]
-    assert _rows(discover_videos(tmp_path, tmp_path / "testlist01.txt")) == [
-        ("Archery/v_Archery_g01_c01.avi", "Archery", "test")]
+def test_kinetics_test_csv_without_labels(tmp_path: Path) -> None:
+    _touch(tmp_path, "abc_000001_000011.mp4")
+    listing = discover_videos(tmp_path, _write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"
+                                                                      "abc,1,11,test\n"))
+    assert _rows(listing) == [("abc_000001_000011.mp4", None, "test")] and listing.classes == ()
 
 
-def test_hmdb51_split_folder(tmp_path: Path) -> None:
+def test_a_name_matching_several_videos_is_refused(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/abc_000012_000022.mp4", "b/abc_000012_000022.webm")
+    with pytest.raises(ValueError, match="abc_000012_000022 matches several videos"):
+        discover_videos(tmp_path, _write(tmp_path / "k.csv", "label,youtube_id,time_start,time_end,split\n"
+                                                             "x,abc,12,22,train\n"))
+
+
+def test_ucf101_train_and_test_lists(tmp_path: Path) -> None:
+    _touch(tmp_path, "UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "flat/v_Archery_g01_c01.avi",
+           "UCF-101/Archery/v_Archery_g02_c01.avi")
+    train = _write(tmp_path / "lists/trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+                                                       "Archery/v_Archery_g01_c01.avi 2\n")
+    test = _write(tmp_path / "lists/testlist01.txt", "Archery/v_Archery_g02_c01.avi\nArchery/v_Archery_g09_c09.avi\n")
+    assert _rows(discover_videos(tmp_path, train)) == [
+        ("UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup", "train"),
+        ("flat/v_Archery_g01_c01.avi", "Archery", "train")]
+    listing = discover_videos(tmp_path, test)
+    assert _rows(listing) == [("UCF-101/Archery/v_Archery_g02_c01.avi", "Archery", "test")]
+    assert listing.missing == ("Archery/v_Archery_g09_c09.avi",)
+
+
+def _hmdb(tmp_path: Path) -> Path:
     _touch(tmp_path, "videos/brush_hair/a.avi", "videos/brush_hair/b.avi", "videos/brush_hair/c.avi",
-           "videos/cartwheel/d.avi")
+           "videos/cart_wheel/d.mp4")
     splits = tmp_path / "splits"
-    splits.mkdir()
-    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \nc.avi 0 \n")
-    (splits / "cartwheel_test_split1.txt").write_text("d.avi 1\n")
-    (splits / "cartwheel_test_split2.txt").write_text("d.avi 2\n")
-    assert _rows(discover_videos(tmp_path / "videos", splits)) == [
-        ("brush_hair/a.avi", "brush_hair", "train"), ("brush_hair/b.avi", "brush_hair", "test"),
-        ("cartwheel/d.avi", "cartwheel", "train")]
+    _write(splits / "brush_hair_test_split1.txt", "a.avi 1 \nb.avi 2 \nc.avi 0 \n")
+    _write(splits / "cart_wheel_test_split1.txt", "d.avi 1\ne.avi 2\n")
+    _write(splits / "brush_hair_test_split2.txt", "a.avi 2\nb.avi 0\nc.avi 1\n")
+    _write(splits / "cart_wheel_test_split2.txt", "d.avi 2\n")
+    return splits
+
+
+def test_hmdb51_folder_uses_split_1_and_skips_unused(tmp_path: Path) -> None:
+    listing = discover_videos(tmp_path / "videos", _hmdb(tmp_path))
+    assert _rows(listing) == [("brush_hair/a.avi", "brush_hair", "train"), ("brush_hair/b.avi", "brush_hair", "test"),
+                              ("cart_wheel/d.mp4", "cart_wheel", "train")]
+    assert listing.missing == ("e.avi",) and listing.classes == ("brush_hair", "cart_wheel")
+
+
+def test_hmdb51_glob_or_single_file_picks_the_split(tmp_path: Path) -> None:
+    splits = _hmdb(tmp_path)
+    assert _rows(discover_videos(tmp_path / "videos", splits / "*_test_split2.txt")) == [
+        ("brush_hair/a.avi", "brush_hair", "test"), ("brush_hair/c.avi", "brush_hair", "train"),
+        ("cart_wheel/d.mp4", "cart_wheel", "test")]
+    assert _rows(discover_videos(tmp_path / "videos", splits / "cart_wheel_test_split2.txt")) == [
+        ("cart_wheel/d.mp4", "cart_wheel", "test")]
+
+
+def test_hmdb51_bad_inputs(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    _touch(tmp_path, "v/a.avi")
+    with pytest.raises(ValueError, match="no HMDB51 split files"):
+        discover_videos(tmp_path, tmp_path / "empty")
+    bad = _write(tmp_path / "bad/x_test_split1.txt", "a.avi 1\na.avi 3\n")
+    with pytest.raises(ValueError, match=r"x_test_split1.txt line 2: expected"):
+        discover_videos(tmp_path, bad.parent)
 
 
 def test_something_something_v2_json(tmp_path: Path) -> None:
-    _touch(tmp_path, "20bn/78687.webm", "20bn/42326.webm")
-    (tmp_path / "something-something-v2-validation.json").write_text(json.dumps([
+    _touch(tmp_path, "20bn/78687.webm", "20bn/42326.webm", "20bn/1420.webm")
+    validation = _write(tmp_path / "something-something-v2-validation.json", json.dumps([
         {"id": "78687", "label": "holding potato next to vicks", "template": "Holding [something] next to [something]",
          "placeholders": ["potato", "vicks"]},
-        {"id": "42326", "template": "Spinning [something] so it continues spinning"}]))
-    listing = discover_videos(tmp_path, tmp_path / "something-something-v2-validation.json")
+        {"id": "42326", "template": "Spinning [something] so it continues spinning"},
+        {"id": "5", "template": "Pushing [something] from left to right"}]))
+    listing = discover_videos(tmp_path, validation)
     assert _rows(listing) == [("20bn/42326.webm", "Spinning something so it continues spinning", "val"),
                               ("20bn/78687.webm", "Holding something next to something", "val")]
+    assert listing.missing == ("5",)
+    test = _write(tmp_path / "something-something-v2-test.json", json.dumps([{"id": "1420"}]))
+    assert _rows(discover_videos(tmp_path, test)) == [("20bn/1420.webm", None, "test")]
+    train = _write(tmp_path / "something-something-v2-train.json", json.dumps([{"id": 1420, "template": "[x]"}]))
+    assert _rows(discover_videos(tmp_path, train)) == [("20bn/1420.webm", "x", "train")]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "no rows"),
-    ("label,youtube_id\nx,abc\n", "cannot parse"),
-    ("v/absent.mp4\n", "none of its 1 rows found"),
+# bad list files
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("l.csv", "", "no rows"),
+    ("l.csv", "path,label,split\n", "no rows"),
+    ("l.csv", "v/1.mp4,a,train,extra\n", "line 1: expected path"),
+    ("l.csv", "v/absent.mp4\n", "none of its 1 rows found"),
+    ("k.csv", "label,youtube_id\nx,abc\n", "missing columns time_end, time_start"),
+    ("k.csv", "label,youtube_id,time_start,time_end\nx,abc,soon,22\n", "line 2: times are not numbers"),
+    ("s.json", '{"id": "1"}', "expected a JSON list"),
+    ("s.json", '[{"id": "1"', "Expecting"),
+    ("l.txt", b"\xff\xfe\x00bad", "can't decode"),
+    ("absent.csv", None, "no such file"),
 ])
-def test_bad_lists_are_one_line_errors(tmp_path: Path, content: str, message: str) -> None:
+def test_bad_lists_are_one_line_errors_naming_the_file(tmp_path: Path, name: str, content: str | bytes | None,
+                                                        reason: str) -> None:
     _touch(tmp_path, "v/1.mp4")
-    (tmp_path / "l.csv").write_text(content)
-    with pytest.raises(ValueError, match=message) as error:
-        discover_videos(tmp_path, tmp_path / "l.csv")
-    assert str(tmp_path / "l.csv") in str(error.value)
+    list_file = tmp_path / name
+    if isinstance(content, bytes):
+        list_file.write_bytes(content)
+    elif content is not None:
+        list_file.write_text(content)
+    with pytest.raises(ValueError, match=reason) as error:
+        discover_videos(tmp_path, list_file)
+    assert str(error.value).startswith(f"{list_file}: ") and "\n" not in str(error.value)
 
 
-def test_duplicates_and_outside_paths_are_refused(tmp_path: Path) -> None:
-    _touch(tmp_path, "root/v/1.mp4", "other/2.mp4")
-    (tmp_path / "dup.csv").write_text("v/1.mp4,a\nv/1.mp4,b\n")
-    with pytest.raises(ValueError, match="listed twice"):
-        discover_videos(tmp_path / "root", tmp_path / "dup.csv")
-    (tmp_path / "out.csv").write_text(f"{tmp_path / 'other/2.mp4'},a\n")
-    with pytest.raises(ValueError, match="outside the input root"):
-        discover_videos(tmp_path / "root", tmp_path / "out.csv")
+def test_unreadable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _touch(tmp_path, "v/1.mp4")
+    list_file = _write(tmp_path / "l.csv", "v/1.mp4\n")
 
+    def denied(*args: object, **kwargs: object) -> None:  # chmod does not stop root, so refuse the read here
+        raise PermissionError(13, "Permission denied")
 
-def test_missing_root_and_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such folder"):
-        discover_videos(tmp_path / "absent")
-    with pytest.raises(ValueError, match="no videos found"):
-        discover_videos(tmp_path)
-    with pytest.raises(ValueError, match="no such list file"):
-        discover_videos(tmp_path, tmp_path / "absent.csv")
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(ValueError, match=f"{list_file}: cannot read \\(Permission denied\\)"):
+        discover_videos(tmp_path, list_file)
