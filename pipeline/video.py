@@ -99,6 +99,8 @@ def _pyav_frames(path: Path, keep: set[int] | None) -> tuple[int, dict[int, np.n
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoDecodeError("no video stream (audio-only or not a video)")
+            if container.format.name.endswith("_pipe") or container.format.name == "image2":
+                raise VideoDecodeError(f"not a video file (a still image: {container.format.name})")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             try:
@@ -152,8 +154,8 @@ def decode_frames(path: Path, choose: Callable[[int], np.ndarray]) -> tuple[Deco
     except VideoDecodeError as decord_error:
         try:  # PyAV opens some streams decord's filter graph refuses
             return _decode_with_pyav(path, choose, 0)
-        except VideoDecodeError:
-            raise decord_error from None
+        except VideoDecodeError as pyav_error:  # the more telling reason of the two
+            raise pyav_error if str(pyav_error).startswith("not a video") else decord_error from None
     num_frames = len(reader)
     if num_frames <= 0:
         return _decode_with_pyav(path, choose, num_frames)

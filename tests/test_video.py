@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.synthetic import write_video
 from pipeline.video import VideoDecodeError, decode_frames
@@ -136,6 +137,7 @@ def _audio_only(path: Path) -> Path:
     (lambda p: p.write_bytes(_first_half(write_video(p.with_name("src.mp4"), _indexed_frames(20)))) and p,
      "cannot open"),  # the MP4 index (moov) sits at the end: half a file has none
     (_audio_only, "no video stream"),
+    (lambda p: Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(p, format="PNG"), "a still image"),
 ])
 def test_bad_files_raise_one_line_reasons(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "bad.mp4"
