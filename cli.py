@@ -120,10 +120,11 @@ def _parse_options(pairs: list[str]) -> dict[str, object]:
                                   "--epochs 30 --option depth=6")
 def train_head(
     store: Path = typer.Argument(..., help="A store made by `clipcache extract`."),
-    head: str = typer.Option(..., help="Head to train: linear, text, evl or attnpool (see README)."),
+    head: str = typer.Option(..., help="Head to train: linear, text, evl, attnpool or prompt (see README)."),
     out: Path = typer.Option(..., help="Run directory: run.json, best/last weights, metrics.jsonl."),
     option: list[str] = typer.Option([], "--option", help="Head option key=value, repeatable "
-                                                           "(text: depth=6; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1)."),
+                                                           "(text: depth=6; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, "
+                                                           "heads=8; prompt: prefix=16, suffix=16, depth=1)."),
     epochs: int = typer.Option(20, help="Training epochs."),
     batch_size: int = typer.Option(None, help="Videos per batch (default 64, or the head's recipe)."),
     lr: float = typer.Option(None, help="AdamW peak learning rate (default 1e-3, or the head's recipe)."),
@@ -142,8 +143,10 @@ def train_head(
                                                                       "base and novel classes (text, prompt heads)."),
     patience: int = typer.Option(0, help="Stop after this many epochs without a better validation top-1 (0: off)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
-    preload: bool = typer.Option(False, "--preload", help="Hold the needed features in RAM."),
-    workers: int = typer.Option(0, help="DataLoader worker processes."),
+    preload: bool = typer.Option(None, "--preload/--no-preload", help="Hold the features the head reads in memory "
+                                 "(on the GPU when training there and they fit, else in RAM; refused when they "
+                                 "exceed half of what is free). Default: only when they fit; --no-preload streams."),
+    workers: int = typer.Option(0, help="DataLoader worker processes (streamed features only)."),
     templates: str = typer.Option("text4vis", help="Prompt templates for class names: text4vis, ensemble or a file."),
     class_names: Path = typer.Option(None, help="File of label,name lines overriding the class names."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -178,7 +181,8 @@ def eval_(
     checkpoint: Path = typer.Option(None, help="Run directory of `train-head` to evaluate (multi-view)."),
     zero_shot: bool = typer.Option(False, "--zero-shot", help="CLIP zero-shot with class-name prompts."),
     probe: str = typer.Option(None, help="linear: scikit-learn logistic regression probe, C swept on val."),
-    split: str = typer.Option("test", help="Split (or file of paths) to evaluate on; falls back to val."),
+    split: str = typer.Option(None, help="Split (or file of paths) to evaluate on (default: the run's test split, "
+                                         "else test; a store without a test split falls back to val)."),
     train_split: str = typer.Option("train", help="Probe training split."),
     val_split: str = typer.Option("val", help="Probe validation split (C sweep)."),
     shots: int = typer.Option(None, help="Probe: K-shot training sets."),
@@ -193,9 +197,11 @@ def eval_(
                                         "(default: the run directory, else ./eval)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar, no note about left-out videos."),
 ) -> None:
     """Evaluate a trained head, zero-shot CLIP, or a linear probe: top-1/top-5, mean class accuracy."""
     from cache.reader import CacheReader
+    from cache.splits import left_out_note
     from pipeline.evaluate import evaluate_checkpoint, write_report, zero_shot as run_zero_shot
     from pipeline.probe import linear_probe
 
@@ -207,18 +213,23 @@ def eval_(
         typer.echo(f"clipcache: error: --probe {probe}: only 'linear' exists", err=True)
         raise typer.Exit(2)
     if checkpoint is not None:
-        report = _run(lambda: evaluate_checkpoint(store, checkpoint, split, device, f"{weights}.safetensors"))
+        report = _run(lambda: evaluate_checkpoint(store, checkpoint, split, device, f"{weights}.safetensors",
+                                                  quiet=quiet))
     elif zero_shot and (half_classes or base_to_novel):
         from pipeline.protocols import half_class_zero_shot, zero_shot_base_to_novel
 
-        protocol = (lambda: half_class_zero_shot(store, half_classes, split, templates, class_names, device)) \
-            if half_classes else (lambda: zero_shot_base_to_novel(store, 0, split, templates, class_names, device))
+        test = split or "test"
+        protocol = (lambda: half_class_zero_shot(store, half_classes, test, templates, class_names, device)) \
+            if half_classes else (lambda: zero_shot_base_to_novel(store, 0, test, templates, class_names, device))
         typer.echo(json.dumps(_run(protocol), indent=2))
         return
     elif zero_shot:
-        report = _run(lambda: run_zero_shot(store, split, templates, class_names, device))
+        report = _run(lambda: run_zero_shot(store, split or "test", templates, class_names, device, quiet=quiet))
     else:
-        report = _run(lambda: linear_probe(CacheReader(store), train_split, val_split, split, shots, seeds))
+        report = _run(lambda: linear_probe(CacheReader(store), train_split, val_split, split or "test", shots, seeds))
+    note = left_out_note(report["left_out"], str(store))
+    if note and not quiet:
+        typer.echo(note, err=True)
     if "confusion" in report:
         _run(lambda: write_report(report, out or checkpoint or Path("eval")))
     if as_json:

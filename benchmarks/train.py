@@ -1,8 +1,8 @@
 """Stage-two training speed from the cache: samples/s of every head through the one training loop,
 and for EVL the same training step with the frozen encoder run inside it (the reference's way).
 
-    python benchmarks/train.py                        # ViT-B-16 shapes, 8 frames, CPU or GPU (auto)
-    python benchmarks/train.py --heads linear,text --videos 512 --epochs 3
+    python benchmarks/train.py                        # tiny built-in model, 8 frames, CPU or GPU (auto): < 2 min on CPU
+    python benchmarks/train.py --model ViT-B-16 --layers=-5: --videos 512 --heads linear,text,evl
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cache.dataset import CacheDataset
 from cache.reader import CacheReader
 from heads import HEADS
 from pipeline.encoder import FrozenImageEncoder, load_model, resolve_device
-from pipeline.metrics import autocast
+from pipeline.metrics import autocast, to_device
 from pipeline.train import TrainConfig, build_for_store, train_head
 
 
@@ -47,7 +47,8 @@ def evl_cache_vs_encoder(store: Path, model: str, batch_size: int, device: torch
     optimizer = torch.optim.AdamW(head.parameters(), lr=1e-4)
     data = CacheDataset(reader, head.request, reader.done[:batch_size], s.frames, train=True, preload=True)
     batch = torch.utils.data.default_collate([data[i] for i in range(batch_size)])
-    tokens, labels = batch["tokens"].to(device).float(), batch["label"].to(device)
+    moved = to_device(batch, device)
+    tokens, labels = moved["tokens"], moved["label"]
     encoder = FrozenImageEncoder(load_model(model, device=device), head.request.layers, device)
     pixels = torch.randint(0, 256, (batch_size * s.frames, s.image_size, s.image_size, 3), dtype=torch.uint8)
 
@@ -76,7 +77,7 @@ def evl_cache_vs_encoder(store: Path, model: str, batch_size: int, device: torch
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--model", default="clipcache-demo")
     parser.add_argument("--videos", type=int, default=256)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--layers", default="-4:")
@@ -85,15 +86,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--evl-batch", type=int, default=4, help="batch of the EVL cache-vs-encoder comparison")
+    parser.add_argument("--option", action="append", metavar="HEAD.KEY=VALUE",
+                        help="a head option, repeatable (default: prompt.prefix=8, prompt.suffix=8, which fit the "
+                             "tiny model's 32-token text context)")
     args = parser.parse_args()
+    options: dict[str, dict] = {}
+    for item in args.option or ["prompt.prefix=8", "prompt.suffix=8"]:
+        target, _, value = item.partition("=")
+        head, _, key = target.partition(".")
+        options.setdefault(head, {})[key] = json.loads(value)
     with tempfile.TemporaryDirectory(prefix="clipcache-train-") as tmp:
         store = Path(tmp) / "store.zarr"
         settings = make_store(store, args.model, args.videos, args.frames, args.layers)
         rows = []
         for head in args.heads.split(","):
             out = Path(tmp) / head
-            train_head(TrainConfig(store=store, head=head, out=out, epochs=args.epochs, batch_size=args.batch_size,
-                                   device=args.device, preload=True, quiet=True))
+            train_head(TrainConfig(store=store, head=head, out=out, head_options=options.get(head, {}),
+                                   epochs=args.epochs, batch_size=args.batch_size, device=args.device, preload=True,
+                                   quiet=True))
             metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             rows.append((head, max(m["samples_per_s"] for m in metrics)))
         evl = evl_cache_vs_encoder(store, args.model, args.evl_batch, resolve_device(args.device)) \

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.reader import CacheReader
+from cache.schema import FAILED, PENDING
 
 
 def split_videos(reader: CacheReader, spec: str) -> np.ndarray:
@@ -55,8 +56,8 @@ def k_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
 
 def train_val_test(reader: CacheReader, train: str = "train", val: str = "val", test: str = "test",
                    shots: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """The three splits; without a validation split, a stratified seeded 10% of train is held out;
-    without a test split, evaluation falls back to validation."""
+    """The three splits of labelled done videos; without a validation split, a stratified seeded 10% of
+    train is held out. "test" is empty when the store has no such split."""
     train_videos = labelled(reader, split_videos(reader, train), "training")
     if len(train_videos) == 0:
         raise ValueError(f"{reader.path}: no done videos in training split {train!r} "
@@ -66,8 +67,34 @@ def train_val_test(reader: CacheReader, train: str = "train", val: str = "val", 
     if len(val_videos) == 0:
         keep, held = stratified_holdout(labels[train_videos], 0.1, seed)
         train_videos, val_videos = train_videos[keep], train_videos[held]
+    if len(val_videos) == 0:
+        raise ValueError(f"{reader.path}: no validation split {val!r} and too few training videos to hold some "
+                         "out (a class needs two); name one with --val-split")
     if shots:
         train_videos = train_videos[k_shot(labels[train_videos], shots, seed)]
-    test_videos = split_videos(reader, test)
     return {"train": train_videos, "val": labelled(reader, val_videos, "validation"),
-            "test": labelled(reader, test_videos if len(test_videos) else val_videos, "test")}
+            "test": labelled(reader, split_videos(reader, test), "test")}
+
+
+def evaluation_videos(reader: CacheReader, split: str) -> np.ndarray:
+    """Labelled done videos of `split`; asked for "test" in a store without one, the "val" split."""
+    videos = split_videos(reader, split)
+    if len(videos) == 0 and split == "test":
+        videos = split_videos(reader, "val")
+    if len(videos) == 0:
+        raise ValueError(f"{reader.path}: no done videos in split {split!r} "
+                         f"(splits present: {sorted(set(reader.column('split')) - {''}) or 'none'})")
+    return labelled(reader, videos, "evaluation")
+
+
+def left_out(reader: CacheReader) -> dict[str, int]:
+    """Videos whose features cannot be used: failed in extraction, or not extracted yet."""
+    return {"failed": int((reader.status == FAILED).sum()), "pending": int((reader.status == PENDING).sum())}
+
+
+def left_out_note(counts: dict[str, int], store: str) -> str | None:
+    """The one line that reports unusable videos, or None when there are none."""
+    if not any(counts.values()):
+        return None
+    parts = [f"{n} {state}" for state, n in counts.items() if n]
+    return f"{store}: {' and '.join(parts)} videos left out (clipcache info {store} lists the failures)"

@@ -1,41 +1,46 @@
 """`attnpool` (CoCa): learned queries attend over every spatio-temporal token of one block, then a
-softmax classifier. LayerNorm on queries and context as in CoCa's attentional pooler."""
+softmax classifier. As open_clip's AttentionalPooler: LayerNorm on queries and on context, 8 heads,
+queries drawn from N(0, 1), projections initialised as nn.MultiheadAttention does."""
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from heads.attention import attend
 from heads.base import FeatureRequest, HeadContext
 
 
 class AttentionalPoolerHead(nn.Module):
+    """`queries` learned queries (default 1), `layer` which stored block (index into the stored ones,
+    default the last), `heads` attention heads (default 8)."""
+
     # CoCa's frozen-feature video recipe; the training loop applies it where the user set nothing
     recipe = {"lr": 5e-4, "batch_size": 128, "label_smoothing": 0.1, "grad_clip": 1.0}
 
-    def __init__(self, ctx: HeadContext, queries: int = 1, layer: int = -1, heads: int | None = None) -> None:
+    def __init__(self, ctx: HeadContext, queries: int = 1, layer: int = -1, heads: int = 8) -> None:
         super().__init__()
-        block = ctx.layers[layer] if -len(ctx.layers) <= layer < len(ctx.layers) else None
-        if block is None:
+        if not -len(ctx.layers) <= layer < len(ctx.layers):
             raise ValueError(f"attnpool layer={layer}: the store holds {len(ctx.layers)} blocks {list(ctx.layers)}")
-        self.request = FeatureRequest(layers=(block,))
+        if queries < 1:
+            raise ValueError(f"attnpool queries={queries}: at least one query")
         width = ctx.width
-        self.heads = heads or max(1, width // 64)
-        if width % self.heads:
-            raise ValueError(f"attnpool heads={self.heads} must divide the width {width}")
-        self.query = nn.Parameter(torch.randn(queries, width) * width ** -0.5)
+        if heads < 1 or width % heads:
+            raise ValueError(f"attnpool heads={heads} must divide the width {width}")
+        self.request = FeatureRequest(layers=(ctx.layers[layer],))
+        self.heads = heads
+        self.query = nn.Parameter(torch.randn(queries, width))
         self.ln_query, self.ln_context = nn.LayerNorm(width), nn.LayerNorm(width)
         self.q_proj, self.kv_proj = nn.Linear(width, width), nn.Linear(width, 2 * width)
         self.out_proj = nn.Linear(width, width)
+        for linear in (self.q_proj, self.kv_proj):
+            nn.init.xavier_uniform_(linear.weight)
+        for linear in (self.q_proj, self.kv_proj, self.out_proj):
+            nn.init.zeros_(linear.bias)
         self.fc = nn.Linear(width, ctx.num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        context = self.ln_context(batch["tokens"][:, 0].flatten(1, 2))  # (B, T*L, D)
-        b, s, d = context.shape
-        q = self.q_proj(self.ln_query(self.query)).expand(b, -1, -1)
-        k, v = self.kv_proj(context).chunk(2, dim=-1)
-        split = (b, -1, self.heads, d // self.heads)
-        pooled = F.scaled_dot_product_attention(q.reshape(split).transpose(1, 2), k.reshape(split).transpose(1, 2),
-                                                v.reshape(split).transpose(1, 2))
-        pooled = self.out_proj(pooled.transpose(1, 2).reshape(b, -1, d))
-        return self.fc(pooled.mean(dim=1))
+        context = self.ln_context(batch["tokens"][:, 0].flatten(1, 2))  # (B, T*L, D), never projected
+        queries = self.q_proj(self.ln_query(self.query)).expand(len(context), -1, -1)
+        key_weight, value_weight = self.kv_proj.weight.chunk(2)
+        pooled = attend(queries, context, key_weight, value_weight, self.kv_proj.bias.chunk(2)[1], self.heads)
+        return self.fc(self.out_proj(pooled).mean(dim=1))

@@ -16,26 +16,13 @@ batched matmul over query patches.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+from open_clip.transformer import LayerNormFp32, QuickGELU
 from torch import nn
 from torch.nn import functional as F
 
+from heads.attention import attend
 from heads.base import FeatureRequest, HeadContext
-
-
-class LayerNormFp32(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the autocast dtype (as EVL does)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(),
-                            self.eps).to(x.dtype)
-
-
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 def relative_index(grid: tuple[int, int]) -> torch.Tensor:
@@ -62,16 +49,16 @@ class FrozenQK(nn.Module):
     def __init__(self, ctx: HeadContext, block: int) -> None:
         super().__init__()
         prefix = f"blocks.{block}."
-        names = ("ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_bias")
-        missing = [prefix + n for n in names if prefix + n not in ctx.frozen]
+        parts = {"ln_weight": "ln_1.weight", "ln_bias": "ln_1.bias", "qk_weight": "attn.in_proj_weight",
+                 "qk_bias": "attn.in_proj_bias"}
+        missing = [prefix + name for name in parts.values() if prefix + name not in ctx.frozen]
         if missing:
             raise ValueError(f"the store lacks frozen parameters {missing}")
-        width = ctx.width
         self.heads = ctx.heads
-        self.register_buffer("ln_weight", ctx.frozen[prefix + "ln_1.weight"].float())
-        self.register_buffer("ln_bias", ctx.frozen[prefix + "ln_1.bias"].float())
-        self.register_buffer("qk_weight", ctx.frozen[prefix + "attn.in_proj_weight"][: 2 * width].float())
-        self.register_buffer("qk_bias", ctx.frozen[prefix + "attn.in_proj_bias"][: 2 * width].float())
+        for buffer, name in parts.items():
+            # ln_1 whole, the first 2D (q and k) rows of the qkv projection; not persistent: the store
+            # provides them again, the head's weights hold only what was trained
+            self.register_buffer(buffer, ctx.frozen[prefix + name][: 2 * ctx.width].float(), persistent=False)
 
     def forward(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, N, D) patch tokens -> q, k of shape (B, T, heads, N, D/heads)."""
@@ -97,11 +84,12 @@ class CrossFrameAttention(nn.Module):
 
         out[p] = sum_q A[p, q] W[rel(p, q)]: the weight is gathered once per call to (N, N, C) and the
         sum is one batched matmul over query patches (B*T' rows each), N*N*C multiply-adds per frame.
+        The gather is an embedding lookup: its backward sums rows ~10x faster than indexing's index_put.
         """
         affinity = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=2)  # (B,T',N,N)
         b, t, n, _ = affinity.shape
         per_query = affinity.permute(2, 0, 1, 3).reshape(n, b * t, n)
-        mapped = torch.bmm(per_query, weight[self.index].to(affinity.dtype))  # (N, B*T', C)
+        mapped = torch.bmm(per_query, F.embedding(self.index, weight).to(affinity.dtype))  # (N, B*T', C)
         return mapped.reshape(n, b, t, -1).permute(1, 2, 0, 3)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -135,7 +123,10 @@ class TemporalEnrichment(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """z <- z + MHA(LN(z), LN(Y), LN(Y)); z <- z + MLP(LN(z)) with QuickGELU and dropout."""
+    """z <- z + MHA(LN(z), LN(Y), LN(Y)); z <- z + MLP(LN(z)) with QuickGELU and dropout.
+
+    Initialised as EVL's reference: Xavier-uniform weights, zero attention biases, ~0 MLP biases.
+    """
 
     def __init__(self, width: int, dropout: float) -> None:
         super().__init__()
@@ -145,38 +136,43 @@ class DecoderBlock(nn.Module):
         self.out_proj = nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), QuickGELU(), nn.Dropout(dropout),
                                  nn.Linear(4 * width, width))
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        for linear in (self.mlp[0], self.mlp[3]):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.normal_(linear.bias, std=1e-6)
 
     def forward(self, z: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """z: (B, 1, C); memory: (B, T*L, C)."""
-        b, s, c = memory.shape
-        mem = self.ln_memory(memory)
-        split = (b, -1, self.heads, c // self.heads)
-        q = self.q_proj(self.ln_query(z)).reshape(split).transpose(1, 2)
-        k = self.k_proj(mem).reshape(split).transpose(1, 2)
-        v = self.v_proj(mem).reshape(split).transpose(1, 2)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        """z: (B, 1, C); memory: (B, T*L, C). The memory is never projected (heads.attention)."""
+        attended = attend(self.q_proj(self.ln_query(z)), self.ln_memory(memory), self.k_proj.weight,
+                          self.v_proj.weight, self.v_proj.bias, self.heads)
         z = z + self.out_proj(attended)
         return z + self.mlp(self.ln_mlp(z))
 
 
 class EVLHead(nn.Module):
+    """`num_layers` decoder layers M (default 4, or fewer when fewer blocks are stored), `dropout` in the
+    decoder MLPs and before the classifier (0.5 as in the paper)."""
+
     def __init__(self, ctx: HeadContext, num_layers: int | None = None, dropout: float = 0.5) -> None:
         super().__init__()
         tail = consecutive_tail(ctx.layers)
         available = len(tail) - 1
         num_layers = num_layers if num_layers is not None else min(4, available)
         if num_layers < 1 or num_layers > available:
+            wanted = num_layers if num_layers >= 1 else 4
+            fewer = f" or pass --option num_layers={available}" if available >= 1 else ""
             raise ValueError(
-                f"evl with {num_layers or 4} decoder layers needs the last {(num_layers or 4) + 1} blocks stored "
-                f"consecutively (the store's consecutive tail is {list(tail)}); "
-                f"extract with --layers -{(num_layers or 4) + 1}: or pass --option num_layers=<n>")
+                f"evl with {wanted} decoder layers needs the last {wanted + 1} blocks stored consecutively "
+                f"(M layers read blocks B-M..B-1 and recompute their q/k from the block before each); the store's "
+                f"consecutive tail is {list(tail)}: extract with --layers -{wanted + 1}:{fewer}")
         blocks = tail[-(num_layers + 1):]
         self.request = FeatureRequest(layers=blocks)
         width = ctx.width
         self.enrich = nn.ModuleList(TemporalEnrichment(ctx, block) for block in blocks[1:])
         self.decoder = nn.ModuleList(DecoderBlock(width, dropout) for _ in blocks[1:])
-        self.query = nn.Parameter(torch.zeros(1, 1, width))
-        nn.init.normal_(self.query, std=1 / math.sqrt(width))
+        self.query = nn.Parameter(torch.randn(1, 1, width) * 0.02)
         self.norm = LayerNormFp32(width)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(width, ctx.num_classes)

@@ -1,8 +1,9 @@
 """`prompt` (Efficient-Prompt): learned continuous prompt vectors around each class name, run through
 CLIP's frozen text encoder, against a temporal transformer over the frame embeddings.
 
-The text tower stays frozen (and out of the checkpoint) while gradients flow through it into the
-prompt vectors; any class name can be scored, seen in training or not.
+Each class is read as [SOT] a_1..a_P <name tokens> b_1..b_S [EOT] and pooled at [EOT]; the prompt
+vectors are shared by all classes, so any class name can be scored, seen in training or not. The text
+tower stays frozen (and out of the checkpoint) while gradients flow through it into the prompts.
 """
 from __future__ import annotations
 
@@ -17,49 +18,62 @@ TEMPERATURE = 0.07
 
 
 class PromptHead(nn.Module):
+    """`prefix`/`suffix` prompt vectors (default 16 each), `depth` temporal transformer layers (default 1,
+    0: the frame mean). Initialised as the reference: prompts and frame positions from N(0, 0.01^2)."""
+
     uses_text_tower = True  # the training loop provides the store's text encoder and tokenizer
 
     def __init__(self, ctx: HeadContext, prefix: int = 16, suffix: int = 16, depth: int = 1) -> None:
         super().__init__()
         if ctx.text_tower is None:
             raise ValueError("the prompt head needs the store's text encoder")
+        if prefix < 0 or suffix < 0 or prefix + suffix == 0:
+            raise ValueError(f"prompt head: prefix={prefix}, suffix={suffix}: at least one prompt vector")
         model, self._tokenizer = ctx.text_tower
         self._tower = [model.eval().requires_grad_(False)]  # a list: not a submodule, not in the state dict
         width = model.token_embedding.weight.shape[1]
         self.context_length = model.positional_embedding.shape[0]
         self.request = FeatureRequest(pooled=True)
-        self.prefix = nn.Parameter(torch.randn(prefix, width) * 0.02)
-        self.suffix = nn.Parameter(torch.randn(suffix, width) * 0.02)
-        self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth) if depth > 0 else None
+        self.prefix = nn.Parameter(torch.randn(prefix, width) * 0.01)
+        self.suffix = nn.Parameter(torch.randn(suffix, width) * 0.01)
+        self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth, residual=False, position_std=0.01) \
+            if depth > 0 else None
         self.set_classes(list(ctx.class_names or ctx.classes))
 
     def set_classes(self, names: list[str]) -> None:
-        """Tokenise class names once; the prompts are shared by all classes, so new names just work."""
+        """Tokenise class names once and lay out where each sequence position reads from: a token
+        embedding of the name's own sequence, or a prompt vector (index into prefix + suffix)."""
+        p, s = len(self.prefix), len(self.suffix)
         tokens = self._tokenizer(names)
-        lengths = tokens.argmax(dim=-1) - 1  # name tokens between start-of-text and end-of-text
-        longest = int(lengths.max()) + 2 + len(self.prefix) + len(self.suffix)
-        if longest > self.context_length:
-            raise ValueError(f"prompt head: {len(self.prefix)} + {len(self.suffix)} prompt vectors and a class name of "
-                             f"{int(lengths.max())} tokens exceed the text context of {self.context_length}")
+        lengths = tokens.argmax(dim=-1, keepdim=True) - 1  # name tokens between [SOT] and [EOT] (the largest id)
+        if int(lengths.max()) + 2 + p + s > self.context_length:
+            raise ValueError(f"prompt head: {p} + {s} prompt vectors and a class name of {int(lengths.max())} "
+                             f"tokens exceed the text context of {self.context_length}")
+        position = torch.arange(self.context_length)[None]
+        in_prefix = (position >= 1) & (position <= p)
+        in_suffix = (position > p + lengths) & (position <= p + lengths + s)
+        token_index = torch.where(position > p + lengths + s, position - p - s, (position - p).clamp(min=0))
+        prompt_index = torch.where(in_prefix, position - 1, position - lengths - 1).clamp(0, p + s - 1)
         self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("lengths", lengths, persistent=False)
+        self.register_buffer("token_index", token_index.clamp(max=self.context_length - 1), persistent=False)
+        self.register_buffer("prompt_index", prompt_index, persistent=False)
+        self.register_buffer("is_prompt", in_prefix | in_suffix, persistent=False)
+        self.register_buffer("eot", (p + lengths + s + 1)[:, 0], persistent=False)
 
     def class_embeddings(self) -> torch.Tensor:
-        """(C, E): each class as [SOT] prefix name suffix [EOT], pooled at [EOT], projected."""
+        """(C, E): every class's prompted sequence through the frozen text tower, pooled at [EOT], projected."""
         tower = self._tower[0]
         if tower.token_embedding.weight.device != self.prefix.device:
             tower.to(self.prefix.device)
-        embedded = tower.token_embedding(self.tokens.to(self.prefix.device))
-        rows = []
-        for c, n in enumerate(self.lengths.tolist()):
-            sequence = torch.cat([embedded[c, :1], self.prefix, embedded[c, 1:1 + n], self.suffix,
-                                  embedded[c, 1 + n:]])
-            rows.append(sequence[: self.context_length])
-        x = torch.stack(rows) + tower.positional_embedding
+        embedded = tower.token_embedding(self.tokens)
+        names = embedded.gather(1, self.token_index[..., None].expand(-1, -1, embedded.shape[-1]))
+        prompts = torch.cat([self.prefix, self.suffix])[self.prompt_index]
+        x = torch.where(self.is_prompt[..., None], prompts, names) + tower.positional_embedding
         x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask))
-        eot = 1 + len(self.prefix) + self.lengths.to(x.device) + len(self.suffix)
-        pooled = x[torch.arange(len(x), device=x.device), eot]
+        pooled = x[torch.arange(len(x), device=x.device), self.eot]
         projection = tower.text_projection
+        if projection is None:
+            return pooled
         return projection(pooled) if isinstance(projection, nn.Linear) else pooled @ projection
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

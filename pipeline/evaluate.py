@@ -10,7 +10,7 @@ import torch
 
 from cache.dataset import CacheDataset
 from cache.reader import CacheReader
-from cache.splits import labelled, split_videos
+from cache.splits import evaluation_videos, left_out
 from pipeline.checkpoint import BEST, check_compatible, load_weights, read_run
 from pipeline.context import head_context
 from pipeline.encoder import resolve_device
@@ -20,22 +20,16 @@ from pipeline.train import build_for_store
 from heads.text import TextHead
 
 
-def _eval_videos(reader: CacheReader, split: str) -> np.ndarray:
-    videos = split_videos(reader, split)
-    if len(videos) == 0:
-        videos = split_videos(reader, "val") if split == "test" else videos
-    if len(videos) == 0:
-        raise ValueError(f"{reader.path}: no done videos in split {split!r}")
-    return labelled(reader, videos, "evaluation")
-
-
-def evaluate_checkpoint(store: Path, run_dir: Path, split: str = "test", device: str = "auto",
-                        weights: str = BEST, classes: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Multi-view metrics of a trained head on a split of `store` (any store made by the same model),
-    over the run's classes or, for heads that score by class name (text, prompt), any other classes."""
+def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
+                        weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True
+                        ) -> dict[str, Any]:
+    """Multi-view metrics of a trained head on a split of `store` (default: the run's test split; any store
+    made by the same model), over the run's classes or, for heads that score by class name (text, prompt),
+    any other classes."""
     run = read_run(run_dir)
     reader = CacheReader(store)
     check_compatible(run, reader.settings, store)
+    split = split or run["config"]["test_split"]
     classes = classes or tuple(run["classes"])
     torch_device = resolve_device(device)
     class_file = Path(run["class_names"]) if run["class_names"] else None
@@ -46,26 +40,26 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str = "test", device:
     except RuntimeError:
         raise ValueError(f"{run_dir}: a {run['head']} head trained on {len(run['classes'])} classes cannot score "
                          f"{len(classes)} other classes") from None
-    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), run["frames"], train=False,
-                           classes=classes)
-    probs, labels = predict(head, dataset, torch_device)
+    dataset = CacheDataset(reader, head.request, evaluation_videos(reader, split), run["frames"], train=False,
+                           device=torch_device, classes=classes)
+    probs, labels = predict(head, dataset, torch_device, run["config"]["batch_size"], quiet=quiet)
     return {"kind": f"head {run['head']}", "store": str(store), "split": split, "checkpoint": str(run_dir / weights),
-            **classification_metrics(probs, labels, classes)}
+            "left_out": left_out(reader), **classification_metrics(probs, labels, classes)}
 
 
 def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
-              device: str = "auto", classes: tuple[str, ...] | None = None) -> dict[str, Any]:
+              device: str = "auto", classes: tuple[str, ...] | None = None, quiet: bool = True) -> dict[str, Any]:
     """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training."""
     reader = CacheReader(store)
     torch_device = resolve_device(device)
     text = text_embeddings(reader, templates, names_file, torch_device)
     ctx = head_context(reader, reader.settings.frames, text, classes)
     head = TextHead(ctx, depth=0, learn_scale=False).to(torch_device)
-    dataset = CacheDataset(reader, head.request, _eval_videos(reader, split), reader.settings.frames, train=False,
-                           classes=ctx.classes)
-    probs, labels = predict(head, dataset, torch_device)
+    dataset = CacheDataset(reader, head.request, evaluation_videos(reader, split), reader.settings.frames,
+                           train=False, device=torch_device, classes=ctx.classes)
+    probs, labels = predict(head, dataset, torch_device, quiet=quiet)
     return {"kind": "zero-shot", "store": str(store), "split": split, "templates": templates,
-            **classification_metrics(probs, labels, ctx.classes)}
+            "left_out": left_out(reader), **classification_metrics(probs, labels, ctx.classes)}
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:

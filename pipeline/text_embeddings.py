@@ -83,5 +83,8 @@ def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file
     device = torch.device(device)
     model, tokenizer = load_text_tower(reader, device)
     embeddings = embed_class_names(model, tokenizer, names, template_list, device)
-    write_text_embeddings(str(reader.path), key, embeddings, template_list, names)
+    try:
+        write_text_embeddings(str(reader.path), key, embeddings, template_list, names)
+    except OSError:  # a read-only store: still usable, the text tower just runs again next time
+        pass
     return embeddings

@@ -6,6 +6,7 @@ The loop knows a head only through its `request` and its logits.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -17,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cache.dataset import CacheDataset
+from cache.dataset import CacheDataset, batch_loader
 from cache.reader import CacheReader
-from cache.splits import train_val_test
+from cache.splits import left_out, left_out_note, train_val_test
 from heads import HEADS, build_head
 from pipeline.checkpoint import (BEST, LAST, append_metrics, load_state, model_identity, read_run, save_state,
                                  save_weights, truncate_metrics, write_run)
@@ -52,7 +53,7 @@ class TrainConfig:
     shots: int | None = None
     patience: int = 0
     resume: bool = False
-    preload: bool = False
+    preload: bool | None = None  # None: when the features fit in memory
     workers: int = 0
     device: str = "auto"
     templates: str = "text4vis"
@@ -60,6 +61,9 @@ class TrainConfig:
     classes: tuple[str, ...] | None = None  # train on these classes only (base-to-novel)
     quiet: bool = False
 
+
+# options that may differ on --resume (the store is identified by its fingerprint, not its path)
+RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet")
 
 DEFAULTS = {"lr": 1e-3, "batch_size": 64, "label_smoothing": 0.0, "grad_clip": 1.0}
 
@@ -71,7 +75,7 @@ def with_recipe(cfg: TrainConfig) -> TrainConfig:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "shots"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if cfg.lr is not None and cfg.lr <= 0:
@@ -117,26 +121,26 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device,
                            cfg.classes)
     train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
-                             seed=cfg.seed, classes=cfg.classes)
+                             device=device, seed=cfg.seed, classes=cfg.classes)
     val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload,
-                           classes=cfg.classes)
+                           device=device, classes=cfg.classes)
     classes = cfg.classes or reader.classes
     shuffle = torch.Generator()
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
-                        drop_last=len(train_set) > cfg.batch_size, pin_memory=device.type == "cuda",
-                        generator=shuffle, persistent_workers=cfg.workers > 0)
+    loader = batch_loader(train_set, cfg.batch_size, shuffle=True, generator=shuffle,
+                          drop_last=len(train_set) > cfg.batch_size, workers=cfg.workers,
+                          pin_memory=device.type == "cuda")
     params = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(loader)
     scheduler = _schedule(optimizer, int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
     run = {
         "head": cfg.head, "options": cfg.head_options, "frames": frames, "templates": cfg.templates,
-        "class_names": str(cfg.class_names) if cfg.class_names else None, "classes": list(classes),
+        "class_names": str(cfg.class_names.resolve()) if cfg.class_names else None, "classes": list(classes),
         "identity": model_identity(reader.settings), "store_fingerprint": reader.settings.fingerprint(),
         "request_layers": list(head.request.layers),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-        "splits": {name: int(len(videos)) for name, videos in splits.items()},
-        "best": None, "epochs_done": 0,
+        "splits": {name: int(len(videos)) for name, videos in splits.items()}, "left_out": left_out(reader),
+        "features": _where(train_set), "best": None, "epochs_done": 0,
     }
     start_epoch, stale = 0, 0
     if cfg.resume:
@@ -144,12 +148,15 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     elif (cfg.out / LAST).exists() or (cfg.out / "state.pt").exists():
         raise ValueError(f"{cfg.out}: holds a run already; use --resume to continue it or another --out")
     write_run(cfg.out, run)
+    _say(cfg, left_out_note(run["left_out"], str(cfg.store)))
+    _say(cfg, f"{run['splits']['train']} training and {run['splits']['val']} validation videos; features: "
+              f"{run['features']}")
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
         shuffle.manual_seed(cfg.seed * 100_003 + epoch)  # the order depends on the epoch only: resumable
         loss, rate = _train_epoch(head, loader, optimizer, scheduler, criterion, params, cfg, device, epoch)
-        probs, labels = predict(head, val_set, device, workers=cfg.workers)
+        probs, labels = predict(head, val_set, device, cfg.batch_size, cfg.workers, cfg.quiet)
         metrics = classification_metrics(probs, labels, classes)
         row = {"epoch": epoch + 1, "loss": loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate,
                "val_top1": metrics["top1"], "val_top5": metrics["top5"],
@@ -167,14 +174,23 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "stale": stale,
                              "best": run["best"]})
         write_run(cfg.out, run)
-        if not cfg.quiet:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.3f}"
-                       f"  {rate:.0f} samples/s", file=sys.stderr)
+        _say(cfg, f"epoch {epoch + 1}/{cfg.epochs}  loss {loss:.4f}  val top-1 {metrics['top1']:.3f}"
+                  f"  {rate:.0f} samples/s")
         if cfg.patience and stale >= cfg.patience:
             run["stopped_early"] = epoch + 1
             write_run(cfg.out, run)
             break
     return run
+
+
+def _say(cfg: TrainConfig, line: str | None) -> None:
+    if line and not cfg.quiet:
+        tqdm.write(line, file=sys.stderr)
+
+
+def _where(dataset: CacheDataset) -> str:
+    size = f"{dataset.feature_bytes() / 1e6:.2f} MB"
+    return f"{size} preloaded on {dataset.placement}" if dataset.placement else f"{size} streamed from the store"
 
 
 def _restore(cfg: TrainConfig, run: dict[str, Any], head: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -183,6 +199,12 @@ def _restore(cfg: TrainConfig, run: dict[str, Any], head: torch.nn.Module, optim
     previous = read_run(cfg.out)
     if previous["head"] != run["head"] or previous["store_fingerprint"] != run["store_fingerprint"]:
         raise ValueError(f"{cfg.out}: was trained with head {previous['head']} on another store; cannot resume")
+    now = json.loads(json.dumps(run["config"]))
+    changed = [f"{key}: {previous['config'].get(key)} -> {value}" for key, value in now.items()
+               if key not in RESUMABLE_CHANGES and previous["config"].get(key) != value]
+    if changed:
+        raise ValueError(f"{cfg.out}: was trained with other options ({'; '.join(changed)}); resume with the "
+                         "same ones or train into another --out")
     state = load_state(cfg.out)
     head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
@@ -190,7 +212,7 @@ def _restore(cfg: TrainConfig, run: dict[str, Any], head: torch.nn.Module, optim
     epoch = int(state["epoch"])
     truncate_metrics(cfg.out, epoch)  # rows written after the last saved state are redone
     previous.update(best=state["best"], epochs_done=epoch)
-    previous["config"]["epochs"] = cfg.epochs
+    previous["config"].update({key: now[key] for key in RESUMABLE_CHANGES})
     return previous, epoch, int(state["stale"])
 
 

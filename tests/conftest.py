@@ -87,3 +87,57 @@ def appearance_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_cli(*tiny_extract_args(root / "videos", store, "--clips", "2", "--augment", "1"))
     assert result.code == 0, result
     return store
+
+
+SYNTHETIC = dict(frames=4, clips=2, crops=1, augment=1, layers=(1, 2), tokens=5, width=8, embed_dim=6)
+
+
+def feature_code(video: int, view: int, frame: int) -> int:
+    """What `synthetic_store` writes at token 0, channel 0 (and pooled channel 0) of each frame."""
+    views = SYNTHETIC["clips"] * SYNTHETIC["crops"] + SYNTHETIC["augment"]
+    return (video * views + view) * SYNTHETIC["frames"] + frame
+
+
+def synthetic_store(path: Path, num_videos: int = 12, dtype: str = "float16", status: dict[int, int] | None = None,
+                    splits: list[str] | None = None) -> Path:
+    """A model-free store through the real writer whose features say where they came from: channel 0 holds
+    `feature_code(video, view, frame)`, channel 1 the token index, channel 2 the block. Labels cycle over
+    three classes; `status` overrides done for some videos."""
+    from cache.schema import DONE, StoreSettings
+    from cache.writer import GroupResult, StoreWriter, create_store
+
+    s = SYNTHETIC
+    settings = StoreSettings(
+        model="synthetic", pretrained="", model_config={}, image_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        interpolation="bicubic", resize_mode="shortest", frames=s["frames"], sampling="uniform", stride=1,
+        clips=s["clips"], crops=s["crops"], augment=s["augment"], seed=0, layers=s["layers"], num_blocks=3,
+        width=s["width"], heads=2, embed_dim=s["embed_dim"], tokens=s["tokens"], grid=(2, 2), dtype=dtype,
+        compression="none", shard_videos=4, num_videos=num_videos, classes=("a", "b", "c"), inputs_digest="synthetic",
+    )
+    labels = [i % 3 for i in range(num_videos)]
+    splits = splits or [("train", "train", "val", "test")[i // 3 % 4] for i in range(num_videos)]
+    create_store(path, settings, [f"{splits[i]}/{i}.mp4" for i in range(num_videos)], labels, splits, {})
+    writer = StoreWriter(path, settings)
+    views, frames = settings.views, s["frames"]
+    for group in range(settings.num_groups):
+        start, stop = settings.group_range(group)
+        n = stop - start
+        codes = np.array([[[feature_code(video, v, t) for t in range(frames)] for v in range(views)]
+                          for video in range(start, stop)], dtype=np.float32)
+        tokens = {}
+        for layer in settings.layers:
+            values = np.zeros((n, views, frames, s["tokens"], s["width"]), np.float32)
+            values[..., 0, 0] = codes
+            values[..., 1] = np.arange(s["tokens"])
+            values[..., 2] = layer
+            tokens[layer] = values
+        pooled = np.zeros((n, views, frames, s["embed_dim"]), np.float32)
+        pooled[..., 0] = codes
+        state = np.array([(status or {}).get(i, DONE) for i in range(start, stop)], np.uint8)
+        writer.write_group(GroupResult(
+            group=group, status=state, error=["synthetic failure" if x != DONE else "" for x in state], note=[""] * n,
+            frame_index=np.zeros((n, views, frames), np.int32), fps=np.full(n, 10, np.float32),
+            num_frames=np.full(n, 16, np.int32), width=np.full(n, 64, np.int32), height=np.full(n, 48, np.int32),
+            duration=np.full(n, 1.6, np.float32), tokens=tokens, pooled=pooled,
+        ))
+    return path

@@ -10,7 +10,8 @@ import torch
 from heads.base import HeadContext
 from heads.evl import EVLHead
 
-GRID, WIDTH, HEADS, FRAMES, M, CLASSES = (2, 3), 16, 2, 3, 2, 4
+GRID, WIDTH, HEADS, FRAMES, M, CLASSES = (2, 3), 128, 2, 3, 2, 4
+DECODER_HEADS = WIDTH // 64  # EVL's decoder heads are 64 channels wide, as CLIP's
 
 
 def _context() -> HeadContext:
@@ -19,7 +20,7 @@ def _context() -> HeadContext:
     for block in range(5):
         frozen[f"blocks.{block}.ln_1.weight"] = 1 + 0.1 * torch.randn(WIDTH, generator=rng)
         frozen[f"blocks.{block}.ln_1.bias"] = 0.1 * torch.randn(WIDTH, generator=rng)
-        frozen[f"blocks.{block}.attn.in_proj_weight"] = torch.randn(3 * WIDTH, WIDTH, generator=rng) / 4
+        frozen[f"blocks.{block}.attn.in_proj_weight"] = torch.randn(3 * WIDTH, WIDTH, generator=rng) / math.sqrt(WIDTH)
         frozen[f"blocks.{block}.attn.in_proj_bias"] = 0.1 * torch.randn(3 * WIDTH, generator=rng)
     return HeadContext(classes=tuple("abcd"), frames=FRAMES, embed_dim=8, width=WIDTH, heads=HEADS,
                        tokens=1 + GRID[0] * GRID[1], grid=GRID, layers=(1, 2, 3), num_blocks=4, frozen=frozen)
@@ -80,7 +81,11 @@ def _reference(head: EVLHead, ctx: HeadContext, tokens: np.ndarray) -> np.ndarra
             mem = _layer_norm(memory, p[d + "ln_memory.weight"], p[d + "ln_memory.bias"])
             keys = mem @ p[d + "k_proj.weight"].T + p[d + "k_proj.bias"]
             values = mem @ p[d + "v_proj.weight"].T + p[d + "v_proj.bias"]
-            attention = _softmax(keys @ zq / math.sqrt(width)) @ values  # one decoder head at this width
+            attention = np.zeros(width)
+            dd = width // DECODER_HEADS
+            for head_index in range(DECODER_HEADS):
+                sl = slice(head_index * dd, (head_index + 1) * dd)
+                attention[sl] = _softmax(keys[:, sl] @ zq[sl] / math.sqrt(dd)) @ values[:, sl]
             z = z + attention @ p[d + "out_proj.weight"].T + p[d + "out_proj.bias"]
             hidden = _layer_norm(z, p[d + "ln_mlp.weight"], p[d + "ln_mlp.bias"]) @ p[d + "mlp.0.weight"].T \
                 + p[d + "mlp.0.bias"]
@@ -122,3 +127,9 @@ def test_missing_blocks_are_explained() -> None:
     with pytest.raises(ValueError, match=r"needs the last 3 blocks stored consecutively.*\[2, 3\].*--layers -3:"):
         EVLHead(ctx, num_layers=2)
     assert EVLHead(ctx).request.layers == (2, 3)  # the default fits what is stored
+
+
+def test_weights_hold_only_what_trains() -> None:
+    """The frozen ln_1/qkv come from the store each time; saved weights are the decoder's own."""
+    head = EVLHead(_context())
+    assert set(head.state_dict()) == {name for name, _ in head.named_parameters()}

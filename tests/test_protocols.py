@@ -47,3 +47,11 @@ def test_half_class_zero_shot_and_zero_shot_base_to_novel_from_the_cli(appearanc
     assert len(report["runs"]) == 3 and report["top1"]["mean"] == pytest.approx(np.mean(report["runs"]))
     b2n = json.loads(run_cli("eval", appearance_store, "--zero-shot", "--base-to-novel", "--device", "cpu").stdout)
     assert b2n["method"] == "zero-shot" and 0 <= b2n["harmonic_mean"] <= 1
+
+
+def test_base_to_novel_with_the_prompt_head_scores_unseen_classes(appearance_store: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(store=appearance_store, head="prompt", out=tmp_path / "p", head_options={"prefix": 2, "suffix": 2},
+                      **{**FAST, "epochs": 2})
+    report = base_to_novel(cfg, seed=1)
+    assert read_run(tmp_path / "p")["classes"] == report["base_classes"]
+    assert len(report["novel_classes"]) >= 1 and 0 <= report["novel_top1"] <= 1

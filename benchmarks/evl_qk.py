@@ -1,0 +1,111 @@
+"""EVL's cross-frame term needs each tapped block's attention q and k. Two ways to get them from a cache:
+recompute them in the training step from the block's cached input with its frozen ln_1 and qkv projection
+(what clipcache does: one more block stored), or store q and k at extract time. This measures both on the
+same head, batch and device: bytes per video, the training step, and how fast this machine reads the cache.
+
+    python benchmarks/evl_qk.py                                 # ViT-B-16 shapes, 8 frames, 4 decoder layers
+    python benchmarks/evl_qk.py --model ViT-B-32 --batch-size 16 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from synthetic_store import make_store
+from torch import nn
+
+from cache.reader import CacheReader
+from heads import build_head
+from heads.evl import EVLHead
+from pipeline.context import head_context
+from pipeline.encoder import resolve_device
+from pipeline.metrics import autocast
+
+
+class StoredQK(nn.Module):
+    """Stands in for a layer's FrozenQK with q and k read from a cache instead of recomputed."""
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor) -> None:
+        super().__init__()
+        self.q, self.k = q, k
+
+    def forward(self, _block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q, self.k
+
+
+def seconds_per_step(head: EVLHead, tokens: torch.Tensor, labels: torch.Tensor, repeats: int) -> float:
+    """One AdamW training step (bf16 autocast on GPU), timed after a warm-up step."""
+    optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        with autocast(tokens.device):
+            loss = nn.functional.cross_entropy(head({"tokens": tokens}).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    if tokens.device.type == "cuda":
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    if tokens.device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - began) / repeats
+
+
+def read_rate(reader: CacheReader, layer: int) -> float:
+    """Bytes/s of reading one block's tokens video by video, as stage two streams them (page cache warm)."""
+    reader.tokens(layer, 0)
+    began, total = time.perf_counter(), 0
+    for video in range(reader.num_videos):
+        total += reader.tokens(layer, video).nbytes
+    return total / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-16")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--decoder-layers", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    m = args.decoder_layers
+    with tempfile.TemporaryDirectory(prefix="clipcache-evl-qk-") as tmp:
+        settings = make_store(Path(tmp) / "store.zarr", args.model, args.batch_size, args.frames, f"-{m + 1}:")
+        reader = CacheReader(Path(tmp) / "store.zarr")
+        rate = read_rate(reader, settings.layers[-1])
+        torch.manual_seed(0)
+        head = build_head("evl", head_context(reader, args.frames), num_layers=m).to(device)
+        tokens = torch.stack([torch.from_numpy(reader.tokens(layer, slice(None))[:, 0]) for layer in settings.layers],
+                             dim=1).to(device).float()  # (B, M+1, T, L, D), view 0
+    labels = torch.arange(args.batch_size, device=device) % len(settings.classes)
+    recompute = seconds_per_step(head, tokens, labels, args.repeats)
+    with torch.no_grad(), autocast(device):
+        stored = [enrich.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+    for enrich, (q, k) in zip(head.enrich, stored):
+        enrich.qk = StoredQK(q, k)
+    from_cache = seconds_per_step(head, tokens, labels, args.repeats)
+
+    block = args.frames * settings.tokens * settings.width * 2  # one block's tokens per video, float16
+    qk = 2 * args.frames * (settings.tokens - 1) * settings.width * 2  # q and k of the patch tokens, float16
+    layouts = {"recompute q/k (store M+1 blocks)": ((m + 1) * block, recompute),
+               "store q/k (M blocks + q, k)": (m * block + m * qk, from_cache)}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"{name}; {args.model} shapes, {args.frames} frames, {m} decoder layers, batch {args.batch_size}; "
+          f"cache read at {rate / 1e6:.0f} MB/s")
+    for layout, (nbytes, seconds) in layouts.items():
+        compute = args.batch_size / seconds
+        print(f"{layout:34s} {nbytes / 1e6:6.1f} MB/video  step {seconds * 1e3:8.1f} ms = {compute:8.1f} videos/s"
+              f"  read-bound at {rate / nbytes:8.1f} videos/s  -> {min(compute, rate / nbytes):8.1f} videos/s")
+
+
+if __name__ == "__main__":
+    main()

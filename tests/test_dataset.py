@@ -1,0 +1,175 @@
+"""The cache dataset and splits on model-free stores whose features say where they came from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cache.dataset
+from cache.dataset import CacheDataset, batch_loader, frame_subset
+from cache.reader import CacheReader
+from cache.schema import FAILED, PENDING
+from cache.splits import evaluation_videos, k_shot, left_out, left_out_note, stratified_holdout, train_val_test
+from conftest import SYNTHETIC, feature_code, synthetic_store
+from heads.base import FeatureRequest
+from pipeline.metrics import to_device
+
+EVERYTHING = FeatureRequest(pooled=True, layers=(1, 2))
+TEST_VIEWS = SYNTHETIC["clips"] * SYNTHETIC["crops"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_store(tmp_path_factory.mktemp("ds") / "s.zarr", status={4: FAILED, 5: PENDING})
+
+
+@pytest.fixture(scope="module")
+def int8_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_store(tmp_path_factory.mktemp("ds8") / "s.zarr", dtype="int8")
+
+
+def _codes(batch: dict[str, torch.Tensor], key: str) -> np.ndarray:
+    """Channel 0 of token 0 (tokens: of the first block) per frame: (B, T)."""
+    values = batch[key].float().numpy()
+    return values[:, 0, :, 0, 0] if key == "tokens" else values[..., 0]
+
+
+def test_evaluation_walks_every_test_view_with_segment_centres(store: Path) -> None:
+    reader = CacheReader(store)
+    videos = np.array([7, 2])
+    data = CacheDataset(reader, EVERYTHING, videos, 2, train=False, preload=False)
+    assert len(data) == 2 * TEST_VIEWS  # the augmented view is never a test view
+    batch = data[list(range(len(data)))]
+    assert batch["pooled"].shape == (4, 2, SYNTHETIC["embed_dim"]) and batch["pooled"].dtype == torch.float16
+    assert batch["tokens"].shape == (4, 2, 2, SYNTHETIC["tokens"], SYNTHETIC["width"])
+    np.testing.assert_array_equal(frame_subset(4, 2, 0.5), [1, 3])
+    expected = [[feature_code(v, view, t) for t in (1, 3)] for v in videos for view in range(TEST_VIEWS)]
+    np.testing.assert_array_equal(_codes(batch, "pooled"), expected)
+    np.testing.assert_array_equal(_codes(batch, "tokens"), expected)
+    assert batch["tokens"][:, 1, :, :, 2].eq(2).all() and batch["tokens"][:, 0, :, :, 2].eq(1).all()
+    np.testing.assert_array_equal(batch["tokens"][0, 0, 0, :, 1], np.arange(SYNTHETIC["tokens"]))
+    assert batch["video"].tolist() == [0, 0, 1, 1] and batch["view"].tolist() == [0, 1, 0, 1]
+    assert batch["label"].tolist() == [7 % 3, 7 % 3, 2 % 3, 2 % 3]
+
+
+def test_training_draws_views_and_jittered_frames_from_seed_and_epoch(store: Path) -> None:
+    reader = CacheReader(store)
+    videos = np.arange(4)
+    data = CacheDataset(reader, FeatureRequest(pooled=True), videos, 2, train=True, preload=False, seed=3)
+    assert len(data) == 4
+
+    def epoch(e: int) -> np.ndarray:
+        data.set_epoch(e)
+        return _codes(data[[0, 1, 2, 3]], "pooled")
+
+    first, again, other = epoch(0), epoch(0), epoch(1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    views = set()
+    for e in range(12):
+        codes = epoch(e).astype(int)
+        frame, view = codes % 4, codes // 4 % 3
+        assert (frame[:, 0] < 2).all() and (frame[:, 1] >= 2).all()  # one frame from each half
+        assert (view[:, 0] == view[:, 1]).all() and (codes // 12 == videos[:, None]).all()
+        views |= set(view[:, 0])
+    assert views == {0, 1, 2}  # the augmented view (2) is drawn too
+    np.testing.assert_array_equal(data[[1, 3]]["pooled"], torch.stack([data[1]["pooled"], data[3]["pooled"]]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("frames, cls_only", [(4, False), (2, True)])
+def test_preloaded_equals_streamed(store: Path, int8_store: Path, dtype: str, frames: int, cls_only: bool) -> None:
+    reader = CacheReader(store if dtype == "float16" else int8_store)
+    request = FeatureRequest(pooled=True, layers=(2, 1), cls_only=cls_only)
+    for train in (True, False):
+        held = CacheDataset(reader, request, np.arange(4), frames, train=train, preload=True)
+        streamed = CacheDataset(reader, request, np.arange(4), frames, train=train, preload=False)
+        assert held.placement == torch.device("cpu") and streamed.placement is None
+        items = list(range(len(held)))
+        a, b = held[items], streamed[items]
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+        assert a["tokens"].shape[-2] == (1 if cls_only else SYNTHETIC["tokens"])
+        first_block = to_device(a, torch.device("cpu"))["tokens"][:, 0, :, :, 2]
+        np.testing.assert_allclose(first_block, 2, atol=0.5)  # blocks in the requested order (int8: +-scale)
+        if dtype == "int8":  # int8 and scales travel; dequantised on the device, close to what was written
+            assert a["tokens"].dtype == torch.int8 and "token_scales" in a
+            a = to_device(a, torch.device("cpu"))
+            assert "token_scales" not in a and a["tokens"].dtype == torch.float32
+            np.testing.assert_allclose(_codes(a, "tokens"), _codes(a, "pooled"), rtol=0.01)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_loader_workers_read_the_same_batches(store: Path, train: bool) -> None:
+    reader = CacheReader(store)
+    data = CacheDataset(reader, EVERYTHING, np.arange(4), 2, train=train, preload=False, seed=1)
+    data.set_epoch(5)  # workers start after this, with the epoch's draws
+    alone = list(batch_loader(data, 3))
+    with_workers = list(batch_loader(data, 3, workers=2))
+    assert [len(b["label"]) for b in alone] == ([3, 1] if train else [3, 3, 2])
+    for x, y in zip(alone, with_workers):
+        assert all(torch.equal(x[key], y[key]) for key in x)
+
+
+def test_preload_only_when_the_features_fit(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = CacheReader(store)
+    needed = CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True, preload=False).feature_bytes()
+    assert needed == 4 * 3 * 4 * (6 * 2 + 2 * 5 * 8 * 2)  # videos x views x frames x (pooled + 2 blocks), float16
+    monkeypatch.setattr(cache.dataset, "free_memory", lambda device: needed)  # fits in all, but not in half
+    assert CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True).placement is None
+    with pytest.raises(ValueError, match=r"--preload: .*s\.zarr: the features this head reads take"):
+        CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True, preload=True)
+
+
+def test_refusals_name_the_store(store: Path) -> None:
+    reader = CacheReader(store)
+    with pytest.raises(ValueError, match=r"s\.zarr: the head reads 5 frames per view, the store holds 4"):
+        CacheDataset(reader, EVERYTHING, np.arange(4), 5, train=False)
+    with pytest.raises(ValueError, match=r"s\.zarr: the head needs blocks \[0\]"):
+        CacheDataset(reader, FeatureRequest(layers=(0,)), np.arange(4), 4, train=False)
+
+
+def test_splits_use_done_videos_only_and_report_the_rest_once(store: Path) -> None:
+    reader = CacheReader(store)
+    splits = train_val_test(reader)  # 0,1,2 train, 3,4,5 train, 6,7,8 val, 9,10,11 test; 4 failed, 5 pending
+    assert splits["train"].tolist() == [0, 1, 2, 3] and splits["val"].tolist() == [6, 7, 8]
+    assert splits["test"].tolist() == [9, 10, 11]
+    assert left_out(reader) == {"failed": 1, "pending": 1}
+    assert left_out_note(left_out(reader), "s.zarr") == \
+        "s.zarr: 1 failed and 1 pending videos left out (clipcache info s.zarr lists the failures)"
+    assert left_out_note({"failed": 0, "pending": 0}, "s.zarr") is None
+
+
+def test_splits_from_files_and_fallbacks(store: Path, tmp_path: Path) -> None:
+    reader = CacheReader(store)
+    listed = tmp_path / "mine.txt"
+    listed.write_text("val/6.mp4 0\ntest/9.mp4,1\ntrain/4.mp4\n")  # video 4 failed: left out
+    assert evaluation_videos(reader, str(listed)).tolist() == [6, 9]
+    (tmp_path / "none.txt").write_text("nowhere.mp4\n")
+    with pytest.raises(ValueError, match="none.txt: none of its paths"):
+        evaluation_videos(reader, str(tmp_path / "none.txt"))
+    with pytest.raises(ValueError, match="no done videos in split 'nosuch'"):
+        evaluation_videos(reader, "nosuch")
+    no_test = synthetic_store(tmp_path / "t.zarr", splits=["train"] * 9 + ["val"] * 3)
+    assert evaluation_videos(CacheReader(no_test), "test").tolist() == [9, 10, 11]
+    held = train_val_test(CacheReader(no_test), val="nosuch", seed=1)  # no such validation split: 10% held out
+    assert sorted(np.bincount(CacheReader(no_test).column("label")[held["val"]])) == [1, 1, 1]
+    assert len(held["train"]) == 6 and len(held["test"]) == 0
+    tiny = synthetic_store(tmp_path / "u.zarr", num_videos=3, splits=["train"] * 3)
+    with pytest.raises(ValueError, match="too few training videos to hold some out"):
+        train_val_test(CacheReader(tiny))
+
+
+def test_holdout_and_shots_are_stratified_and_seeded() -> None:
+    labels = np.repeat([0, 1, 2], 10)
+    keep, held = stratified_holdout(labels, 0.2, seed=0)
+    assert sorted(np.bincount(labels[held])) == [2, 2, 2] and len(keep) + len(held) == 30
+    assert not set(keep) & set(held)
+    np.testing.assert_array_equal(k_shot(labels, 3, 5), k_shot(labels, 3, 5))
+    assert not np.array_equal(k_shot(labels, 3, 5), k_shot(labels, 3, 6))
+    assert list(np.bincount(labels[k_shot(labels, 3, 5)])) == [3, 3, 3]
+    with pytest.raises(ValueError, match="--shots must be at least 1"):
+        k_shot(labels, 0, 0)
