@@ -17,12 +17,12 @@ import torch
 from synthetic_store import make_store
 from torch import nn
 
-from cache.reader import CacheReader
-from heads import build_head
-from heads.evl import EVLHead
-from pipeline.context import head_context
-from pipeline.encoder import resolve_device
-from pipeline.metrics import autocast
+from clipcache.cache.reader import CacheReader
+from clipcache.heads import build_head
+from clipcache.heads.evl import EVLHead
+from clipcache.pipeline.train.build import head_context
+from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.common import autocast
 
 
 class StoredQK(nn.Module):

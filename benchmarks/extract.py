@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def make_videos(folder: Path, count: int, seconds: float, width: int, height: int, fps: int) -> list[Path]:
     """H.264 clips shaped like Kinetics' (10 s, 340x256, 30 fps): a smooth textured scene that pans, with
     a moving object and mild sensor noise, so the bitrate (and decode cost) is that of camera footage."""
-    from pipeline.synthetic import shape_frames, write_video
+    from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 
     rng = np.random.default_rng(0)
     n = int(seconds * fps)
@@ -49,7 +49,7 @@ def make_videos(folder: Path, count: int, seconds: float, width: int, height: in
 
 
 def decode_only(paths: list[Path], recipe: "PrepareRecipe", workers: int) -> float:
-    from pipeline.decode_pool import DecodePool, Task
+    from clipcache.pipeline.extract.decode_pool import DecodePool, Task
     pool = DecodePool(recipe, workers=workers, timeout=600, prefetch=64)
     began = time.perf_counter()
     count = sum(1 for outcome in pool.run([Task(i, p) for i, p in enumerate(paths)]) if outcome.video is not None)
@@ -59,7 +59,8 @@ def decode_only(paths: list[Path], recipe: "PrepareRecipe", workers: int) -> flo
 def encode_only(model: str, layers: str, device: "torch.device", image_size: int, batch: int, steps: int) -> float:
     import torch
 
-    from pipeline.encoder import FrozenImageEncoder, load_model, resolve_layers, vision_blocks
+    from clipcache.pipeline.extract.encoder import FrozenImageEncoder, resolve_layers, vision_blocks
+    from clipcache.pipeline.models import load_model
     loaded = load_model(model)
     encoder = FrozenImageEncoder(loaded, resolve_layers(layers, len(vision_blocks(loaded.model))), device)
     pixels = torch.randint(0, 256, (batch, image_size, image_size, 3), dtype=torch.uint8)
@@ -89,11 +90,12 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from pipeline.encoder import load_model, resolve_device
-    from pipeline.extract import ExtractConfig, extract
-    from pipeline.prepare import PrepareRecipe
-    from pipeline.sampling import SamplingPlan
-    from pipeline.views import ViewRecipe
+    from clipcache.pipeline.models import load_model
+    from clipcache.pipeline.common import resolve_device
+    from clipcache.pipeline.extract.run import ExtractConfig, extract
+    from clipcache.pipeline.extract.prepare import PrepareRecipe
+    from clipcache.pipeline.extract.sampling import SamplingPlan
+    from clipcache.pipeline.extract.views import ViewRecipe
 
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)

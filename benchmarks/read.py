@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from synthetic_store import make_store
 
-from cache.dataset import CacheDataset, batch_loader
-from cache.reader import CacheReader
-from heads.base import FeatureRequest
+from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.cache.reader import CacheReader
+from clipcache.heads.base import FeatureRequest
 
 
 def raw_read(folder: Path) -> tuple[int, float]:

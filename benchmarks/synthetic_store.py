@@ -9,9 +9,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cache.schema import DONE, StoreSettings  # noqa: E402
-from cache.writer import GroupResult, StoreWriter, create_store  # noqa: E402
-from pipeline.encoder import frozen_parameters, load_model, resolve_layers, vision_blocks  # noqa: E402
+from clipcache.cache.schema import DONE, StoreSettings  # noqa: E402
+from clipcache.cache.writer import GroupResult, StoreWriter, create_store  # noqa: E402
+from clipcache.pipeline.extract.encoder import frozen_parameters, resolve_layers, vision_blocks  # noqa: E402
+from clipcache.pipeline.models import load_model  # noqa: E402
 
 
 def make_store(path: Path, model: str, videos: int, frames: int, layers: str, classes: int = 10,

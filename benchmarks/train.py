@@ -16,12 +16,17 @@ import time
 import torch
 from synthetic_store import make_store
 
-from cache.dataset import CacheDataset
-from cache.reader import CacheReader
-from heads import HEADS
-from pipeline.encoder import FrozenImageEncoder, load_model, resolve_device
-from pipeline.metrics import autocast, to_device
-from pipeline.train import TrainConfig, build_for_store, train_head
+from clipcache.pipeline.train.dataset import CacheDataset
+from clipcache.cache.reader import CacheReader
+from clipcache.heads import HEADS
+from clipcache.pipeline.extract.encoder import FrozenImageEncoder
+from clipcache.pipeline.models import load_model
+from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.common import autocast
+from clipcache.pipeline.evaluate.predict import to_device
+from clipcache.pipeline.train.build import build_for_store
+from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.loop import train_head
 
 
 def _timed_steps(step, repeats: int, device: torch.device) -> float:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from cache.reader import CacheReader
-from cache.schema import DONE, FAILED, PENDING
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import DONE, FAILED, PENDING
 
 
 def _bytes_on_disk(path: Path) -> int:
@@ -34,7 +34,7 @@ def store_info(path: Path) -> dict[str, Any]:
     tokens_dir = reader.path / "tokens"
     feature_disk = _bytes_on_disk(tokens_dir) + _bytes_on_disk(reader.path / "pooled")
     logical = _feature_bytes_per_video(reader) * done
-    paths, errors = reader.column("path"), reader.column("error")
+    paths, errors, notes = reader.column("path"), reader.column("error"), reader.column("note")
     return {
         "store": str(reader.path),
         "format": reader.attrs["format"],
@@ -60,6 +60,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
         "text_templates": sorted(reader.root["text"].group_keys()) if "text" in reader.root else [],
         "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
+        "notes": [{"path": str(paths[i]), "note": str(notes[i])} for i in np.flatnonzero((status == DONE) & (notes != ""))],
         "versions": s.extras.get("versions", {}),
         "created": s.extras.get("created", ""),
     }

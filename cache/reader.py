@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from cache import quant
-from cache.schema import DONE, StoreSettings, check_format, scale_name, tokens_name
+from clipcache import InputError
+from clipcache.cache import quant
+from clipcache.cache.schema import DONE, StoreSettings, check_format, scale_name, tokens_name
 
 Index = slice | np.ndarray | list[int] | int
 
@@ -19,11 +20,11 @@ class CacheReader:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: no such store")
+            raise InputError(f"{self.path}: no such store")
         try:
             self.root = zarr.open_group(str(self.path), mode="r")
         except Exception as exc:  # zarr raises several types for "not a group"
-            raise ValueError(f"{self.path}: not a zarr store ({exc})") from None
+            raise InputError(f"{self.path}: not a zarr store ({exc})") from None
         attrs = dict(self.root.attrs)
         check_format(attrs, str(self.path))
         self.attrs = attrs

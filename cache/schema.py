@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clipcache import InputError
+
 FORMAT = "clipcache/1"
 FORMAT_VERSION = 1
 
@@ -133,9 +135,9 @@ def check_format(attrs: dict[str, Any], where: str) -> None:
     """Refuse stores that are not clipcache stores or come from a newer format version."""
     fmt = attrs.get("format")
     if not isinstance(fmt, str) or not fmt.startswith("clipcache/"):
-        raise ValueError(f"{where}: not a clipcache store (no 'format' attribute)")
+        raise InputError(f"{where}: not a clipcache store (no 'format' attribute)")
     version = int(fmt.split("/", 1)[1])
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{where}: store format {fmt} is newer than this clipcache reads ({FORMAT}); upgrade clipcache"
         )

@@ -17,8 +17,9 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from cache import quant
-from cache.schema import (
+from clipcache import InputError
+from clipcache.cache import quant
+from clipcache.cache.schema import (
     FORMAT,
     PENDING,
     VIDEO_NUMERIC_ARRAYS,
@@ -30,7 +31,7 @@ from cache.schema import (
 )
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(InputError):
     """An existing store was made with other settings or from other videos."""
 
 

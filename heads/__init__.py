@@ -1,31 +1,41 @@
-"""Heads by name. Every head is an nn.Module built as Head(ctx, **options) with a `request`
-(heads.base.FeatureRequest) and forward(batch) -> logits."""
+"""Heads by name: `build_head(name, ctx, **options)`. Every head is a `heads.base.Head`, one per file.
+
+The registry names modules rather than importing them, so the command line lists the heads without
+importing torch.
+"""
 from __future__ import annotations
 
-from typing import Any
+from importlib import import_module
+from inspect import signature
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from clipcache import InputError
 
-from heads.attnpool import AttentionalPoolerHead
-from heads.base import HeadContext
-from heads.evl import EVLHead
-from heads.linear import LinearHead
-from heads.prompt import PromptHead
-from heads.text import TextHead
+if TYPE_CHECKING:
+    from clipcache.heads.base import Head, HeadContext
 
-HEADS: dict[str, type[nn.Module]] = {
-    "attnpool": AttentionalPoolerHead,
-    "evl": EVLHead,
-    "linear": LinearHead,
-    "prompt": PromptHead,
-    "text": TextHead,
+HEADS: dict[str, str] = {  # name -> module:class
+    "attnpool": "attnpool:AttentionalPoolerHead",
+    "evl": "evl:EVLHead",
+    "linear": "linear:LinearHead",
+    "prompt": "prompt:PromptHead",
+    "text": "text:TextHead",
 }
 
 
-def build_head(name: str, ctx: HeadContext, **options: Any) -> nn.Module:
+def head_class(name: str) -> type[Head]:
     if name not in HEADS:
-        raise ValueError(f"--head {name}: choose one of {', '.join(sorted(HEADS))}")
+        raise InputError(f"--head {name}: choose one of {', '.join(sorted(HEADS))}")
+    module, cls = HEADS[name].split(":")
+    return getattr(import_module(f"{__name__}.{module}"), cls)
+
+
+def build_head(name: str, ctx: HeadContext, **options: Any) -> Head:
+    """The head `name` for the store described by `ctx`; unknown options are refused by name."""
+    cls = head_class(name)
     try:
-        return HEADS[name](ctx, **options)
+        signature(cls).bind(ctx, **options)
     except TypeError as exc:
-        raise ValueError(f"--head {name}: bad option ({exc})") from None
+        known = ", ".join(p for p in signature(cls).parameters if p != "ctx") or "none"
+        raise InputError(f"--head {name}: bad option ({exc}); its options: {known}") from None
+    return cls(ctx, **options)

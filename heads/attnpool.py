@@ -6,26 +6,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.attention import attend
-from heads.base import FeatureRequest, HeadContext
+from clipcache import InputError
+from clipcache.heads.base import FeatureRequest, Head, HeadContext, Recipe
+from clipcache.heads.layers import attend
 
 
-class AttentionalPoolerHead(nn.Module):
+class AttentionalPoolerHead(Head):
     """`queries` learned queries (default 1), `layer` which stored block (index into the stored ones,
     default the last), `heads` attention heads (default 8)."""
 
-    # CoCa's frozen-feature video recipe; the training loop applies it where the user set nothing
-    recipe = {"lr": 5e-4, "batch_size": 128, "label_smoothing": 0.1, "grad_clip": 1.0}
+    recipe = Recipe(lr=5e-4, batch_size=128, label_smoothing=0.1, grad_clip=1.0)  # CoCa's frozen-feature recipe
 
     def __init__(self, ctx: HeadContext, queries: int = 1, layer: int = -1, heads: int = 8) -> None:
         super().__init__()
         if not -len(ctx.layers) <= layer < len(ctx.layers):
-            raise ValueError(f"attnpool layer={layer}: the store holds {len(ctx.layers)} blocks {list(ctx.layers)}")
+            raise InputError(f"attnpool layer={layer}: the store holds {len(ctx.layers)} blocks {list(ctx.layers)}")
         if queries < 1:
-            raise ValueError(f"attnpool queries={queries}: at least one query")
+            raise InputError(f"attnpool queries={queries}: at least one query")
         width = ctx.width
         if heads < 1 or width % heads:
-            raise ValueError(f"attnpool heads={heads} must divide the width {width}")
+            raise InputError(f"attnpool heads={heads} must divide the width {width}")
         self.request = FeatureRequest(layers=(ctx.layers[layer],))
         self.heads = heads
         self.query = nn.Parameter(torch.randn(queries, width))

@@ -1,15 +1,19 @@
-"""The one interface every head has: what it reads from the cache, and logits from a batch.
+"""The one interface every head has: what it reads from the cache, how it is trained by default, what
+it needs from the store, and logits from a batch.
 
-Heads are plain `torch.nn.Module`s. They never open files: the dataset loads exactly the features a
-head's `FeatureRequest` names, and whatever a head needs from the store (class text embeddings,
-frozen encoder parameters, sizes) arrives in a `HeadContext` built once from the store.
+Heads never open files: the dataset loads exactly the features a head's `FeatureRequest` names, and
+whatever a head needs from the store (class text embeddings, the text tower, frozen encoder parameters,
+sizes) arrives in a `HeadContext` built once from the store.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,3 +54,34 @@ class HeadContext:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults of a head (its paper's, where published); the user's options override them."""
+
+    lr: float = 1e-3
+    batch_size: int = 64
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0
+
+
+class Head(nn.Module):
+    """Base of every head: `Head(ctx, **options)` builds it for a store, `head(batch)` gives (B, C) logits.
+
+    Subclasses set `request` in `__init__` and may override the class attributes below; the training
+    loop and evaluation read nothing else about a head.
+    """
+
+    recipe: ClassVar[Recipe] = Recipe()
+    uses_text_embeddings: ClassVar[bool] = False  # the context carries class-name text embeddings
+    uses_text_tower: ClassVar[bool] = False  # the context carries the store's frozen text encoder
+    request: FeatureRequest
+
+    @classmethod
+    def scores_class_names(cls) -> bool:
+        """Whether the head can score classes it was not trained on (base-to-novel, zero-shot transfer)."""
+        return cls.uses_text_embeddings or cls.uses_text_tower
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError

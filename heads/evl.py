@@ -17,12 +17,12 @@ batched matmul over query patches.
 from __future__ import annotations
 
 import torch
-from open_clip.transformer import LayerNormFp32, QuickGELU
 from torch import nn
 from torch.nn import functional as F
 
-from heads.attention import attend
-from heads.base import FeatureRequest, HeadContext
+from clipcache import InputError
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
+from clipcache.heads.layers import LayerNormFp32, QuickGELU, attend
 
 
 def relative_index(grid: tuple[int, int]) -> torch.Tensor:
@@ -53,7 +53,7 @@ class FrozenQK(nn.Module):
                  "qk_bias": "attn.in_proj_bias"}
         missing = [prefix + name for name in parts.values() if prefix + name not in ctx.frozen]
         if missing:
-            raise ValueError(f"the store lacks frozen parameters {missing}")
+            raise InputError(f"the store lacks frozen parameters {missing}")
         self.heads = ctx.heads
         for buffer, name in parts.items():
             # ln_1 whole, the first 2D (q and k) rows of the qkv projection; not persistent: the store
@@ -151,7 +151,7 @@ class DecoderBlock(nn.Module):
         return z + self.mlp(self.ln_mlp(z))
 
 
-class EVLHead(nn.Module):
+class EVLHead(Head):
     """`num_layers` decoder layers M (default 4, or fewer when fewer blocks are stored), `dropout` in the
     decoder MLPs and before the classifier (0.5 as in the paper)."""
 
@@ -163,7 +163,7 @@ class EVLHead(nn.Module):
         if num_layers < 1 or num_layers > available:
             wanted = num_layers if num_layers >= 1 else 4
             fewer = f" or pass --option num_layers={available}" if available >= 1 else ""
-            raise ValueError(
+            raise InputError(
                 f"evl with {wanted} decoder layers needs the last {wanted + 1} blocks stored consecutively "
                 f"(M layers read blocks B-M..B-1 and recompute their q/k from the block before each); the store's "
                 f"consecutive tail is {list(tail)}: extract with --layers -{wanted + 1}:{fewer}")

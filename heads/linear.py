@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.base import FeatureRequest, HeadContext
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
 
 
-class LinearHead(nn.Module):
+class LinearHead(Head):
     def __init__(self, ctx: HeadContext, normalize: bool = True) -> None:
         super().__init__()
         self.request = FeatureRequest(pooled=True)

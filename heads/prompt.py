@@ -11,24 +11,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from heads.base import FeatureRequest, HeadContext
-from heads.temporal import TemporalTransformer
+from clipcache import InputError
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
+from clipcache.heads.layers import TemporalTransformer
 
 TEMPERATURE = 0.07
 
 
-class PromptHead(nn.Module):
+class PromptHead(Head):
     """`prefix`/`suffix` prompt vectors (default 16 each), `depth` temporal transformer layers (default 1,
     0: the frame mean). Initialised as the reference: prompts and frame positions from N(0, 0.01^2)."""
 
-    uses_text_tower = True  # the training loop provides the store's text encoder and tokenizer
+    uses_text_tower = True
 
     def __init__(self, ctx: HeadContext, prefix: int = 16, suffix: int = 16, depth: int = 1) -> None:
         super().__init__()
         if ctx.text_tower is None:
-            raise ValueError("the prompt head needs the store's text encoder")
+            raise InputError("the prompt head needs the store's text encoder")
         if prefix < 0 or suffix < 0 or prefix + suffix == 0:
-            raise ValueError(f"prompt head: prefix={prefix}, suffix={suffix}: at least one prompt vector")
+            raise InputError(f"prompt head: prefix={prefix}, suffix={suffix}: at least one prompt vector")
         model, self._tokenizer = ctx.text_tower
         self._tower = [model.eval().requires_grad_(False)]  # a list: not a submodule, not in the state dict
         width = model.token_embedding.weight.shape[1]
@@ -47,7 +48,7 @@ class PromptHead(nn.Module):
         tokens = self._tokenizer(names)
         lengths = tokens.argmax(dim=-1, keepdim=True) - 1  # name tokens between [SOT] and [EOT] (the largest id)
         if int(lengths.max()) + 2 + p + s > self.context_length:
-            raise ValueError(f"prompt head: {p} + {s} prompt vectors and a class name of {int(lengths.max())} "
+            raise InputError(f"prompt head: {p} + {s} prompt vectors and a class name of {int(lengths.max())} "
                              f"tokens exceed the text context of {self.context_length}")
         position = torch.arange(self.context_length)[None]
         in_prefix = (position >= 1) & (position <= p)

@@ -10,17 +10,18 @@ import math
 import torch
 from torch import nn
 
-from heads.base import FeatureRequest, HeadContext
-from heads.temporal import TemporalTransformer
+from clipcache import InputError
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
+from clipcache.heads.layers import TemporalTransformer
 
 
-class TextHead(nn.Module):
-    uses_text = True  # the training loop provides class-name embeddings in the context
+class TextHead(Head):
+    uses_text_embeddings = True
 
     def __init__(self, ctx: HeadContext, depth: int = 1, learn_scale: bool = True) -> None:
         super().__init__()
         if ctx.text_embeddings is None:
-            raise ValueError("the text head needs class-name text embeddings (--templates)")
+            raise InputError("the text head needs class-name text embeddings (--templates)")
         self.request = FeatureRequest(pooled=True)
         self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth) if depth > 0 else None
         self.register_buffer("classifier", nn.functional.normalize(ctx.text_embeddings.float(), dim=-1),

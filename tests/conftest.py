@@ -11,8 +11,8 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from cli import app
-from pipeline.synthetic import write_demo_videos
+from clipcache.cli import app
+from clipcache.pipeline.demo.synthetic import write_demo_videos
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "tiny-vit.json"
@@ -52,6 +52,13 @@ class CliResult:
 
     def __repr__(self) -> str:
         return f"exit {self.code}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+
+
+def assert_choice_refused(result: "CliResult", option: str, value: str, choices: str) -> None:
+    """Typer's own message for a value outside an option's choices, which it lists."""
+    flat = " ".join(result.stderr.replace("│", " ").split())
+    assert result.code == 2 and f"Invalid value for '{option}'" in flat, result
+    assert f"'{value}' is not one of {choices}" in flat, result
 
 
 def tiny_extract_args(videos: Path, store: Path, *extra: str | Path) -> list[str | Path]:
@@ -103,8 +110,8 @@ def synthetic_store(path: Path, num_videos: int = 12, dtype: str = "float16", st
     """A model-free store through the real writer whose features say where they came from: channel 0 holds
     `feature_code(video, view, frame)`, channel 1 the token index, channel 2 the block. Labels cycle over
     three classes; `status` overrides done for some videos."""
-    from cache.schema import DONE, StoreSettings
-    from cache.writer import GroupResult, StoreWriter, create_store
+    from clipcache.cache.schema import DONE, StoreSettings
+    from clipcache.cache.writer import GroupResult, StoreWriter, create_store
 
     s = SYNTHETIC
     settings = StoreSettings(

@@ -10,9 +10,10 @@ import torch
 from open_clip.transformer import AttentionalPooler
 
 from conftest import run_cli
-from heads.attnpool import AttentionalPoolerHead
-from heads.base import HeadContext
-from pipeline.train import TrainConfig, with_recipe
+from clipcache.heads.attnpool import AttentionalPoolerHead
+from clipcache.heads.base import HeadContext
+from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.loop import with_recipe
 
 WIDTH, FRAMES, TOKENS = 64, 3, 5
 

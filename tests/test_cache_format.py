@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import zarr
 
-from cache import quant
-from cache.reader import CacheReader
-from cache.schema import DONE, FAILED, FORMAT, PENDING, StoreSettings
-from cache.writer import GroupResult, StoreMismatchError, StoreWriter, check_settings, create_store
+from clipcache import InputError
+from clipcache.cache import quant
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import DONE, FAILED, FORMAT, PENDING, StoreSettings
+from clipcache.cache.writer import GroupResult, StoreMismatchError, StoreWriter, check_settings, create_store
 
 
 def _settings(**overrides) -> StoreSettings:
@@ -119,7 +120,7 @@ def test_foreign_and_newer_stores_are_refused(tmp_path: Path) -> None:
     group.attrs["format"] = "clipcache/99"
     with pytest.raises(ValueError, match="newer than this clipcache reads"):
         CacheReader(tmp_path / "future.zarr")
-    with pytest.raises(FileNotFoundError, match="no such store"):
+    with pytest.raises(InputError, match="no such store"):
         CacheReader(tmp_path / "absent.zarr")
 
 

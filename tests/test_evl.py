@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from heads.base import HeadContext
-from heads.evl import EVLHead
+from clipcache.heads.base import HeadContext
+from clipcache.heads.evl import EVLHead
 
 GRID, WIDTH, HEADS, FRAMES, M, CLASSES = (2, 3), 128, 2, 3, 2, 4
 DECODER_HEADS = WIDTH // 64  # EVL's decoder heads are 64 channels wide, as CLIP's

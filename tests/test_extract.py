@@ -11,18 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.decord_loader import load_decord
+from clipcache.pipeline.extract.decord_loader import load_decord
 import numpy as np
 import pytest
 import torch
 import zarr
 from PIL import Image
 
-from cache.reader import CacheReader
-from cache.schema import DONE, FAILED, PENDING
-from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli, run_cli_process, tiny_extract_args
-from pipeline.encoder import load_model
-from pipeline.synthetic import shape_frames, write_video
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import DONE, FAILED, PENDING
+from conftest import REPO, TINY_CONFIG, assert_choice_refused, assert_stores_equal, run_cli, run_cli_process, tiny_extract_args
+from clipcache.pipeline.models import load_model
+from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,6 @@ def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
     (["--frames", "0"], "--frames must be at least 1"),
     (["--crops", "2"], "--crops must be 1 or 3"),
     (["--layers", "7"], "--layers 7: the model has blocks 0..2"),
-    (["--dtype", "bf16"], "--dtype bf16"),
     (["--shard", "2/2"], "--shard '2/2'"),
     (["--pretrained", "nonexistent-tag"], "--pretrained nonexistent-tag"),
 ])
@@ -219,6 +218,15 @@ def test_bad_arguments_are_one_line_errors(demo_videos: Path, tmp_path: Path, ar
     assert result.code == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "x.zarr").exists() or args[0] == "--pretrained"
+
+
+@pytest.mark.parametrize("option, value, choices", [("--dtype", "bf16", "'float16', 'int8'"),
+                                                    ("--sampling", "tsn", "'uniform', 'dense'")])
+def test_choice_typos_get_the_list_of_choices(demo_videos: Path, tmp_path: Path, option: str, value: str,
+                                              choices: str) -> None:
+    assert_choice_refused(run_cli(*tiny_extract_args(demo_videos, tmp_path / "x.zarr", option, value)), option, value,
+                          choices)
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_missing_input_folder_is_a_clear_error(tmp_path: Path) -> None:

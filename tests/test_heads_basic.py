@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from heads import HEADS, build_head
-from heads.base import FeatureRequest, HeadContext
-from heads.linear import LinearHead
-from heads.text import TextHead
+from clipcache.heads import HEADS, build_head
+from clipcache.heads.base import FeatureRequest, HeadContext
+from clipcache.heads.linear import LinearHead
+from clipcache.heads.text import TextHead
 
 EMBED, FRAMES = 64, 4
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.reader import CacheReader
+from clipcache.cache.reader import CacheReader
 from conftest import synthetic_store
-from pipeline.probe import linear_probe, search_c
+from clipcache.pipeline.evaluate.probe import linear_probe, search_c
 
 
 def test_probe_reaches_90_percent_on_held_out_videos(appearance_store: Path) -> None:

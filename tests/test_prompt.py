@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cache.dataset import CacheDataset
-from cache.reader import CacheReader
+from clipcache.pipeline.train.dataset import CacheDataset
+from clipcache.cache.reader import CacheReader
 from conftest import run_cli
-from heads.prompt import PromptHead
-from pipeline.train import build_for_store
+from clipcache.heads.prompt import PromptHead
+from clipcache.pipeline.train.loop import build_for_store
 
 
 def _head(store: Path, **options: int) -> PromptHead:

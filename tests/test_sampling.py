@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.sampling import SamplingPlan, jitter_clip, needs_repetition, sample_clips
+from clipcache.pipeline.extract.sampling import SamplingPlan, jitter_clip, needs_repetition, sample_clips
 
 
 def test_uniform_takes_segment_centres() -> None:

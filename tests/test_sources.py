@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources import VideoList, discover_videos
+from clipcache.pipeline.extract.sources import VideoList, discover_videos
 
 
 def _touch(root: Path, *paths: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, tiny_extract_args
-from pipeline.synthetic import shape_frames, write_video
+from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 
 SPLITS = {"train": 12, "val": 3, "test": 6}
 

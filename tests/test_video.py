@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.synthetic import write_video
-from pipeline.video import VideoDecodeError, decode_frames
+from clipcache.pipeline.demo.synthetic import write_video
+from clipcache.pipeline.extract.video import VideoDecodeError, decode_frames
 
 
 def _indexed_frames(n: int, height: int = 32, width: int = 64, noise: int = 0) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""`clipcache demo`: both stages on generated videos with a tiny built-in model, offline."""

@@ -1,0 +1,12 @@
+"""The options of `clipcache demo` (the command line is derived from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcache.pipeline.options import RunOptions, option
+
+
+@dataclass(kw_only=True)
+class DemoConfig(RunOptions):
+    out: Path = option(Path("demo_out"), "Folder for the sample videos, the store and the run (replaced).")

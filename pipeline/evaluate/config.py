@@ -1,0 +1,27 @@
+"""Every option of `clipcache eval`, with its default and help (the command line is derived from it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from clipcache.pipeline.options import JsonOutput, RunOptions, ShotOptions, SplitOptions, TextOptions, argument, option
+
+Probe = StrEnum("Probe", {"linear": "linear"})
+Weights = StrEnum("Weights", {"best": "best", "last": "last"})
+
+
+@dataclass(kw_only=True)
+class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions):
+    store: Path = argument("A store made by `clipcache extract`.")
+    checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view).")
+    zero_shot: bool = option(False, "CLIP zero-shot with class-name prompts.")
+    probe: Probe | None = option(None, "linear: scikit-learn logistic regression on frame-mean embeddings, "
+                                       "C chosen on the validation split.")
+    split: str | None = option(None, "Split (or file of paths) to evaluate on (default: the run's test split, "
+                                     "else test; a store without a test split falls back to val).")
+    half_classes: int = option(0, "Zero-shot: N random halves of the classes, mean ± std (Text4Vis).")
+    base_to_novel: bool = option(False, "Zero-shot on the base and novel halves used by train-head --base-to-novel.")
+    weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")
+    out: Path | None = option(None, "Folder for report.json, confusion.png, per_class.png (default: the run "
+                                    "directory, else ./eval).")

@@ -1,0 +1,46 @@
+"""Predictions of a head over a dataset: features moved to the device, the softmax averaged over each
+video's test views."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clipcache import InputError
+from clipcache.pipeline.common import autocast
+from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Features travel as stored (float16, or int8 with per-token scales) and become float32 on the
+    device, dequantised there (autocast then picks bf16 on GPU)."""
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    scales = moved.pop("token_scales", None)
+    if scales is not None:
+        moved["tokens"] = moved["tokens"].float() * scales.unsqueeze(-1)
+    return {k: v.float() if v.is_floating_point() else v for k, v in moved.items()}
+
+
+@torch.no_grad()
+def predict(head: torch.nn.Module, dataset: CacheDataset, device: torch.device, batch_size: int = 256,
+            workers: int = 0, quiet: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C), labels (N,)) per video: the softmax averaged over its test views.
+    `batch_size` counts (video, view) items: token heads want the training batch size here."""
+    if len(dataset) == 0:
+        raise InputError(f"{dataset.path}: no videos to evaluate")
+    head.eval()
+    totals: np.ndarray | None = None
+    counts = np.zeros(len(dataset.videos))
+    batches = batch_loader(dataset, batch_size, workers=workers)
+    for batch in tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=quiet, file=sys.stderr):
+        with autocast(device):
+            logits = head(to_device(batch, device))
+        probs = logits.float().softmax(-1).cpu().numpy()
+        if totals is None:
+            totals = np.zeros((len(dataset.videos), probs.shape[1]))
+        rows = batch["video"].numpy()
+        np.add.at(totals, rows, probs)
+        np.add.at(counts, rows, 1)
+    return totals / counts[:, None], dataset.labels

@@ -1,0 +1,50 @@
+"""Every option of `clipcache extract`, with its default and help (the command line is derived from it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from clipcache.cache.schema import COMPRESSIONS, DTYPES
+from clipcache.pipeline.extract.sources import VIDEO_EXTENSIONS
+from clipcache.pipeline.options import RunOptions, argument, option
+
+Sampling = StrEnum("Sampling", {"uniform": "uniform", "dense": "dense"})
+TokenDtype = StrEnum("TokenDtype", {name: name for name in DTYPES})
+Compression = StrEnum("Compression", {name: name for name in COMPRESSIONS})
+
+
+@dataclass(kw_only=True)
+class ExtractConfig(RunOptions):
+    videos: Path = argument("Root folder of the videos (root/<class>/<video> or root/<split>/<class>/<video>); "
+                            "paths in the store are relative to it.")
+    store: Path = argument("Zarr store to create or resume.")
+    list_file: Path | None = option(None, "CSV/TSV/TXT of path[,label[,split]], a Kinetics CSV, UCF101/HMDB51 "
+                                          "split files or an SSv2 JSON; the paths it lists are relative to VIDEOS.",
+                                    flags=("--list",))
+    extensions: str = option(",".join(VIDEO_EXTENSIONS), "Video file extensions to include, comma-separated.")
+    model: str = option("", "open_clip model name (see open_clip.list_models()); default ViT-B-16, or the "
+                            "--model-config file's name.")
+    pretrained: str | None = option(None, "open_clip pretrained tag (e.g. openai, laion2b_s34b_b88k) or a local "
+                                          "checkpoint file. Omitted: random weights.")
+    model_config: Path | None = option(None, "JSON open_clip model config to register; its file name is the model "
+                                             "name unless --model is given.")
+    layers: str = option("-4,-3,-2,-1", "Blocks whose full token stream is stored; negatives count from the end; "
+                                        "'-5:' means the last five.")
+    frames: int = option(8, "Frames per view (T).")
+    sampling: Sampling = option(Sampling.uniform, "uniform: TSN segment centres; dense: T frames --stride apart.")
+    stride: int = option(4, "Frame stride for --sampling dense.")
+    clips: int = option(1, "Temporal views per video.")
+    crops: int = option(1, "Spatial views: 1 (centre) or 3 (along the long side).")
+    augment: int = option(0, "Extra randomly augmented training views per video (seeded).")
+    seed: int = option(0, "Seed of the augmented views.")
+    dtype: TokenDtype = option(TokenDtype.float16, "float16, or int8 with a per-token scale (half the bytes).")
+    compression: Compression = option(Compression.none, "Lossless compression of the features (see the README "
+                                                        "for what it buys).")
+    shard_videos: int = option(16, "Videos per shard: the unit of writing, resuming and splitting work.")
+    batch_size: int = option(64, "Frames per encoder batch (batches span videos).")
+    workers: int | None = option(None, "Decode worker processes (default: cores - 1, at most 8).")
+    timeout: float = option(120.0, "Seconds before a video's decode is abandoned as hung.")
+    overwrite: bool = option(False, "Replace a store made with other settings.")
+    shard: str | None = option(None, "i/n: this job's share of the work (job arrays without torchrun).")
+    strict: bool = option(False, "Exit 1 if any video failed.")

@@ -1,0 +1,191 @@
+"""Worker processes that prepare videos, isolated so a hung or crashing decoder costs one video.
+
+Each worker owns one pipe and one task at a time, so the pool knows which video each worker is on:
+a worker past its deadline is killed and replaced (decord can loop forever on a wrong frame count),
+and a worker that dies (a segfault in a decoder) is replaced too; both become a failed result.
+A feeder thread keeps workers busy while the caller encodes, up to `prefetch` finished results.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+import traceback
+from typing import Iterable, Iterator
+
+from PIL import Image
+
+from clipcache import InputError
+from clipcache.pipeline.extract.prepare import PrepareRecipe, PreparedVideo, prepare_video
+from clipcache.pipeline.extract.video import VideoDecodeError
+
+_POLL_SECONDS = 0.05
+_READY = "ready"
+_BUG = "bug"
+
+
+# what a bad input file can raise while it is read (decoders, the file system, memory for a huge frame)
+VIDEO_FAILURES = (VideoDecodeError, OSError, MemoryError, Image.DecompressionBombError)
+
+
+class WorkerBugError(RuntimeError):
+    """A decode worker hit a bug in our code (not a bad video): the run stops with the worker's traceback."""
+
+
+class WorkerStartError(RuntimeError):
+    """A decode worker died before it could take work: the environment is broken, not a video."""
+
+
+@dataclass(frozen=True)
+class Task:
+    index: int  # video index in the store
+    path: Path
+
+
+@dataclass
+class Outcome:
+    task: Task
+    video: PreparedVideo | None
+    error: str | None  # one-line reason when video is None
+
+
+def _worker_main(conn: Connection, recipe: PrepareRecipe) -> None:
+    """Loop in a worker: prepare each task sent, answer with the result or a one-line reason. A bad video
+    fails alone; any other exception is a bug in our code and is sent back with its traceback."""
+    conn.send(_READY)
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        try:
+            conn.send((task.index, prepare_video(task.path, task.index, recipe), None))
+        except VIDEO_FAILURES as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            conn.send((task.index, None, reason))
+        except Exception:
+            conn.send((_BUG, task.index, traceback.format_exc()))
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext, recipe: PrepareRecipe) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, recipe), daemon=True)
+        self.process.start()
+        child.close()
+        self.task: Task | None = None
+        self.deadline = 0.0
+        self.ready = False
+
+    def assign(self, task: Task, timeout: float) -> None:
+        self.task, self.deadline = task, time.monotonic() + timeout
+        self.conn.send(task)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill or self.task is not None:
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+def _crash_reason(worker: _Worker) -> str:
+    worker.process.join(timeout=1)
+    return f"decoder process died (exit code {worker.process.exitcode})"
+
+
+class DecodePool:
+    """Prepare videos in `workers` spawned processes, yielding outcomes as they finish (any order)."""
+
+    def __init__(self, recipe: PrepareRecipe, workers: int, timeout: float, prefetch: int) -> None:
+        if workers < 1:
+            raise InputError(f"--workers must be at least 1, got {workers}")
+        self.recipe, self.timeout, self.prefetch = recipe, timeout, max(prefetch, 1)
+        self._timeout_reason = f"timed out after {timeout:g}s"
+        self._context = mp.get_context("spawn")  # never fork a process that holds zarr/torch state
+        self._workers = [_Worker(self._context, recipe) for _ in range(workers)]
+        self._results: queue.Queue[Outcome | BaseException | None] = queue.Queue()
+        self._stop = threading.Event()
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+        feeder = threading.Thread(target=self._feed, args=(iter(tasks),), daemon=True)
+        feeder.start()
+        try:
+            while True:
+                item = self._results.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            feeder.join()
+            for worker in self._workers:
+                worker.stop()
+
+    def _feed(self, tasks: Iterator[Task]) -> None:
+        try:
+            self._feed_loop(tasks)
+            self._results.put(None)
+        except BaseException as exc:  # surface feeder bugs in the caller's thread
+            self._results.put(exc)
+
+    def _feed_loop(self, tasks: Iterator[Task]) -> None:
+        exhausted = False
+        while not self._stop.is_set():
+            if not exhausted:
+                exhausted = self._assign_idle(tasks)
+            busy = [w for w in self._workers if w.task is not None]
+            if exhausted and not busy:
+                return
+            ready = wait([w.conn for w in busy], timeout=_POLL_SECONDS) if busy else []
+            for worker in busy:
+                if worker.conn in ready:
+                    self._receive(worker)
+                elif not worker.process.is_alive():
+                    self._replace(worker, _crash_reason(worker))
+                elif time.monotonic() > worker.deadline:
+                    self._replace(worker, self._timeout_reason)
+
+    def _assign_idle(self, tasks: Iterator[Task]) -> bool:
+        """Give every idle worker a task while finished results stay under `prefetch`; True when done."""
+        for worker in self._workers:
+            if worker.task is None and self._results.qsize() < self.prefetch:
+                task = next(tasks, None)
+                if task is None:
+                    return True
+                worker.assign(task, self.timeout)
+        return False
+
+    def _receive(self, worker: _Worker) -> None:
+        task = worker.task
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            self._replace(worker, _crash_reason(worker))
+            return
+        if message == _READY:
+            worker.ready = True
+            return
+        if message[0] == _BUG:
+            raise WorkerBugError(f"decode worker failed on {task.path}:\n{message[2]}")
+        _, video, error = message
+        worker.task = None
+        self._results.put(Outcome(task, video, error))
+
+    def _replace(self, worker: _Worker, reason: str) -> None:
+        if not worker.ready and reason != self._timeout_reason:
+            raise WorkerStartError(f"a decode worker died while starting ({reason}); "
+                                   "try `python -c 'import clipcache.pipeline.extract.prepare'` to see why")
+        task = worker.task
+        worker.stop(kill=True)
+        self._workers[self._workers.index(worker)] = _Worker(self._context, self.recipe)
+        self._results.put(Outcome(task, None, reason))

@@ -1,0 +1,89 @@
+"""Options, declared once: each config field carries its default and its help, and the command line is
+derived from the config dataclasses (cli.py), so the two can never disagree.
+
+The option groups shared by several commands (device, templates, splits, shots) are declared here once
+and mixed into the stages' configs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How a config field appears on the command line."""
+
+    help: str
+    flags: tuple[str, ...] = ()  # option names; default: --field-name
+    argument: bool = False  # positional
+    text: type | None = None  # what the command line reads when it differs from the field's type...
+    parse: Callable[[Any], Any] | None = None  # ...and how that becomes the field's value
+    metavar: str | None = None
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
+           flags: tuple[str, ...] = (), text: type | None = None, parse: Callable[[Any], Any] | None = None,
+           metavar: str | None = None) -> Any:
+    """A config field that is also a command-line option (required when it has no default)."""
+    cli = Cli(help, flags, False, text, parse, metavar)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"cli": cli})
+    return field(default=default, metadata={"cli": cli})
+
+
+def argument(help: str) -> Any:
+    """A required positional command-line argument."""
+    return field(metadata={"cli": Cli(help, argument=True)})
+
+
+def internal(default: Any = None) -> Any:
+    """A config field set by the library (e.g. by a protocol), not on the command line."""
+    return field(default=default)
+
+
+def cli_of(f: dataclasses.Field) -> Cli | None:
+    return f.metadata.get("cli")
+
+
+@dataclass(kw_only=True)
+class RunOptions:
+    """Where models run and how much is printed."""
+
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
+    quiet: bool = option(False, "No progress bars and no notes on stderr.")
+
+
+@dataclass(kw_only=True)
+class JsonOutput:
+    as_json: bool = option(False, "Machine-readable output on stdout.", flags=("--json",))
+
+
+@dataclass(kw_only=True)
+class TextOptions:
+    """How class names become text for heads and zero-shot that read class names."""
+
+    templates: str = option("text4vis", "Prompt templates for class names: text4vis ('a video of a person {}.'), "
+                                        "ensemble (16 templates) or a file with one template per line.")
+    class_names: Path | None = option(None, "File of label,name lines overriding the class names "
+                                            "(default: the labels with _ as spaces).")
+
+
+@dataclass(kw_only=True)
+class SplitOptions:
+    """Which videos train and select (split names of the store, or files of video paths)."""
+
+    train_split: str = option("train", "Training split name, or a file of video paths.")
+    val_split: str = option("val", "Validation split (selects the epoch or the probe's C) or a file; "
+                                   "none in the store: a stratified, seeded 10% of train.")
+
+
+@dataclass(kw_only=True)
+class ShotOptions:
+    """K-shot training sets, drawn per class with seeds 0..N-1."""
+
+    shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.")
+    seeds: int = option(3, "With --shots: K-shot sets drawn with seeds 0..N-1; mean ± std over them.")

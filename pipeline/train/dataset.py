@@ -1,0 +1,246 @@
+"""A torch Dataset over a store that reads only the features a head asks for.
+
+Items are (video, view) pairs. Training has one item per video and draws its view (augmented views
+included) and a jittered frame subset from tables fixed by (seed, epoch), so a run is reproducible
+and resumable whatever the batching; evaluation walks every test view (clips x crops) with the segment
+centres, so predictions can be averaged per video. Indexing with a list of items returns a whole batch:
+from preloaded arrays (RAM or GPU) one gather, otherwise each video's chunk decoded by zarr straight
+into the batch buffer. DataLoader workers open the store themselves.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, get_worker_info
+from zarr.core.buffer.cpu import NDBuffer
+
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader, read_rows
+from clipcache.cache.schema import scale_name, tokens_name
+from clipcache.heads.base import FeatureRequest
+
+Batch = dict[str, torch.Tensor]
+
+
+def restrict_to_classes(reader: CacheReader, videos: np.ndarray, classes: tuple[str, ...] | None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Videos of the given classes with labels renumbered in that order (all classes when None)."""
+    labels = reader.column("label")[videos].astype(np.int64)
+    if classes is None:
+        return videos, labels
+    unknown = sorted(set(classes) - set(reader.classes))
+    if unknown:
+        raise InputError(f"{reader.path}: unknown classes {unknown[:5]}")
+    remap = np.full(len(reader.classes) + 1, -1, np.int64)  # the last slot maps label -1
+    for new, name in enumerate(classes):
+        remap[reader.classes.index(name)] = new
+    mapped = remap[labels]
+    return videos[mapped >= 0], mapped[mapped >= 0]
+
+
+def frame_subset(stored: int, wanted: int, offsets: np.ndarray | float) -> np.ndarray:
+    """Frame floor((t + offset_t) * stored / wanted) of each of `wanted` equal segments of the stored
+    frames: offsets 0.5 give the segment centres, uniform random offsets a jittered subset."""
+    positions = (np.arange(wanted) + offsets) * stored / wanted
+    return np.minimum(np.floor(positions).astype(np.int64), stored - 1)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes that could still be allocated on `device` (for RAM: MemAvailable, as the kernel sees it)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError):  # not Linux: half the physical memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+class CacheDataset(Dataset):
+    """`dataset[i]` is one item, `dataset[[i, j, ...]]` a batch (see `batch_loader`): dicts with the
+    requested features as stored, to be moved and cast on the device by `pipeline.metrics.to_device`
+    ("pooled" (T, E) and "tokens" (M, T, L', D) float16; int8 stores: "tokens" int8 plus "token_scales"
+    (M, T, L'), half the bytes again), "label", "video" (position in `videos`) and "view".
+
+    `preload`: True holds the needed arrays in memory (on `device` when it is a GPU with room, else in
+    RAM) and refuses when they exceed half of what is free; None does so only when they fit; False
+    streams them from the store.
+    """
+
+    def __init__(self, reader: CacheReader, request: FeatureRequest, videos: np.ndarray, frames: int,
+                 train: bool, preload: bool | None = None, device: torch.device = torch.device("cpu"),
+                 seed: int = 0, classes: tuple[str, ...] | None = None) -> None:
+        settings = reader.settings
+        missing = [layer for layer in request.layers if layer not in settings.layers]
+        if missing:
+            raise InputError(f"{reader.path}: the head needs blocks {missing}, the store holds "
+                             f"{list(settings.layers)} (extract again with --layers including them)")
+        if not 1 <= frames <= settings.frames:
+            raise InputError(f"{reader.path}: the head reads {frames} frames per view, the store holds "
+                             f"{settings.frames} (use --frames {settings.frames} or fewer)")
+        self.path, self.request, self.train, self.seed = str(reader.path), request, train, seed
+        self.videos, self.labels = restrict_to_classes(reader, np.asarray(videos, dtype=np.int64), classes)
+        self.frames, self.stored_frames = frames, settings.frames
+        self.views = settings.views if train else settings.clips * settings.crops
+        count = len(self.videos)
+        self._rows = np.arange(count) if train else np.repeat(np.arange(count), self.views)
+        self._fixed_views = None if train else np.tile(np.arange(self.views), count)
+        self._sources = self._source_arrays(settings.dtype == "int8")
+        self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
+        self._dtypes = {key: reader.root[names[0]].dtype for key, names in self._sources.items()}
+        self._arrays: dict[str, zarr.Array] = {}
+        self._pid = -1
+        self.set_epoch(0)
+        self.placement = self._placement(preload, device)
+        self._features = {key: self._load(reader, key).to(self.placement) for key in self._sources} \
+            if self.placement is not None else {}
+
+    def _source_arrays(self, int8: bool) -> dict[str, list[str]]:
+        """The arrays behind each batch entry; tokens are (M, ...) with one array per block."""
+        sources = {"pooled": ["pooled"]} if self.request.pooled else {}
+        if self.request.layers:
+            sources["tokens"] = [tokens_name(layer) for layer in self.request.layers]
+            if int8:
+                sources["scales"] = [scale_name(layer) for layer in self.request.layers]
+        return sources
+
+    def _view_shape(self, reader: CacheReader, name: str) -> tuple[int, ...]:
+        """(T, ...) of one view of array `name`: only the CLS token where the head asks for that."""
+        shape = reader.root[name].shape[2:]
+        return (shape[0], 1, *shape[2:]) if self.request.cls_only and name.startswith("tokens/") else shape
+
+    def _selection(self, key: str) -> tuple[slice, ...]:
+        return tuple(slice(0, size) for size in self._shapes[key])
+
+    def feature_bytes(self) -> int:
+        """Bytes of the requested arrays for these videos and views, as stored."""
+        return sum(len(self.videos) * self.views * len(names) * int(np.prod(self._shapes[key]))
+                   * self._dtypes[key].itemsize for key, names in self._sources.items())
+
+    def _placement(self, preload: bool | None, device: torch.device) -> torch.device | None:
+        if preload is False:
+            return None
+        needed = self.feature_bytes()
+        places = [device, torch.device("cpu")] if device.type == "cuda" else [torch.device("cpu")]
+        free = {place: free_memory(place) for place in places}
+        for place in places:
+            if needed <= free[place] // 2:
+                return place
+        if preload:
+            room = ", ".join(f"{free[p] / 1e9:.1f} GB on {p}" for p in places)
+            raise InputError(f"--preload: {self.path}: the features this head reads take {needed / 1e9:.1f} GB, "
+                             f"more than half of what is free ({room}); leave out --preload to stream them")
+        return None
+
+    def _load(self, reader: CacheReader, key: str) -> torch.Tensor:
+        """(videos, views, M, T, ...): one read per video where a video is a chunk (tokens), else one
+        read per chunk of videos (pooled embeddings, scales)."""
+        names = self._sources[key]
+        out = torch.empty((len(self.videos), self.views, len(names), *self._shapes[key]),
+                          dtype=_torch_dtype(self._dtypes[key]))
+        target = out.numpy()
+        selection = (slice(0, self.views), *self._selection(key))
+        for m, name in enumerate(names):
+            array = reader.root[name]
+            if array.chunks[0] == 1:
+                for i, video in enumerate(self.videos):
+                    array.get_basic_selection((int(video), *selection), out=NDBuffer.from_numpy_array(target[i, :, m]))
+            else:
+                target[:, :, m] = read_rows(array, self.videos)[(slice(None), *selection)]
+        return out
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training draws (view, frame offsets) per item from (seed, epoch) only: reproducible, resumable.
+        Call it before the loader's workers start: they are forked with the epoch's tables."""
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._epoch_views = rng.integers(self.views, size=len(self._rows))
+            self._epoch_offsets = rng.random((len(self._rows), self.frames))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, item: int | Sequence[int]) -> Batch:
+        if isinstance(item, (int, np.integer)):
+            return {key: value[0] for key, value in self._batch(np.array([item])).items()}
+        return self._batch(np.asarray(item, dtype=np.int64))
+
+    def _batch(self, items: np.ndarray) -> Batch:
+        rows = self._rows[items]
+        if self.train:
+            views = self._epoch_views[items]
+            frames = frame_subset(self.stored_frames, self.frames, self._epoch_offsets[items])
+        else:
+            views = self._fixed_views[items]
+            frames = np.broadcast_to(frame_subset(self.stored_frames, self.frames, 0.5), (len(items), self.frames))
+        if self.frames == self.stored_frames:  # then the subset is every frame in order
+            frames = None
+        take = self._gather if self._features else self._read
+        features = {key: take(key, rows, views, frames) for key in self._sources}
+        batch = {"label": torch.from_numpy(self.labels[rows]), "video": torch.from_numpy(rows),
+                 "view": torch.from_numpy(views)}
+        if "pooled" in features:
+            batch["pooled"] = features["pooled"][:, 0]
+        if "tokens" in features:
+            batch["tokens"] = features["tokens"]
+        if "scales" in features:
+            batch["token_scales"] = features["scales"]
+        return batch
+
+    def _gather(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None) -> torch.Tensor:
+        """From the preloaded (videos, views, M, T, ...) tensor: one indexing operation on its device."""
+        data = self._features[key]
+        rows_t, views_t = (torch.from_numpy(a).to(data.device) for a in (rows, views))
+        if frames is None:  # whole (M, T, ...) blocks: index_select copies them as rows, ~3x faster
+            return data.flatten(0, 1).index_select(0, rows_t * data.shape[1] + views_t)
+        layers = torch.arange(data.shape[2], device=data.device)
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(data.device)
+        return data[rows_t[:, None, None], views_t[:, None, None], layers[None, :, None], frames_t[:, None, :]]
+
+    def _read(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None) -> torch.Tensor:
+        """From the store into a (B, M, T', ...) buffer: per item and array one whole-chunk read, decoded
+        straight into place when every frame is used (otherwise the chunk, then the subset)."""
+        names = self._sources[key]
+        out = torch.empty((len(rows), len(names), self.frames, *self._shapes[key][1:]),
+                          dtype=_torch_dtype(self._dtypes[key]))
+        if get_worker_info() is not None:
+            out.share_memory_()  # handed to the main process without another copy
+        target = out.numpy()
+        tail = self._selection(key)
+        for m, name in enumerate(names):
+            array = self._array(name)
+            for b, (row, view) in enumerate(zip(rows, views)):
+                selection = (int(self.videos[row]), int(view), *tail)
+                if frames is None:
+                    array.get_basic_selection(selection, out=NDBuffer.from_numpy_array(target[b, m]))
+                else:
+                    np.take(array.get_basic_selection(selection), frames[b], axis=0, out=target[b, m])
+        return out
+
+    def _array(self, name: str) -> zarr.Array:
+        if self._pid != os.getpid():  # each DataLoader worker opens the store itself
+            self._arrays, self._pid = {}, os.getpid()
+        if name not in self._arrays:
+            self._arrays[name] = zarr.open_group(self.path, mode="r")[name]
+        return self._arrays[name]
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def batch_loader(dataset: CacheDataset, batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None, drop_last: bool = False, workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """Batches built by the dataset itself (one gather, or chunk reads straight into the batch). Workers
+    only help when features are streamed, and preloaded GPU tensors cannot cross processes."""
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    streamed = dataset.placement is None
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last),
+                      num_workers=workers if streamed else 0,
+                      pin_memory=pin_memory and (streamed or dataset.placement.type == "cpu"))

@@ -1,0 +1,101 @@
+"""Which videos train, validate and test: split names or list files, hold-outs and K-shot subsets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import FAILED, PENDING
+
+
+def split_videos(reader: CacheReader, spec: str) -> np.ndarray:
+    """Done videos of a split given by name (the store's split column) or by a file of paths
+    (one per line, first column; relative to the input root as the store records them)."""
+    done = reader.done
+    if Path(spec).is_file():
+        wanted = {line.split(",")[0].split()[0] for line in Path(spec).read_text().splitlines() if line.strip()}
+        paths = reader.column("path")
+        chosen = np.array([i for i in done if paths[i] in wanted], dtype=np.int64)
+        if len(chosen) == 0:
+            raise InputError(f"{spec}: none of its paths is a done video of {reader.path}")
+        return chosen
+    splits = reader.column("split")
+    return done[splits[done] == spec]
+
+
+def labelled(reader: CacheReader, videos: np.ndarray, what: str) -> np.ndarray:
+    """Refuse videos without a label where labels are needed."""
+    labels = reader.column("label")[videos]
+    if (labels < 0).any():
+        raise InputError(f"{reader.path}: {int((labels < 0).sum())} {what} videos have no label")
+    return videos
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held) positions: `fraction` of each class (at least one where a class has two or more)."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = int(round(len(members) * fraction)) if len(members) > 1 else 0
+        count = max(count, 1) if len(members) > 1 else 0
+        held.extend(members[:count])
+        keep.extend(members[count:])
+    return np.sort(np.array(keep, dtype=np.int64)), np.sort(np.array(held, dtype=np.int64))
+
+
+def k_shot(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Positions of a K-shot subset: K random videos per class (all of a class with fewer)."""
+    if shots < 1:
+        raise InputError(f"--shots must be at least 1, got {shots}")
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[:shots] for label in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
+
+
+def train_val_test(reader: CacheReader, train: str = "train", val: str = "val", test: str = "test",
+                   shots: int | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """The three splits of labelled done videos; without a validation split, a stratified seeded 10% of
+    train is held out. "test" is empty when the store has no such split."""
+    train_videos = labelled(reader, split_videos(reader, train), "training")
+    if len(train_videos) == 0:
+        raise InputError(f"{reader.path}: no done videos in training split {train!r} "
+                         f"(splits present: {sorted(set(reader.column('split')) - {''}) or 'none'})")
+    val_videos = split_videos(reader, val)
+    labels = reader.column("label")
+    if len(val_videos) == 0:
+        keep, held = stratified_holdout(labels[train_videos], 0.1, seed)
+        train_videos, val_videos = train_videos[keep], train_videos[held]
+    if len(val_videos) == 0:
+        raise InputError(f"{reader.path}: no validation split {val!r} and too few training videos to hold some "
+                         "out (a class needs two); name one with --val-split")
+    if shots:
+        train_videos = train_videos[k_shot(labels[train_videos], shots, seed)]
+    return {"train": train_videos, "val": labelled(reader, val_videos, "validation"),
+            "test": labelled(reader, split_videos(reader, test), "test")}
+
+
+def evaluation_videos(reader: CacheReader, split: str) -> np.ndarray:
+    """Labelled done videos of `split`; asked for "test" in a store without one, the "val" split."""
+    videos = split_videos(reader, split)
+    if len(videos) == 0 and split == "test":
+        videos = split_videos(reader, "val")
+    if len(videos) == 0:
+        raise InputError(f"{reader.path}: no done videos in split {split!r} "
+                         f"(splits present: {sorted(set(reader.column('split')) - {''}) or 'none'})")
+    return labelled(reader, videos, "evaluation")
+
+
+def left_out(reader: CacheReader) -> dict[str, int]:
+    """Videos whose features cannot be used: failed in extraction, or not extracted yet."""
+    return {"failed": int((reader.status == FAILED).sum()), "pending": int((reader.status == PENDING).sum())}
+
+
+def left_out_note(counts: dict[str, int], store: str) -> str | None:
+    """The one line that reports unusable videos, or None when there are none."""
+    if not any(counts.values()):
+        return None
+    parts = [f"{n} {state}" for state, n in counts.items() if n]
+    return f"{store}: {' and '.join(parts)} videos left out (clipcache info {store} lists the failures)"

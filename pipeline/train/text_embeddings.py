@@ -1,0 +1,91 @@
+"""Class-name embeddings from the store's own open_clip text tower, computed once, cached in the store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.text import read_text_embeddings, text_key, write_text_embeddings
+from clipcache.pipeline.models import load_model, register_config
+
+TEMPLATE_SETS: dict[str, list[str]] = {
+    "text4vis": ["a video of a person {}."],
+    "ensemble": [
+        "a photo of a person {}.", "a video of a person {}.", "a example of a person {}.",
+        "a demonstration of a person {}.", "a photo of the person {}.", "a video of the person {}.",
+        "a example of the person {}.", "a demonstration of the person {}.", "a photo of a person doing {}.",
+        "a video of a person doing {}.", "a example of a person doing {}.", "a demonstration of a person doing {}.",
+        "a photo of the person doing {}.", "a video of the person doing {}.", "a example of the person doing {}.",
+        "a demonstration of the person doing {}.",
+    ],
+}
+
+
+def resolve_templates(spec: str) -> tuple[str, list[str]]:
+    """A built-in set by name, or a file with one template per line, each containing `{}`."""
+    if spec in TEMPLATE_SETS:
+        return spec, TEMPLATE_SETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise InputError(f"--templates {spec}: neither {' nor '.join(TEMPLATE_SETS)} nor a file")
+    templates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    bad = [t for t in templates if "{}" not in t]
+    if not templates or bad:
+        raise InputError(f"{path}: every template needs a {{}} for the class name" + (f" ({bad[0]!r})" if bad else ""))
+    return path.stem, templates
+
+
+def class_names(reader: CacheReader, names_file: Path | None = None) -> list[str]:
+    """Readable class names: the labels with _ as spaces, or a file of `label<TAB or ,>name` lines."""
+    names = {label: label.replace("_", " ") for label in reader.classes}
+    if names_file is not None:
+        for line in Path(names_file).read_text().splitlines():
+            if line.strip():
+                label, _, name = line.replace("\t", ",").partition(",")
+                if label.strip() not in names:
+                    raise InputError(f"{names_file}: {label.strip()!r} is not a class of {reader.path}")
+                names[label.strip()] = name.strip() or label.strip()
+    return [names[label] for label in reader.classes]
+
+
+def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn.Module, object]:
+    """The model and tokenizer that made the store (a custom config is re-registered from the store)."""
+    settings = reader.settings
+    register_config(settings.model, settings.model_config)
+    loaded = load_model(settings.model, settings.pretrained or None, device=device)
+    return loaded.model, open_clip.get_tokenizer(settings.model)
+
+
+@torch.no_grad()
+def embed_class_names(model: torch.nn.Module, tokenizer: object, names: list[str], templates: list[str],
+                      device: torch.device) -> np.ndarray:
+    """(C, E): per class, the normalised mean of its normalised template embeddings."""
+    rows = []
+    for name in names:
+        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+        emb = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).mean(0)
+        rows.append(torch.nn.functional.normalize(emb, dim=0))
+    return torch.stack(rows).cpu().numpy()
+
+
+def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file: Path | None = None,
+                    device: torch.device | str = "cpu") -> np.ndarray:
+    """Cached class-name embeddings for the store's classes; computed and stored on first use."""
+    set_name, template_list = resolve_templates(templates)
+    names = class_names(reader, names_file)
+    key = text_key(set_name, template_list, names)
+    cached = read_text_embeddings(str(reader.path), key)
+    if cached is not None:
+        return cached
+    device = torch.device(device)
+    model, tokenizer = load_text_tower(reader, device)
+    embeddings = embed_class_names(model, tokenizer, names, template_list, device)
+    try:
+        write_text_embeddings(str(reader.path), key, embeddings, template_list, names)
+    except OSError:  # a read-only store: still usable, the text tower just runs again next time
+        pass
+    return embeddings
