@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 
 import torch
-from synthetic_store import make_store
 from torch import nn
 
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import build_head
 from clipcache.heads.evl import EVLHead
+from clipcache.pipeline.common import autocast, resolve_device
 from clipcache.pipeline.train.build import head_context
-from clipcache.pipeline.common import resolve_device
-from clipcache.pipeline.common import autocast
+from synthetic_store import make_store
 
 
 class StoredQK(nn.Module):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if TYPE_CHECKING:
+    import torch
+
+    from clipcache.pipeline.extract.prepare import PrepareRecipe
 
 # Decode workers are spawned processes that re-import this file as their main module, so the heavy
 # imports (torch, open_clip, zarr) wait inside main(): at top level they would cost every worker ~10 s
@@ -48,7 +51,7 @@ def make_videos(folder: Path, count: int, seconds: float, width: int, height: in
     return paths
 
 
-def decode_only(paths: list[Path], recipe: "PrepareRecipe", workers: int) -> float:
+def decode_only(paths: list[Path], recipe: PrepareRecipe, workers: int) -> float:
     from clipcache.pipeline.extract.decode_pool import DecodePool, Task
     pool = DecodePool(recipe, workers=workers, timeout=600, prefetch=64)
     began = time.perf_counter()
@@ -56,7 +59,7 @@ def decode_only(paths: list[Path], recipe: "PrepareRecipe", workers: int) -> flo
     return count / (time.perf_counter() - began)
 
 
-def encode_only(model: str, layers: str, device: "torch.device", image_size: int, batch: int, steps: int) -> float:
+def encode_only(model: str, layers: str, device: torch.device, image_size: int, batch: int, steps: int) -> float:
     import torch
 
     from clipcache.pipeline.extract.encoder import FrozenImageEncoder, resolve_layers, vision_blocks
@@ -90,12 +93,12 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from clipcache.pipeline.models import load_model
     from clipcache.pipeline.common import resolve_device
-    from clipcache.pipeline.extract.run import ExtractConfig, extract
     from clipcache.pipeline.extract.prepare import PrepareRecipe
+    from clipcache.pipeline.extract.run import ExtractConfig, extract
     from clipcache.pipeline.extract.sampling import SamplingPlan
     from clipcache.pipeline.extract.views import ViewRecipe
+    from clipcache.pipeline.models import load_model
 
     width, height = (int(v) for v in args.size.split("x"))
     device = resolve_device(args.device)
@@ -111,7 +114,7 @@ def main() -> None:
             videos=work / "videos", store=work / "store.zarr", model=args.model, layers=args.layers,
             frames=args.frames, workers=args.workers, batch_size=args.batch_size, device=args.device, quiet=True,
         ))
-        e2e_vps = summary.done / (time.perf_counter() - began)
+        e2e_vps = summary.info["done"] / (time.perf_counter() - began)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"machine: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from synthetic_store import make_store
 
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from synthetic_store import make_store
 
 
 def raw_read(folder: Path) -> tuple[int, float]:

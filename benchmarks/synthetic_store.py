@@ -2,17 +2,14 @@
 stage-two benchmarks measure reading and training without spending minutes extracting first."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clipcache.cache.schema import DONE, StoreSettings  # noqa: E402
-from clipcache.cache.writer import GroupResult, StoreWriter, create_store  # noqa: E402
-from clipcache.pipeline.extract.encoder import frozen_parameters, resolve_layers, vision_blocks  # noqa: E402
-from clipcache.pipeline.models import load_model  # noqa: E402
+from clipcache.cache.schema import DONE, StoreSettings
+from clipcache.cache.writer import GroupResult, StoreWriter, create_store
+from clipcache.pipeline.extract.encoder import frozen_parameters, resolve_layers, vision_blocks
+from clipcache.pipeline.models import load_model
 
 
 def make_store(path: Path, model: str, videos: int, frames: int, layers: str, classes: int = 10,

@@ -9,24 +9,22 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 
-import time
-
 import torch
-from synthetic_store import make_store
 
-from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import HEADS
+from clipcache.pipeline.common import autocast, resolve_device
+from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder
 from clipcache.pipeline.models import load_model
-from clipcache.pipeline.common import resolve_device
-from clipcache.pipeline.common import autocast
-from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import train_head
+from synthetic_store import make_store
 
 
 def _timed_steps(step, repeats: int, device: torch.device) -> float:

@@ -60,7 +60,8 @@ def store_info(path: Path) -> dict[str, Any]:
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
         "text_templates": sorted(reader.root["text"].group_keys()) if "text" in reader.root else [],
         "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
-        "notes": [{"path": str(paths[i]), "note": str(notes[i])} for i in np.flatnonzero((status == DONE) & (notes != ""))],
+        "notes": [{"path": str(paths[i]), "note": str(notes[i])}
+                  for i in np.flatnonzero((status == DONE) & (notes != ""))],
         "versions": s.extras.get("versions", {}),
         "created": s.extras.get("created", ""),
     }

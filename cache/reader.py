@@ -10,6 +10,7 @@ import zarr
 from clipcache import InputError
 from clipcache.cache import quant
 from clipcache.cache.schema import DONE, StoreSettings, check_format, scale_name, tokens_name
+from clipcache.cache.store import open_root
 
 Index = slice | np.ndarray | list[int] | int
 
@@ -22,7 +23,7 @@ class CacheReader:
         if not self.path.exists():
             raise InputError(f"{self.path}: no such store")
         try:
-            self.root = zarr.open_group(str(self.path), mode="r")
+            self.root = open_root(self.path)
         except Exception as exc:  # zarr raises several types for "not a group"
             raise InputError(f"{self.path}: not a zarr store ({exc})") from None
         attrs = dict(self.root.attrs)

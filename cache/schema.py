@@ -33,6 +33,32 @@ VIDEO_NUMERIC_ARRAYS = {
 }
 
 
+# Named dimensions of every array (zarr's `dimension_names`), so xarray and other readers label the axes.
+VIDEO, VIEW, FRAME, TOKEN, CHANNEL, EMBED = "video", "view", "frame", "token", "channel", "embed"
+
+
+def dimension_names(name: str) -> tuple[str, ...]:
+    """The dimensions of the array at path `name` in a store."""
+    base = name.rsplit("/", 1)[-1]
+    if name.startswith("videos/"):
+        return (VIDEO, VIEW, FRAME) if base == "frame_index" else (VIDEO,)
+    if name.startswith("tokens/"):
+        return (VIDEO, VIEW, FRAME, TOKEN) if base.endswith("_scale") else (VIDEO, VIEW, FRAME, TOKEN, CHANNEL)
+    if name == "pooled":
+        return (VIDEO, VIEW, FRAME, EMBED)
+    if name.startswith("text/"):
+        return ("class", EMBED)
+    if name.startswith("frozen/"):
+        if base == "proj":
+            return (CHANNEL, EMBED)
+        if base == "logit_scale":
+            return ("scalar",)
+        if base.startswith("blocks.") and ".attn.in_proj_" in base:
+            return ("qkv", CHANNEL) if base.endswith("weight") else ("qkv",)
+        return (CHANNEL,)  # the LayerNorms' weights and biases
+    raise KeyError(f"no dimension names for array {name!r}")
+
+
 def tokens_name(layer: int) -> str:
     """Array holding the residual stream (all tokens) after absolute block `layer`."""
     return f"tokens/{layer}"

@@ -5,7 +5,9 @@ import hashlib
 import json
 
 import numpy as np
-import zarr
+
+from clipcache.cache.schema import dimension_names
+from clipcache.cache.store import consolidate, open_root
 
 
 def text_key(template_set: str, templates: list[str], class_names: list[str]) -> str:
@@ -15,12 +17,15 @@ def text_key(template_set: str, templates: list[str], class_names: list[str]) ->
 
 
 def read_text_embeddings(store: str, key: str) -> np.ndarray | None:
-    root = zarr.open_group(store, mode="r")
+    root = open_root(store)
     return root[f"text/{key}/embeddings"][:] if f"text/{key}" in root else None
 
 
 def write_text_embeddings(store: str, key: str, embeddings: np.ndarray, templates: list[str],
                           class_names: list[str]) -> None:
-    group = zarr.open_group(store, mode="r+").require_group(f"text/{key}")
-    group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32), overwrite=True)
+    group = open_root(store, mode="r+").require_group(f"text/{key}")
+    name = f"text/{key}/embeddings"
+    group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32), overwrite=True,
+                       dimension_names=dimension_names(name))
     group.attrs.update({"templates": templates, "class_names": class_names})
+    consolidate(store)

@@ -26,9 +26,11 @@ from clipcache.cache.schema import (
     VIDEO_STRING_ARRAYS,
     StoreSettings,
     check_format,
+    dimension_names,
     scale_name,
     tokens_name,
 )
+from clipcache.cache.store import consolidate, open_root
 
 
 class StoreMismatchError(InputError):
@@ -57,16 +59,22 @@ def _compressors(settings: StoreSettings) -> tuple | None:
     return (ZstdCodec(level=3),) if settings.compression == "zstd" else None
 
 
+def _array(group: zarr.Group, name: str, **spec: object) -> zarr.Array:
+    """An array with its named dimensions (see `schema.dimension_names`)."""
+    path = f"{group.path}/{name}" if group.path else name
+    return group.create_array(name, dimension_names=dimension_names(path), **spec)
+
+
 def _create_layout(root: zarr.Group, settings: StoreSettings, paths: list[str], labels: list[int],
                    splits: list[str], frozen: dict[str, np.ndarray]) -> None:
     n, s, v, t = settings.num_videos, settings.shard_videos, settings.views, settings.frames
     length, width, embed = settings.tokens, settings.width, settings.embed_dim
     videos = root.create_group("videos")
     for name in VIDEO_STRING_ARRAYS:
-        videos.create_array(name, shape=(n,), chunks=(s,), dtype=str)
+        _array(videos, name, shape=(n,), chunks=(s,), dtype=str)
     for name, dtype in VIDEO_NUMERIC_ARRAYS.items():
-        videos.create_array(name, shape=(n,), chunks=(s,), dtype=dtype, fill_value=0)
-    videos.create_array("frame_index", shape=(n, v, t), chunks=(s, v, t), dtype="int32", fill_value=0)
+        _array(videos, name, shape=(n,), chunks=(s,), dtype=dtype, fill_value=0)
+    _array(videos, "frame_index", shape=(n, v, t), chunks=(s, v, t), dtype="int32", fill_value=0)
     videos["path"][:] = np.array(paths, dtype=object)
     videos["split"][:] = np.array(splits, dtype=object)
     videos["label"][:] = np.asarray(labels, dtype=np.int32)
@@ -75,18 +83,16 @@ def _create_layout(root: zarr.Group, settings: StoreSettings, paths: list[str], 
     tokens = root.create_group("tokens")
     token_dtype = "int8" if settings.dtype == "int8" else "float16"
     for layer in settings.layers:
-        tokens.create_array(
-            str(layer), shape=(n, v, t, length, width), chunks=(1, v, t, length, width),
-            shards=(s, v, t, length, width), dtype=token_dtype, fill_value=0, compressors=compressors,
-        )
+        _array(tokens, str(layer), shape=(n, v, t, length, width), chunks=(1, v, t, length, width),
+               shards=(s, v, t, length, width), dtype=token_dtype, fill_value=0, compressors=compressors)
         if settings.dtype == "int8":
-            tokens.create_array(f"{layer}_scale", shape=(n, v, t, length), chunks=(s, v, t, length),
-                                dtype="float32", fill_value=0)
-    root.create_array("pooled", shape=(n, v, t, embed), chunks=(s, v, t, embed), dtype="float16",
-                      fill_value=0, compressors=compressors)
+            _array(tokens, f"{layer}_scale", shape=(n, v, t, length), chunks=(s, v, t, length), dtype="float32",
+                   fill_value=0)
+    _array(root, "pooled", shape=(n, v, t, embed), chunks=(s, v, t, embed), dtype="float16", fill_value=0,
+           compressors=compressors)
     frozen_group = root.create_group("frozen")
     for name, value in frozen.items():
-        frozen_group.create_array(name, data=np.ascontiguousarray(value, dtype=np.float32))
+        _array(frozen_group, name, data=np.ascontiguousarray(value, dtype=np.float32))
     root.create_group("text")
 
 
@@ -99,9 +105,10 @@ def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: 
     """
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        root = zarr.open_group(str(tmp), mode="w")
+        root = open_root(tmp, mode="w")
         _create_layout(root, settings, paths, labels, splits, frozen)
         root.attrs.update({"format": FORMAT, **settings.to_attrs()})
+        consolidate(tmp)
         try:
             os.rename(tmp, path)
         except OSError:
@@ -112,7 +119,7 @@ def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: 
 
 
 def read_settings(path: Path) -> StoreSettings:
-    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    attrs = dict(open_root(path).attrs)
     check_format(attrs, str(path))
     return StoreSettings.from_attrs(attrs)
 
@@ -134,7 +141,7 @@ class StoreWriter:
     def __init__(self, path: Path, settings: StoreSettings) -> None:
         self.path = path
         self.settings = settings
-        self.root = zarr.open_group(str(path), mode="r+")
+        self.root = open_root(path, mode="r+")
 
     def pending_groups(self) -> list[int]:
         """Groups not yet finished; a group is finished when its status chunk holds no pending video."""

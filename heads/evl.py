@@ -132,7 +132,7 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.heads = max(1, width // 64)
         self.ln_query, self.ln_memory, self.ln_mlp = LayerNormFp32(width), LayerNormFp32(width), LayerNormFp32(width)
-        self.q_proj, self.k_proj, self.v_proj = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width) for _ in range(3))
         self.out_proj = nn.Linear(width, width)
         self.mlp = nn.Sequential(nn.Linear(width, 4 * width), QuickGELU(), nn.Dropout(dropout),
                                  nn.Linear(4 * width, width))

@@ -9,11 +9,11 @@ import pytest
 import torch
 from open_clip.transformer import AttentionalPooler
 
-from conftest import run_cli
 from clipcache.heads.attnpool import AttentionalPoolerHead
 from clipcache.heads.base import HeadContext
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import with_recipe
+from conftest import run_cli
 
 WIDTH, FRAMES, TOKENS = 64, 3, 5
 

@@ -8,13 +8,20 @@ import pytest
 import torch
 
 import clipcache.pipeline.train.dataset
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import FAILED, PENDING
-from clipcache.pipeline.train.splits import evaluation_videos, k_shot, left_out, left_out_note, stratified_holdout, train_val_test
-from conftest import SYNTHETIC, feature_code, synthetic_store
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
+from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
+from clipcache.pipeline.train.splits import (
+    evaluation_videos,
+    k_shot,
+    left_out,
+    left_out_note,
+    stratified_holdout,
+    train_val_test,
+)
+from conftest import SYNTHETIC, feature_code, synthetic_store
 
 EVERYTHING = FeatureRequest(pooled=True, layers=(1, 2))
 TEST_VIEWS = SYNTHETIC["clips"] * SYNTHETIC["crops"]
@@ -118,7 +125,8 @@ def test_preload_only_when_the_features_fit(store: Path, monkeypatch: pytest.Mon
     reader = CacheReader(store)
     needed = CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True, preload=False).feature_bytes()
     assert needed == 4 * 3 * 4 * (6 * 2 + 2 * 5 * 8 * 2)  # videos x views x frames x (pooled + 2 blocks), float16
-    monkeypatch.setattr(clipcache.pipeline.train.dataset, "free_memory", lambda device: needed)  # fits in all, but not in half
+    # fits in all, but not in half
+    monkeypatch.setattr(clipcache.pipeline.train.dataset, "free_memory", lambda device: needed)
     assert CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True).placement is None
     with pytest.raises(ValueError, match=r"--preload: .*s\.zarr: the features this head reads take"):
         CacheDataset(reader, EVERYTHING, np.arange(4), 4, train=True, preload=True)

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-from clipcache.pipeline.extract.decord_loader import load_decord
 import numpy as np
 import pytest
 import torch
@@ -20,9 +19,17 @@ from PIL import Image
 
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, PENDING
-from conftest import REPO, TINY_CONFIG, assert_choice_refused, assert_stores_equal, run_cli, run_cli_process, tiny_extract_args
-from clipcache.pipeline.models import load_model
 from clipcache.pipeline.demo.synthetic import shape_frames, write_video
+from clipcache.pipeline.extract.decord_loader import load_decord
+from conftest import (
+    REPO,
+    TINY_CONFIG,
+    assert_choice_refused,
+    assert_stores_equal,
+    run_cli,
+    run_cli_process,
+    tiny_extract_args,
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +171,8 @@ def test_views_clips_crops_and_augmentation(tmp_path: Path) -> None:
     assert not np.allclose(pooled[0], pooled[1])  # left and centre crops differ
     assert not np.allclose(pooled[6], pooled[7])  # two augmented views differ
     again = tmp_path / "again.zarr"
-    assert run_cli(*tiny_extract_args(tmp_path / "v", again, "--clips", "2", "--crops", "3", "--augment", "2")).code == 0
+    args = ("--clips", "2", "--crops", "3", "--augment", "2")
+    assert run_cli(*tiny_extract_args(tmp_path / "v", again, *args)).code == 0
     assert_stores_equal(store, again)  # seeded augmentation
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from clipcache.cache.reader import CacheReader
-from conftest import synthetic_store
 from clipcache.pipeline.evaluate.probe import linear_probe, search_c
+from conftest import synthetic_store
 
 
 def test_probe_reaches_90_percent_on_held_out_videos(appearance_store: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.cache.reader import CacheReader
-from conftest import run_cli
 from clipcache.heads.prompt import PromptHead
+from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import build_for_store
+from conftest import run_cli
 
 
 def _head(store: Path, **options: int) -> PromptHead:

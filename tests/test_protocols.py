@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
-from clipcache.pipeline.train.checkpoint import read_run
 from clipcache.pipeline.evaluate.protocols import base_to_novel, few_shot, split_classes
+from clipcache.pipeline.train.checkpoint import read_run
 from clipcache.pipeline.train.config import TrainConfig
+from conftest import run_cli
 
 FAST = dict(epochs=6, batch_size=6, lr=1e-2, device="cpu", quiet=True)
 
@@ -50,8 +50,8 @@ def test_half_class_zero_shot_and_zero_shot_base_to_novel_from_the_cli(appearanc
 
 
 def test_base_to_novel_with_the_prompt_head_scores_unseen_classes(appearance_store: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(store=appearance_store, head="prompt", out=tmp_path / "p", head_options={"prefix": 2, "suffix": 2},
-                      seed=1, **{**FAST, "epochs": 2})
+    cfg = TrainConfig(store=appearance_store, head="prompt", out=tmp_path / "p", seed=1,
+                      head_options={"prefix": 2, "suffix": 2}, **{**FAST, "epochs": 2})
     report = base_to_novel(cfg)
     assert read_run(tmp_path / "p")["classes"] == report["base_classes"]
     assert len(report["novel_classes"]) >= 1 and 0 <= report["novel_top1"] <= 1

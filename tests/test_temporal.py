@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_extract_args
 from clipcache.pipeline.demo.synthetic import shape_frames, write_video
+from conftest import run_cli, tiny_extract_args
 
 SPLITS = {"train": 12, "val": 3, "test": 6}
 

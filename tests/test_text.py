@@ -12,9 +12,9 @@ import torch
 import clipcache.pipeline.train.text_embeddings as text_module
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.text import read_text_embeddings, text_key
-from conftest import TINY_CONFIG
 from clipcache.pipeline.models import load_model
 from clipcache.pipeline.train.text_embeddings import TEMPLATE_SETS, class_names, resolve_templates, text_embeddings
+from conftest import TINY_CONFIG
 
 
 def _reference(names: list[str], templates: list[str]) -> np.ndarray:

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 import clipcache.pipeline.train.loop
-from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import FAILED
-from conftest import assert_choice_refused, run_cli, synthetic_store
-from clipcache.pipeline.train.checkpoint import LAST, load_weights, read_run
 from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.train.build import build_for_store
+from clipcache.pipeline.train.checkpoint import LAST, load_weights, read_run
 from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import train_head
+from conftest import assert_choice_refused, run_cli, synthetic_store
 
 FAST = dict(epochs=12, batch_size=6, lr=1e-2, device="cpu", quiet=True)
 

@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.pipeline.train.splits import left_out, train_val_test
 from clipcache.pipeline.evaluate.metrics import classification_metrics
+from clipcache.pipeline.train.splits import left_out, train_val_test
 
 FIRST_EXPONENTS = (-6, -4, -2, 0, 2, 4, 6)  # log10 C, where CLIP starts its search
 FINEST_STEP = 1 / 8  # CLIP stops at 8 steps per decade

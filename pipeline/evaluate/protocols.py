@@ -73,7 +73,8 @@ def base_to_novel(cfg: TrainConfig, split: str = "test") -> dict[str, Any]:
         raise InputError(f"--head {cfg.head}: base-to-novel needs a head that scores class names (text, prompt)")
     base, novel = _halves(CacheReader(cfg.store), cfg.seed)
     train_head(replace(cfg, classes=base))
-    scores = [evaluate_checkpoint(cfg.store, cfg.out, split, cfg.device, classes=half)["top1"] for half in (base, novel)]
+    scores = [evaluate_checkpoint(cfg.store, cfg.out, split, cfg.device, classes=half)["top1"]
+              for half in (base, novel)]
     return _base_novel_report(f"head {cfg.head}", base, novel, scores)
 
 

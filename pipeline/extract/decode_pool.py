@@ -11,16 +11,16 @@ import multiprocessing as mp
 import queue
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-import traceback
 from typing import Iterable, Iterator
 
 from PIL import Image
 
 from clipcache import InputError
-from clipcache.pipeline.extract.prepare import PrepareRecipe, PreparedVideo, prepare_video
+from clipcache.pipeline.extract.prepare import PreparedVideo, PrepareRecipe, prepare_video
 from clipcache.pipeline.extract.video import VideoDecodeError
 
 _POLL_SECONDS = 0.05

@@ -21,6 +21,7 @@ from zarr.core.buffer.cpu import NDBuffer
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader, read_rows
 from clipcache.cache.schema import scale_name, tokens_name
+from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
 
 Batch = dict[str, torch.Tensor]
@@ -226,7 +227,7 @@ class CacheDataset(Dataset):
         if self._pid != os.getpid():  # each DataLoader worker opens the store itself
             self._arrays, self._pid = {}, os.getpid()
         if name not in self._arrays:
-            self._arrays[name] = zarr.open_group(self.path, mode="r")[name]
+            self._arrays[name] = open_root(self.path)[name]
         return self._arrays[name]
 
 

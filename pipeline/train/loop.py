@@ -25,12 +25,21 @@ from clipcache.pipeline.common import autocast, note, resolve_device
 from clipcache.pipeline.evaluate.metrics import classification_metrics
 from clipcache.pipeline.evaluate.predict import predict, to_device
 from clipcache.pipeline.train.build import build_for_store
-from clipcache.pipeline.train.checkpoint import (BEST, LAST, append_metrics, load_state, model_identity, read_run,
-                                                 save_state, save_weights, truncate_metrics, write_run)
+from clipcache.pipeline.train.checkpoint import (
+    BEST,
+    LAST,
+    append_metrics,
+    load_state,
+    model_identity,
+    read_run,
+    save_state,
+    save_weights,
+    truncate_metrics,
+    write_run,
+)
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
 from clipcache.pipeline.train.splits import left_out, left_out_note, train_val_test
-
 
 # options that may differ on --resume (the store is identified by its fingerprint, not its path)
 RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet")

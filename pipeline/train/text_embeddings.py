@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
+from open_clip import build_zero_shot_classifier
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
@@ -60,18 +61,6 @@ def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn
     return loaded.model, open_clip.get_tokenizer(settings.model)
 
 
-@torch.no_grad()
-def embed_class_names(model: torch.nn.Module, tokenizer: object, names: list[str], templates: list[str],
-                      device: torch.device) -> np.ndarray:
-    """(C, E): per class, the normalised mean of its normalised template embeddings."""
-    rows = []
-    for name in names:
-        tokens = tokenizer([t.format(name) for t in templates]).to(device)
-        emb = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).mean(0)
-        rows.append(torch.nn.functional.normalize(emb, dim=0))
-    return torch.stack(rows).cpu().numpy()
-
-
 def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file: Path | None = None,
                     device: torch.device | str = "cpu") -> np.ndarray:
     """Cached class-name embeddings for the store's classes; computed and stored on first use."""
@@ -83,7 +72,10 @@ def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file
         return cached
     device = torch.device(device)
     model, tokenizer = load_text_tower(reader, device)
-    embeddings = embed_class_names(model, tokenizer, names, template_list, device)
+    # open_clip's own batched classifier builder: per class, the normalised mean of its normalised
+    # template embeddings, several classes per forward
+    classifier = build_zero_shot_classifier(model, tokenizer, names, template_list, device=device)
+    embeddings = classifier.T.float().cpu().numpy()
     try:
         write_text_embeddings(str(reader.path), key, embeddings, template_list, names)
     except OSError:  # a read-only store: still usable, the text tower just runs again next time

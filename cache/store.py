@@ -1,0 +1,25 @@
+"""Opening a store's root group, and the consolidated metadata kept for other tools.
+
+Consolidated metadata (one copy of every node's metadata in the root `zarr.json`) lets xarray and
+remote readers open a store in one request, but it is a snapshot: a node added later is invisible to
+readers that trust it. So clipcache itself never reads through it (`open_root`), and every writer that
+adds nodes consolidates again afterwards (`consolidate`).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import zarr
+
+
+def open_root(path: Path | str, mode: str = "r") -> zarr.Group:
+    """The root group as it is on disk now, not as the consolidated snapshot describes it."""
+    return zarr.open_group(str(path), mode=mode, use_consolidated=False)
+
+
+def consolidate(path: Path | str) -> None:
+    """Rewrite the root's consolidated metadata from every node's own (one atomic file replacement)."""
+    with warnings.catch_warnings():  # zarr notes that consolidation is not yet part of the v3 specification
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(path))

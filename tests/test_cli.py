@@ -1,0 +1,46 @@
+"""The command line is derived from the config dataclasses: same options, same defaults, same help."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import typer
+
+from clipcache import __version__
+from clipcache.cli import InfoConfig, app
+from clipcache.pipeline.demo.config import DemoConfig
+from clipcache.pipeline.evaluate.config import EvalConfig
+from clipcache.pipeline.extract.config import ExtractConfig
+from clipcache.pipeline.options import cli_of
+from clipcache.pipeline.train.config import TrainConfig
+from conftest import run_cli
+
+COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "train-head": TrainConfig, "eval": EvalConfig,
+            "demo": DemoConfig}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_cli_options_and_defaults_are_the_config_dataclass(name: str) -> None:
+    command = typer.main.get_command(app).commands[name]
+    params = {p.name: p for p in command.params}
+    exposed = {f.name: f for f in dataclasses.fields(COMMANDS[name]) if cli_of(f) is not None}
+    assert set(params) == set(exposed)
+    for field_name, f in exposed.items():
+        param, cli = params[field_name], cli_of(f)
+        assert param.help == cli.help
+        if f.default is not dataclasses.MISSING:
+            assert param.default == f.default, field_name
+        elif f.default_factory is not dataclasses.MISSING:
+            assert not param.required and not param.default, field_name
+        else:
+            assert param.required, field_name
+
+
+def test_help_version_and_choices() -> None:
+    for flag in ("-h", "--help"):
+        result = run_cli("train-head", flag)
+        assert result.code == 0 and "--head" in result.stdout and "Example:" in result.stdout
+        joined = "".join(result.stdout.replace("│", "").split())  # rich wraps the choices over lines
+        assert "<attnpool|evl|linear|prompt|text>" in joined
+    version = run_cli("--version")
+    assert version.code == 0 and version.stdout.strip() == f"clipcache {__version__}"
