@@ -75,10 +75,17 @@ def test_pooled_equals_open_clip_preprocess_and_encode(tmp_path: Path) -> None:
     assert reader.settings.pretrained == str(checkpoint)
     index = reader.column("frame_index")[0, 0]
     frames = load_decord().VideoReader(str(video), num_threads=1).get_batch(list(index)).asnumpy()
+    blocks, taps = model.visual.transformer.resblocks, {}
+    for layer in reader.settings.layers:  # the residual stream after each stored block, tapped independently
+        blocks[layer].register_forward_hook(lambda _m, _i, out, layer=layer: taps.__setitem__(layer, out))
     with torch.no_grad():
         expected = model.eval().encode_image(torch.stack([preprocess(Image.fromarray(f)) for f in frames]))
     stored = torch.from_numpy(reader.pooled([0])[0, 0].astype(np.float32))
     assert torch.nn.functional.cosine_similarity(stored, expected, dim=-1).min() >= 0.9999
+    for layer, tapped in taps.items():  # (T, L, D): CLS first, then the patches in row-major order
+        tokens = torch.from_numpy(reader.tokens(layer, [0])[0, 0].astype(np.float32))
+        assert tokens.shape == tapped.shape
+        assert torch.nn.functional.cosine_similarity(tokens, tapped, dim=-1).min() >= 0.9999
 
 
 def test_rerun_skips_finished_work(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ embedding, so the extra layers cost no extra compute.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -75,29 +73,25 @@ class FrozenImageEncoder:
     def __init__(self, loaded: LoadedModel, layers: tuple[int, ...], device: torch.device) -> None:
         self.model = loaded.model.to(device)
         self.device = device
-        self.layers = layers
+        self.layers = tuple(sorted(layers))  # open_clip returns the intermediates in block order
         mean = torch.tensor(loaded.preprocess["mean"], device=device).view(1, 3, 1, 1)
         std = torch.tensor(loaded.preprocess["std"], device=device).view(1, 3, 1, 1)
         self._mean, self._std = mean, std
-        self._batch_first = getattr(self.model.visual.transformer, "batch_first", True)
-        self._taps: dict[int, torch.Tensor] = {}
-        blocks = vision_blocks(self.model)
-        for layer in layers:
-            blocks[layer].register_forward_hook(self._tap(layer))
-
-    def _tap(self, layer: int):
-        def hook(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            self._taps[layer] = output if self._batch_first else output.transpose(0, 1)
-        return hook
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """pixels: (B, S, S, 3) uint8. Returns ({block: (B, L, D)}, (B, E)) in float16 on the CPU
-        when the model runs on a GPU, in float32 on CPU (the fp32 path is the exact reference)."""
+        when the model runs on a GPU, in float32 on CPU (the fp32 path is the exact reference).
+
+        open_clip's `forward_intermediates` gives the residual stream after each chosen block (before
+        ln_post, CLS apart from the patches) and the same pooled embedding as `encode_image`, in one pass.
+        """
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         x = (x - self._mean) / self._std
         with autocast(self.device):
-            pooled = self.model.encode_image(x)
+            out = self.model.visual.forward_intermediates(x, indices=list(self.layers), output_fmt="NLC",
+                                                          output_extra_tokens=True, normalize_intermediates=False)
         out_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        tokens = {layer: self._taps.pop(layer).to(out_dtype).cpu() for layer in self.layers}
-        return tokens, pooled.to(out_dtype).cpu()
+        tokens = {layer: torch.cat([prefix, patches], dim=1).to(out_dtype).cpu() for layer, prefix, patches
+                  in zip(self.layers, out["image_intermediates_prefix"], out["image_intermediates"], strict=True)}
+        return tokens, out["image_features"].to(out_dtype).cpu()
