@@ -1,13 +1,29 @@
-"""Class-name text embeddings kept in the store (text/<key>/), so heads never load CLIP for them."""
+"""Class-name text embeddings kept in a store (text/<key>/), so heads never load CLIP for them.
+
+An entry appears in one rename: it is written whole into `text/.partial-<host>-<pid>-<random>/` (a folder
+zarr does not take for a node) and then renamed to `text/<key>`, so a kill or a full disk never leaves a
+half-written entry where readers look; the next writer removes what dead writers of this host left behind.
+Readers still check what they read (`damage`), since entries written by older versions, in place, can be
+half-written (a missing chunk reads as zeros).
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
 
 import numpy as np
+import zarr
 
 from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate, open_root
+
+PARTIAL = ".partial-"
+UNIT = 1e-3  # how far from 1 the norm of a stored row may be
 
 
 def text_key(template_set: str, templates: list[str], class_names: list[str]) -> str:
@@ -16,16 +32,68 @@ def text_key(template_set: str, templates: list[str], class_names: list[str]) ->
     return f"{template_set}-{digest}"
 
 
-def read_text_embeddings(store: str, key: str) -> np.ndarray | None:
+def read_text_embeddings(store: Path | str, key: str, classes: int) -> tuple[np.ndarray | None, str | None]:
+    """(embeddings, None) for a sound entry, (None, why) for a damaged one, (None, None) when the store (a
+    folder) or the entry does not exist."""
+    if not Path(store).is_dir():
+        return None, None
     root = open_root(store)
-    return root[f"text/{key}/embeddings"][:] if f"text/{key}" in root else None
-
-
-def write_text_embeddings(store: str, key: str, embeddings: np.ndarray, templates: list[str],
-                          class_names: list[str]) -> None:
-    group = open_root(store, mode="r+").require_group(f"text/{key}")
     name = f"text/{key}/embeddings"
-    group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32), overwrite=True,
-                       dimension_names=dimension_names(name))
-    group.attrs.update({"templates": templates, "class_names": class_names})
+    try:
+        if name not in root:
+            return None, None
+        embeddings = root[name][:]
+    except (RuntimeError, ValueError) as exc:  # a damaged chunk or metadata file: the codec or JSON fails
+        return None, f"unreadable ({exc})"
+    why = damage(embeddings, classes)
+    return (None, why) if why else (embeddings, None)
+
+
+def damage(embeddings: np.ndarray, classes: int) -> str | None:
+    """Why stored embeddings cannot be used, or None: one unit vector per class is expected (a chunk that
+    was never written reads as zeros)."""
+    if embeddings.ndim != 2 or embeddings.shape[0] != classes:
+        return f"shape {embeddings.shape}, expected one row per class ({classes})"
+    if not np.isfinite(embeddings).all():
+        return "values that are not finite"
+    norms = np.linalg.norm(embeddings.astype(np.float64), axis=1)
+    bad = int((np.abs(norms - 1) > UNIT).sum())
+    return f"{bad} of {classes} rows are not unit vectors" if bad else None
+
+
+def _alive(name: str) -> bool:
+    """Whether the writer that made partial folder `name` may still be running."""
+    host, _, rest = name.removeprefix(PARTIAL).rpartition("-")[0].rpartition("-")
+    if host != socket.gethostname() or not rest.isdigit():
+        return True  # another machine's writer: not ours to judge
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_text_embeddings(store: Path | str, key: str, embeddings: np.ndarray, templates: list[str],
+                          class_names: list[str]) -> None:
+    """Publish the entry in one rename, replacing an existing (damaged) one; then consolidate. Raises
+    OSError when the store cannot take it (read-only, full): the entry is then absent, never half there."""
+    open_root(store, mode="r+").require_group("text")
+    text = Path(store) / "text"
+    for leftover in text.glob(f"{PARTIAL}*"):
+        if not _alive(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+    partial = text / f"{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        group = zarr.open_group(str(partial / "entry"), mode="w")
+        group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32),
+                           dimension_names=dimension_names(f"text/{key}/embeddings"))
+        group.attrs.update({"templates": templates, "class_names": class_names})
+        target = text / key
+        if target.exists():
+            target.rename(partial / "replaced")
+        (partial / "entry").rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     consolidate(store)

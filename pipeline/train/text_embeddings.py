@@ -1,16 +1,24 @@
-"""Class-name embeddings from the store's own open_clip text tower, computed once, cached in the store."""
+"""Class-name embeddings from the store's own open_clip text tower, computed once and cached: in the store,
+or, when the store cannot take them (read-only, full), in the user's cache folder."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
+import zarr
 from open_clip import build_zero_shot_classifier
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import StoreSettings
 from clipcache.cache.text import read_text_embeddings, text_key, write_text_embeddings
+from clipcache.pipeline.common import note
 from clipcache.pipeline.models import load_model, register_config
 
 TEMPLATE_SETS: dict[str, list[str]] = {
@@ -33,7 +41,7 @@ def resolve_templates(spec: str) -> tuple[str, list[str]]:
     path = Path(spec)
     if not path.is_file():
         raise InputError(f"--templates {spec}: neither {' nor '.join(TEMPLATE_SETS)} nor a file")
-    templates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    templates = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
         raise InputError(f"{path}: every template needs a {{}} for the class name" + (f" ({bad[0]!r})" if bad else ""))
@@ -44,7 +52,7 @@ def class_names(reader: CacheReader, names_file: Path | None = None) -> list[str
     """Readable class names: the labels with _ as spaces, or a file of `label<TAB or ,>name` lines."""
     names = {label: label.replace("_", " ") for label in reader.classes}
     if names_file is not None:
-        for line in Path(names_file).read_text().splitlines():
+        for line in Path(names_file).read_text(encoding="utf-8-sig").splitlines():
             if line.strip():
                 label, _, name = line.replace("\t", ",").partition(",")
                 if label.strip() not in names:
@@ -61,23 +69,51 @@ def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn
     return loaded.model, open_clip.get_tokenizer(settings.model)
 
 
+def user_cache(settings: StoreSettings) -> Path:
+    """Where class-name embeddings go when the store cannot take them: $XDG_CACHE_HOME/clipcache (default
+    ~/.cache/clipcache), one small zarr group per model, shared by every store the model made."""
+    identity = json.dumps([settings.model, settings.pretrained, settings.model_config], sort_keys=True)
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipcache" / "text"
+    return base / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', settings.model)}-{digest}.zarr"
+
+
+def _keep(embeddings: np.ndarray, key: str, templates: list[str], names: list[str], reader: CacheReader,
+          quiet: bool) -> None:
+    """In the store when it can take the entry, else in the user cache; a note says where they went."""
+    fallback = user_cache(reader.settings)
+    try:
+        write_text_embeddings(reader.path, key, embeddings, templates, names)
+        return
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    try:
+        zarr.open_group(str(fallback), mode="a")
+        write_text_embeddings(fallback, key, embeddings, templates, names)
+        note(f"{reader.path}: cannot keep class-name embeddings in the store ({why}); kept in {fallback}", quiet)
+    except OSError as exc:
+        note(f"{reader.path}: cannot keep class-name embeddings in the store ({why}) nor in {fallback} "
+             f"({exc.strerror or exc}); they will be computed again next time", quiet)
+
+
 def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file: Path | None = None,
-                    device: torch.device | str = "cpu") -> np.ndarray:
-    """Cached class-name embeddings for the store's classes; computed and stored on first use."""
+                    device: torch.device | str = "cpu", quiet: bool = False) -> np.ndarray:
+    """Class-name embeddings for the store's classes: from the store's cache or the user cache when a sound
+    entry is there; otherwise computed with the store's text tower and kept (a damaged entry is replaced)."""
     set_name, template_list = resolve_templates(templates)
     names = class_names(reader, names_file)
     key = text_key(set_name, template_list, names)
-    cached = read_text_embeddings(str(reader.path), key)
-    if cached is not None:
-        return cached
+    for place in (reader.path, user_cache(reader.settings)):
+        cached, damaged = read_text_embeddings(place, key, len(names))
+        if cached is not None:
+            return cached
+        if damaged:
+            note(f"{place}: text/{key} is damaged ({damaged}); computing it again", quiet)
     device = torch.device(device)
     model, tokenizer = load_text_tower(reader, device)
     # open_clip's own batched classifier builder: per class, the normalised mean of its normalised
     # template embeddings, several classes per forward
     classifier = build_zero_shot_classifier(model, tokenizer, names, template_list, device=device)
     embeddings = classifier.T.float().cpu().numpy()
-    try:
-        write_text_embeddings(str(reader.path), key, embeddings, template_list, names)
-    except OSError:  # a read-only store: still usable, the text tower just runs again next time
-        pass
+    _keep(embeddings, key, template_list, names, reader, quiet)
     return embeddings
