@@ -68,8 +68,8 @@ class TextOptions:
 
     templates: str = option("text4vis", "Prompt templates for class names: text4vis ('a video of a person {}.'), "
                                         "ensemble (16 templates) or a file with one template per line.")
-    class_names: Path | None = option(None, "File of label,name lines overriding the class names "
-                                            "(default: the labels with _ as spaces).")
+    class_names: Path | None = option(None, "File of label,name (or label<TAB>name) lines overriding the class "
+                                            "names (default: the labels with _ as spaces).")
 
 
 @dataclass(kw_only=True)
@@ -77,8 +77,8 @@ class SplitOptions:
     """Which videos train and select (split names of the store, or files of video paths)."""
 
     train_split: str = option("train", "Training split name, or a file of video paths.")
-    val_split: str = option("val", "Validation split (selects the epoch or the probe's C) or a file; "
-                                   "none in the store: a stratified, seeded 10% of train.")
+    val_split: str = option("val", "Validation split (selects the epoch, or the probe's C unless it is the split "
+                                   "scored) or a file; none in the store: a stratified, seeded 10% of train.")
 
 
 @dataclass(kw_only=True)

@@ -6,15 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 
 import clipcache.pipeline.train.dataset
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import FAILED, PENDING
+from clipcache.cache.schema import DONE, FAILED, PENDING
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
 from clipcache.pipeline.train.splits import (
-    evaluation_videos,
+    NOT_DONE,
+    evaluation_split,
     k_shot,
     left_out,
     left_out_note,
@@ -147,22 +149,52 @@ def test_splits_use_done_videos_only_and_report_the_rest_once(store: Path) -> No
     assert splits["test"].tolist() == [9, 10, 11]
     assert left_out(reader) == {"failed": 1, "pending": 1}
     assert left_out_note(left_out(reader), "s.zarr") == \
-        "s.zarr: 1 failed and 1 pending videos left out (clipcache info s.zarr lists the failures)"
+        "s.zarr: 1 failed and 1 pending videos left out (clipcache info s.zarr lists them)"
     assert left_out_note({"failed": 0, "pending": 0}, "s.zarr") is None
 
 
-def test_splits_from_files_and_fallbacks(store: Path, tmp_path: Path) -> None:
+def test_left_out_names_every_status_but_done(tmp_path: Path) -> None:
+    """One table names the statuses that are not done; `left_out` counts each of them by that name."""
+    assert set(NOT_DONE) == {FAILED, PENDING} and DONE not in NOT_DONE
+    store = synthetic_store(tmp_path / "s.zarr", status={0: FAILED, 1: FAILED, 2: PENDING})
+    assert left_out(CacheReader(store)) == {NOT_DONE[FAILED]: 2, NOT_DONE[PENDING]: 1}
+
+
+def test_evaluation_split_is_the_one_test_to_val_fallback(store: Path, tmp_path: Path) -> None:
     reader = CacheReader(store)
     listed = tmp_path / "mine.txt"
-    listed.write_text("val/6.mp4 0\ntest/9.mp4,1\ntrain/4.mp4\n")  # video 4 failed: left out
-    assert evaluation_videos(reader, str(listed)).tolist() == [6, 9]
+    listed.write_text("\ufeffval/6.mp4 0\ntest/9.mp4,1\ntrain/4.mp4\n")  # a BOM; video 4 failed: left out
+    chosen = evaluation_split(reader, str(listed))
+    assert chosen.videos.tolist() == [6, 9] and chosen.name == str(listed) and not chosen.fell_back
     (tmp_path / "none.txt").write_text("nowhere.mp4\n")
     with pytest.raises(ValueError, match="none.txt: none of its paths"):
-        evaluation_videos(reader, str(tmp_path / "none.txt"))
+        evaluation_split(reader, str(tmp_path / "none.txt"))
     with pytest.raises(ValueError, match="no done videos in split 'nosuch'"):
-        evaluation_videos(reader, "nosuch")
+        evaluation_split(reader, "nosuch")
+    test = evaluation_split(reader)
+    assert (test.name, test.requested, test.fell_back, test.videos.tolist()) == ("test", "test", False, [9, 10, 11])
     no_test = synthetic_store(tmp_path / "t.zarr", splits=["train"] * 9 + ["val"] * 3)
-    assert evaluation_videos(CacheReader(no_test), "test").tolist() == [9, 10, 11]
+    fallback = evaluation_split(CacheReader(no_test), "test")
+    assert (fallback.name, fallback.requested, fallback.fell_back) == ("val", "test", True)
+    assert fallback.videos.tolist() == [9, 10, 11]
+    with pytest.raises(ValueError, match="no done videos in split 'val'"):  # only "test" falls back
+        evaluation_split(CacheReader(synthetic_store(tmp_path / "v.zarr", splits=["train"] * 9 + ["test"] * 3)),
+                         "val")
+
+
+def test_a_split_without_labels_is_refused_in_one_line(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "s.zarr")
+    labels = zarr.open_array(str(store / "videos" / "label"), mode="r+")
+    labels[9:] = -1  # the test split unlabelled, as Kinetics' test set
+    with pytest.raises(ValueError, match="split 'test' has no labelled videos to score"):
+        evaluation_split(CacheReader(store), "test")
+    labels[10:] = 0
+    with pytest.raises(ValueError, match="1 evaluation videos have no label"):
+        evaluation_split(CacheReader(store), "test")
+
+
+def test_holdout_when_there_is_no_validation_split(tmp_path: Path) -> None:
+    no_test = synthetic_store(tmp_path / "t.zarr", splits=["train"] * 9 + ["val"] * 3)
     held = train_val_test(CacheReader(no_test), val="nosuch", seed=1)  # no such validation split: 10% held out
     assert sorted(np.bincount(CacheReader(no_test).column("label")[held["val"]])) == [1, 1, 1]
     assert len(held["train"]) == 6 and len(held["test"]) == 0

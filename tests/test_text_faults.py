@@ -72,7 +72,7 @@ def _entries(store: Path) -> list[str]:
 
 @contextmanager
 def _mounted(*command: str | Path) -> Iterator[None]:
-    done = subprocess.run(["mount", *map(str, command)], capture_output=True, text=True)
+    done = subprocess.run(["mount", *map(str, command)], capture_output=True, text=True, check=False)
     if done.returncode:
         pytest.skip(f"cannot mount here: {done.stderr.strip()}")
     try:
@@ -97,12 +97,13 @@ def read_only(folder: Path) -> Iterator[None]:
             path.chmod(path.stat().st_mode | 0o200)
 
 
+@pytest.mark.filterwarnings("ignore:Object at .partial-")  # zarr notes the dead writer's folder while it is there
 def test_a_writer_killed_mid_entry_leaves_nothing_readers_use(store: Path, reference: np.ndarray,
                                                                tmp_path: Path) -> None:
     reader = CacheReader(store)
     np.save(tmp_path / "unit.npy", np.eye(*reference.shape, dtype=np.float32))  # would be read if published
     killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(store), _key(reader), str(tmp_path / "unit.npy")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     leftovers = list((store / "text").glob(f"{PARTIAL}*"))
     assert len(leftovers) == 1 and _entries(store) == []  # the partial folder is no entry

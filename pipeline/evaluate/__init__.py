@@ -1,2 +1,3 @@
-"""Stage two, evaluation: predictions, metrics, reports and figures, zero-shot, the linear probe and
-the papers' protocols (`run.evaluate`)."""
+"""Stage two, evaluation: predictions, metrics, zero-shot, the linear probe and the papers' protocols; one
+record layout for every result (`results`), written with predictions and figures by `report`
+(`run.evaluate` is `clipcache eval`)."""

@@ -16,12 +16,14 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions)
     store: Path = argument("A store made by `clipcache extract`.")
     checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view).")
     zero_shot: bool = option(False, "CLIP zero-shot with class-name prompts.")
-    probe: Probe | None = option(None, "linear: scikit-learn logistic regression on frame-mean embeddings, "
-                                       "C chosen on the validation split.")
-    split: str | None = option(None, "Split (or file of paths) to evaluate on (default: the run's test split, "
-                                     "else test; a store without a test split falls back to val).")
+    probe: Probe | None = option(None, "linear: scikit-learn logistic regression on frame-mean embeddings; C "
+                                       "chosen on validation, or by cross-validation on train when validation is "
+                                       "the split scored. Never scores a video it was fitted on.")
+    split: str | None = option(None, "Split (or file of paths) to score (default: the run's test split, else "
+                                     "test; a store without a test split scores val, and says so).")
     half_classes: int = option(0, "Zero-shot: N random halves of the classes, mean ± std (Text4Vis).")
     base_to_novel: bool = option(False, "Zero-shot on the base and novel halves used by train-head --base-to-novel.")
     weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")
-    out: Path | None = option(None, "Folder for report.json, confusion.png, per_class.png (default: the run "
-                                    "directory, else ./eval).")
+    out: Path | None = option(None, "Folder for the results: each evaluation writes result.json, predictions.csv "
+                                    "and figures into its own subfolder named after the store, split and method "
+                                    "(default: RUN/eval with --checkpoint, else ./eval).")

@@ -1,25 +1,48 @@
-"""The standard video-classification metrics."""
+"""The standard video-classification metrics, from scikit-learn where it has them."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+
+TOP_K = 5  # top-5 is reported only with more classes than this: with 5 or fewer it is always 1.0
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
-    """top-1, top-5, mean class accuracy, per-class accuracy and the confusion matrix."""
-    ranked = np.argsort(-probs, axis=1)
-    top1 = ranked[:, 0] == labels
-    top5 = (ranked[:, : min(5, probs.shape[1])] == labels[:, None]).any(axis=1)
-    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(confusion, (labels, ranked[:, 0]), 1)
-    present = confusion.sum(axis=1) > 0
-    per_class = np.where(present, np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1), np.nan)
+    """top-1, top-5 (None with 5 classes or fewer), mean class accuracy, per-class accuracy (None for a class
+    without videos) and the confusion matrix (rows: true class, columns: predicted)."""
+    everyone = np.arange(len(classes))
+    if len(labels) == 0:
+        return {"videos": 0, "top1": 0.0, "top5": None if len(classes) <= TOP_K else 0.0,
+                "mean_class_accuracy": 0.0, "per_class": dict.fromkeys(classes),
+                "confusion": np.zeros((len(classes), len(classes)), np.int64).tolist()}
+    with warnings.catch_warnings():  # one class (half of 3 in a half-class protocol) is a 1 x 1 matrix, rightly
+        warnings.filterwarnings("ignore", message="A single label was found")
+        confusion = confusion_matrix(labels, probs.argmax(axis=1), labels=everyone)
+    # Per-class accuracy and its mean are ours, from the confusion matrix: scikit-learn's recall_score and
+    # balanced_accuracy_score give the same numbers for classes present, but warn about (and count as 0 or
+    # drop silently) the classes a split has no video of, where we report None and leave them out of the mean.
+    totals = confusion.sum(axis=1)
+    present = totals > 0
+    per_class = np.where(present, np.diag(confusion) / np.maximum(totals, 1), np.nan)
+    top5 = None
+    if len(classes) > TOP_K:
+        top5 = float(top_k_accuracy_score(labels, probs, k=TOP_K, labels=everyone))
     return {
-        "videos": int(len(labels)),
-        "top1": float(top1.mean()) if len(labels) else 0.0,
-        "top5": float(top5.mean()) if len(labels) else 0.0,
-        "mean_class_accuracy": float(np.nanmean(per_class)) if present.any() else 0.0,
+        "videos": len(labels),
+        "top1": float(np.trace(confusion) / len(labels)),
+        "top5": top5,
+        "mean_class_accuracy": float(np.nanmean(per_class)),
         "per_class": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class)},
         "confusion": confusion.tolist(),
     }
+
+
+def top_classes(probs: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Indices of the k highest-scoring classes per row, best first: (n, min(k, C))."""
+    k = min(k, probs.shape[1])
+    part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(probs, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)

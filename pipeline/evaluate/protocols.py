@@ -1,7 +1,7 @@
-"""Evaluation protocols of the papers: few-shot over seeds, base-to-novel, half-class zero-shot."""
+"""Evaluation protocols of the papers: few-shot over seeds, base-to-novel, half-class zero-shot. Each gives
+one record (results.py) whose `runs` hold every run's numbers, and its predictions per run."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,35 +11,49 @@ import numpy as np
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import head_class
+from clipcache.pipeline.common import note
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
+from clipcache.pipeline.evaluate.report import format_report, split_note, write_result
+from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description, run_metrics
 from clipcache.pipeline.evaluate.zero_shot import zero_shot
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
-
-
 def run_train_head(cfg: TrainConfig) -> dict[str, Any]:
-    """`clipcache train-head`: one run, or the protocol its options name (K-shot over seeds, base-to-novel)."""
+    """`clipcache train-head`: one run, or the protocol its options name (K-shot over seeds, base-to-novel),
+    whose result goes to OUT/eval/<what was evaluated>/."""
     if cfg.base_to_novel:
-        return base_to_novel(cfg)
-    if cfg.shots and cfg.seeds > 1:
-        return few_shot(cfg)
-    return train_head(cfg)
+        result = base_to_novel(cfg)
+    elif cfg.shots and cfg.seeds > 1:
+        result = few_shot(cfg)
+    else:
+        return train_head(cfg)
+    note(split_note(result.record), cfg.quiet)
+    result.record["output"] = str(write_result(result, cfg.out / "eval", CacheReader(cfg.store)))
+    return result.record
 
 
-def few_shot(cfg: TrainConfig, split: str = "test") -> dict[str, Any]:
-    """K-shot training sets drawn with seeds 0..n-1, one run each (out/seed-<s>); test top-1 mean ± std."""
-    runs = []
+def _named(result: Result, run: str) -> Result:
+    for scores in result.scores:
+        scores.run = run
+    return result
+
+
+def few_shot(cfg: TrainConfig) -> Result:
+    """K-shot training sets drawn with seeds 0..n-1, one run each (out/seed-<s>) scored on the run's test
+    split; mean and std over the seeds."""
+    results = []
     for seed in range(cfg.seeds):
         run_dir = cfg.out / f"seed-{seed}"
         train_head(replace(cfg, seed=seed, out=run_dir))
-        runs.append(evaluate_checkpoint(cfg.store, run_dir, split, cfg.device))
-    return {"protocol": f"{cfg.shots}-shot x {cfg.seeds} seeds", "head": cfg.head,
-            "top1": _mean_std([r["top1"] for r in runs]), "top5": _mean_std([r["top5"] for r in runs]),
-            "runs": [{"seed": s, "top1": r["top1"]} for s, r in enumerate(runs)]}
+        results.append(_named(evaluate_checkpoint(cfg.store, run_dir, None, cfg.device, quiet=cfg.quiet),
+                              f"seed-{seed}"))
+    options = {"shots": cfg.shots, "seeds": cfg.seeds, "weights": "best", "train_split": cfg.train_split,
+               "val_split": cfg.val_split}
+    description = protocol_description(results, "few-shot", options, checkpoint=None)
+    runs = [run_metrics(r, seed=s, checkpoint=r.record["checkpoint"]) for s, r in enumerate(results)]
+    return over_runs(description, runs, [s for r in results for s in r.scores])
 
 
 def split_classes(classes: tuple[str, ...], seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -49,14 +63,8 @@ def split_classes(classes: tuple[str, ...], seed: int) -> tuple[tuple[str, ...],
     return base, tuple(c for c in classes if c not in base)
 
 
-def _harmonic(base: float, novel: float) -> float:
+def harmonic_mean(base: float, novel: float) -> float:
     return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
-
-
-def _base_novel_report(method: str, base: tuple[str, ...], novel: tuple[str, ...], scores: list[float]
-                       ) -> dict[str, Any]:
-    return {"protocol": "base-to-novel", "method": method, "base_classes": list(base), "novel_classes": list(novel),
-            "base_top1": scores[0], "novel_top1": scores[1], "harmonic_mean": _harmonic(*scores)}
 
 
 def _halves(reader: CacheReader, seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -66,39 +74,54 @@ def _halves(reader: CacheReader, seed: int) -> tuple[tuple[str, ...], tuple[str,
     return base, novel
 
 
-def base_to_novel(cfg: TrainConfig, split: str = "test") -> dict[str, Any]:
+def _base_novel_result(halves: tuple[tuple[str, ...], tuple[str, ...]], results: list[Result], seed: int,
+                       options: dict[str, Any]) -> Result:
+    """Base and novel top-1 and their harmonic mean; each half's numbers and classes in `runs`."""
+    base, novel = (_named(r, name) for r, name in zip(results, ("base", "novel")))
+    options = {**options, "seed": seed, "base_classes": list(halves[0]), "novel_classes": list(halves[1])}
+    record = protocol_description(results, "base-to-novel", options)
+    scores = (base.record["top1"], novel.record["top1"])
+    record.update(base_top1=scores[0], novel_top1=scores[1], harmonic_mean=harmonic_mean(*scores),
+                  runs=[run_metrics(r, classes=name) for r, name in zip(results, ("base", "novel"))])
+    return Result(record, [s for r in results for s in r.scores])
+
+
+def base_to_novel(cfg: TrainConfig) -> Result:
     """Train on the base half of the classes, then test base and novel classes separately and report
     their harmonic mean; only heads that score class names (text, prompt) can meet novel classes."""
     if not head_class(cfg.head).scores_class_names():
         raise InputError(f"--head {cfg.head}: base-to-novel needs a head that scores class names (text, prompt)")
-    base, novel = _halves(CacheReader(cfg.store), cfg.seed)
-    train_head(replace(cfg, classes=base))
-    scores = [evaluate_checkpoint(cfg.store, cfg.out, split, cfg.device, classes=half)["top1"]
-              for half in (base, novel)]
-    return _base_novel_report(f"head {cfg.head}", base, novel, scores)
+    halves = _halves(CacheReader(cfg.store), cfg.seed)
+    train_head(replace(cfg, classes=halves[0]))
+    results = [evaluate_checkpoint(cfg.store, cfg.out, None, cfg.device, classes=half, quiet=cfg.quiet)
+               for half in halves]
+    return _base_novel_result(halves, results, cfg.seed, {"weights": "best"})
 
 
 def zero_shot_base_to_novel(store: Path, seed: int = 0, split: str = "test", templates: str = "text4vis",
-                            names_file: Path | None = None, device: str = "auto") -> dict[str, Any]:
+                            names_file: Path | None = None, device: str = "auto", quiet: bool = True) -> Result:
     """The untrained reference on the same base and novel halves as `base_to_novel` with this seed."""
-    base, novel = _halves(CacheReader(store), seed)
-    scores = [zero_shot(store, split, templates, names_file, device, half)["top1"] for half in (base, novel)]
-    return _base_novel_report("zero-shot", base, novel, scores)
+    halves = _halves(CacheReader(store), seed)
+    results = [zero_shot(store, split, templates, names_file, device, half, quiet) for half in halves]
+    return _base_novel_result(halves, results, seed, {"templates": templates, "class_names": names_file})
 
 
 def half_class_zero_shot(store: Path, halves: int, split: str = "test", templates: str = "text4vis",
-                         names_file: Path | None = None, device: str = "auto") -> dict[str, Any]:
-    """Text4Vis's protocol: zero-shot top-1 on N random halves of the classes, mean ± std."""
+                         names_file: Path | None = None, device: str = "auto", quiet: bool = True) -> Result:
+    """Text4Vis's protocol: zero-shot top-1 on N random halves of the classes (seeds 0..N-1), mean ± std."""
     classes = CacheReader(store).classes
-    scores = [zero_shot(store, split, templates, names_file, device, split_classes(classes, seed)[0])["top1"]
-              for seed in range(halves)]
-    return {"protocol": f"half-class zero-shot x {halves}", "top1": _mean_std(scores), "runs": scores}
+    results = [_named(zero_shot(store, split, templates, names_file, device, split_classes(classes, seed)[0],
+                                quiet), f"half-{seed}") for seed in range(halves)]
+    options = {"templates": templates, "class_names": names_file, "halves": halves}
+    description = protocol_description(results, "half-class zero-shot", options)
+    runs = [run_metrics(r, seed=s, classes=r.record["options"]["classes"]) for s, r in enumerate(results)]
+    return over_runs(description, runs, [s for r in results for s in r.scores])
 
 
 def format_training(result: dict[str, Any]) -> str:
-    """The printed form of `run_train_head`: one line for a run, the whole record for a protocol."""
+    """The printed form of `run_train_head`: one line for a run or for a protocol."""
     if "protocol" in result:
-        return json.dumps(result, indent=2)
+        return format_report(result)
     best = result["best"]
     return (f"{result['config']['out']}: {result['epochs_done']} epochs, best val top-1 {best['val_top1']:.4f} "
             f"at epoch {best['epoch']}")

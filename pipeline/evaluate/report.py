@@ -1,51 +1,154 @@
-"""What an evaluation leaves on disk: report.json and the figures."""
+"""What an evaluation leaves on disk and prints.
+
+Each evaluation gets its own folder, named after what was evaluated (`<dataset>-<split>-<method>...`, e.g.
+`features-test-zero-shot-text4vis`), under the run folder's `eval/`, `--out`, or `./eval`. It holds
+result.json (the record, results.py), predictions.csv and, for a single evaluation, the figures. The same
+evaluation run again replaces its own folder's files; a folder holding another evaluation's result (or
+anything that is not a result) is never overwritten: the new one goes to `<name>-2`, `<name>-3`, ...
+"""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.evaluate.figures import figures
+from clipcache.pipeline.evaluate.results import Result, identity, write_predictions
 
-def write_report(report: dict[str, Any], out: Path) -> list[Path]:
-    """report.json, confusion.png and per_class.png in `out`."""
-    classes = tuple(report["per_class"])
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.json"]
-    written[0].write_text(json.dumps(report, indent=2))
-    size = max(4.0, 0.35 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(np.asarray(report["confusion"]), cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{report['kind']}: top-1 {report['top1']:.3f}")
-    fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(classes) + 2), 3.5))
-    accuracy = [report["per_class"][c] or 0.0 for c in classes]
-    ax.bar(range(len(classes)), accuracy)
-    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    fig.tight_layout()
-    fig.savefig(out / "per_class.png", dpi=120)
-    plt.close(fig)
-    return written + [out / "confusion.png", out / "per_class.png"]
+RESULT, PREDICTIONS = "result.json", "predictions.csv"
+SHORT_PROTOCOLS = {"base-to-novel": "base-to-novel", "half-class zero-shot": "half-class"}
 
 
-def format_report(report: dict[str, Any]) -> str:
-    """The printed form of an evaluation: one line, or the whole record for a protocol over several runs."""
-    if "protocol" in report:
-        return json.dumps(report, indent=2)
-    std = f" ± {report['top1_std']:.4f}" if "top1_std" in report else ""
-    return (f"{report['kind']}: top-1 {report['top1']:.4f}{std}  top-5 {report['top5']:.4f}  "
-            f"mean class accuracy {report['mean_class_accuracy']:.4f}")
+def check_out(out: Path | None) -> None:
+    """Refuse an --out that cannot be a folder, before any work is done."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; name a folder for the evaluation's results")
+
+
+def folder_name(record: dict[str, Any]) -> str:
+    """`<dataset>-<split>-<method>[-<protocol>][-<templates or weights>][-<K>shot-<N>seeds]`, in characters
+    safe in any file system."""
+    split = Path(record["split"]).stem if Path(record["split"]).is_file() else record["split"]
+    options = record["options"]
+    parts = [record["dataset"], split, record["method"], SHORT_PROTOCOLS.get(record["protocol"], "")]
+    parts += [Path(str(options.get(key) or "")).stem for key in ("templates", "weights")]
+    if options.get("shots"):
+        parts.append(f"{options['shots']}shot")
+    if options.get("seeds"):
+        parts.append(f"{options['seeds']}seeds")
+    if options.get("halves"):
+        parts.append(f"x{options['halves']}")
+    if record["protocol"] == "base-to-novel":
+        parts.append(f"seed{options['seed']}")
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", "-".join(p for p in parts if p)).strip("-.")
+
+
+def _holds_other(folder: Path, record: dict[str, Any]) -> bool:
+    """Whether `folder` holds anything but an earlier result of this same evaluation."""
+    if not folder.exists():
+        return False
+    if not folder.is_dir():
+        return True
+    result = folder / RESULT
+    if not result.is_file():
+        return any(folder.iterdir())
+    try:
+        earlier = json.loads(result.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return not isinstance(earlier, dict) or identity(earlier) != identity(record)
+
+
+def output_folder(base: Path, record: dict[str, Any]) -> Path:
+    """base/<name>, or the first of <name>-2, <name>-3, ... free for this evaluation."""
+    name = folder_name(record)
+    folder, n = base / name, 1
+    while _holds_other(folder, record):
+        n += 1
+        folder = base / f"{name}-{n}"
+    return folder
+
+
+def write_result(result: Result, base: Path, reader: CacheReader) -> Path:
+    """The evaluation's folder under `base` with predictions.csv, the figures (single evaluations) and
+    result.json, each written beside and renamed into place, result.json last: a folder with a result.json
+    is complete. A folder that cannot take them (read-only, full) is one line naming it."""
+    check_out(base)
+    folder = output_folder(base, result.record)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
+        if result.confusion is not None:
+            write_figures(folder, result.confusion, result.record["per_class"], title(result.record))
+        text = json.dumps(result.record, indent=2)
+        _replace(folder / RESULT, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write the results ({exc.strerror or exc}); name another folder "
+                         "with --out") from None
+    return folder
+
+
+def write_figures(folder: Path, confusion: np.ndarray, per_class: dict[str, float | None], title: str
+                  ) -> list[Path]:
+    """The figures of one evaluation (figures.py) as PNG files in `folder`."""
+    written = []
+    for name, figure in figures(confusion, per_class, title).items():
+        _replace(folder / name, lambda tmp: figure.savefig(tmp, format="png"))  # noqa: B023 - called at once
+        written.append(folder / name)
+    return written
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Write `path` beside it and rename it into place (nothing half-written stays behind on failure)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def title(record: dict[str, Any]) -> str:
+    """What was evaluated, on which split, in a few words."""
+    return f"{record['method']} on {record['dataset']} split {record['split']}: top-1 {record['top1']:.3f}"
+
+
+def split_note(record: dict[str, Any]) -> str | None:
+    """The one line on stderr when the split scored is not the one asked for, or not held out."""
+    parts = []
+    if record["split"] != record["split_requested"]:
+        parts.append(f"{record['dataset']}: no split {record['split_requested']!r}, scored {record['split']!r}")
+    if record["held_out"] is False:
+        parts.append(f"WARNING: split {record['split']!r} includes videos that trained or selected this "
+                     f"{record['method']}: its accuracy is not a held-out score")
+    elif record["held_out"] is None:
+        parts.append(f"split {record['split']!r} may not be held out from this {record['method']} (trained on "
+                     "another store, or its training splits no longer resolve)")
+    return "; ".join(parts) or None
+
+
+def _metric(record: dict[str, Any], key: str, label: str) -> str:
+    if record.get(key) is None:
+        return ""
+    std = record.get(f"{key}_std")
+    return f"  {label} {record[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def format_report(record: dict[str, Any]) -> str:
+    """One line: what was scored on which split, the numbers, and where the files are."""
+    protocol = "" if record["protocol"] == "single" else f" ({record['protocol']}, {len(record['runs'])} runs)"
+    held = {True: "", False: " [NOT held out]", None: " [held out: unknown]"}[record["held_out"]]
+    videos = f" ({record['videos']} videos)" if record.get("videos") is not None else ""
+    head = f"{record['method']}{protocol} on split {record['split']!r}{held}{videos}:"
+    numbers = "".join(_metric(record, key, label) for key, label in (
+        ("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class accuracy"),
+        ("base_top1", "base top-1"), ("novel_top1", "novel top-1"), ("harmonic_mean", "harmonic mean")))
+    std = "  (± population std over the runs)" if "std" in record else ""
+    where = f"  -> {record['output']}" if record.get("output") else ""
+    return head + numbers + std + where

@@ -1,4 +1,4 @@
-"""`clipcache eval`: the one entry that reads an EvalConfig and runs what it names."""
+"""`clipcache eval`: the one entry that reads an EvalConfig, runs what it names and writes its results."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,30 +11,54 @@ from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
 from clipcache.pipeline.evaluate.probe import linear_probe
 from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_shot_base_to_novel
-from clipcache.pipeline.evaluate.report import write_report
+from clipcache.pipeline.evaluate.report import check_out, split_note, write_result
+from clipcache.pipeline.evaluate.results import Result
 from clipcache.pipeline.evaluate.zero_shot import zero_shot
-from clipcache.pipeline.train.splits import left_out_note
+from clipcache.pipeline.train.splits import TEST, left_out_note
+
+DEFAULT_OUT = Path("eval")  # zero-shot and probe results without --out: ./eval/<what was evaluated>/
+
+
+def _check(cfg: EvalConfig) -> None:
+    """Refuse contradictory or out-of-range options before any work."""
+    if sum([cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None]) != 1:
+        raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear")
+    if (cfg.half_classes or cfg.base_to_novel) and not cfg.zero_shot:
+        raise InputError("--half-classes and --base-to-novel are zero-shot protocols: add --zero-shot")
+    if cfg.half_classes and cfg.base_to_novel:
+        raise InputError("choose one of --half-classes and --base-to-novel")
+    for name in ("shots", "seeds"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name} must be at least 1, got {value}")
+    if cfg.half_classes < 0:
+        raise InputError(f"--half-classes must be at least 1, got {cfg.half_classes}")
+    check_out(cfg.out)
+
+
+def _run(cfg: EvalConfig) -> Result:
+    split = cfg.split or TEST
+    if cfg.checkpoint is not None:
+        return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
+                                   quiet=cfg.quiet)
+    if cfg.half_classes:
+        return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
+                                    cfg.quiet)
+    if cfg.base_to_novel:
+        return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device, cfg.quiet)
+    if cfg.zero_shot:
+        return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet)
+    return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds)
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """A trained head (--checkpoint), zero-shot CLIP or a linear probe; writes the report and figures of a
-    single evaluation and returns the result."""
-    chosen = [cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None]
-    if sum(chosen) != 1:
-        raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear")
-    split = cfg.split or "test"
-    if cfg.checkpoint is not None:
-        report = evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
-                                     quiet=cfg.quiet)
-    elif cfg.half_classes:
-        return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device)
-    elif cfg.zero_shot and cfg.base_to_novel:
-        return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device)
-    elif cfg.zero_shot:
-        report = zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet)
-    else:
-        report = linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds)
-    note(left_out_note(report["left_out"], str(cfg.store)), cfg.quiet)
-    if "confusion" in report:
-        write_report(report, cfg.out or cfg.checkpoint or Path("eval"))
-    return report
+    """A trained head (--checkpoint), zero-shot CLIP or a linear probe, or a zero-shot protocol; writes the
+    result into its own folder and returns the record with `output`, that folder."""
+    _check(cfg)
+    result = _run(cfg)
+    record = result.record
+    note(left_out_note(record["left_out"], str(cfg.store)), cfg.quiet)
+    note(split_note(record), cfg.quiet)
+    base = cfg.out or (cfg.checkpoint / "eval" if cfg.checkpoint is not None else DEFAULT_OUT)
+    record["output"] = str(write_result(result, base, CacheReader(cfg.store)))
+    return record

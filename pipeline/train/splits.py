@@ -1,6 +1,7 @@
 """Which videos train, validate and test: split names or list files, hold-outs and K-shot subsets."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,18 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import FAILED, PENDING
 
+# Every status but done, by the name reports use: `left_out` counts each (a new status is one line here).
+NOT_DONE = {FAILED: "failed", PENDING: "pending"}
+TEST, VAL = "test", "val"
+
 
 def split_videos(reader: CacheReader, spec: str) -> np.ndarray:
     """Done videos of a split given by name (the store's split column) or by a file of paths
     (one per line, first column; relative to the input root as the store records them)."""
     done = reader.done
     if Path(spec).is_file():
-        wanted = {line.split(",")[0].split()[0] for line in Path(spec).read_text().splitlines() if line.strip()}
+        lines = Path(spec).read_text(encoding="utf-8-sig").splitlines()
+        wanted = {line.split(",")[0].split()[0] for line in lines if line.strip()}
         paths = reader.column("path")
         chosen = np.array([i for i in done if paths[i] in wanted], dtype=np.int64)
         if len(chosen) == 0:
@@ -39,7 +45,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     keep, held = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        count = int(round(len(members) * fraction)) if len(members) > 1 else 0
+        count = round(len(members) * fraction) if len(members) > 1 else 0
         count = max(count, 1) if len(members) > 1 else 0
         held.extend(members[:count])
         keep.extend(members[count:])
@@ -77,20 +83,38 @@ def train_val_test(reader: CacheReader, train: str = "train", val: str = "val", 
             "test": labelled(reader, split_videos(reader, test), "test")}
 
 
-def evaluation_videos(reader: CacheReader, split: str) -> np.ndarray:
-    """Labelled done videos of `split`; asked for "test" in a store without one, the "val" split."""
-    videos = split_videos(reader, split)
-    if len(videos) == 0 and split == "test":
-        videos = split_videos(reader, "val")
+@dataclass(frozen=True)
+class EvalSplit:
+    """The videos an evaluation scores and the split they are: `name` is the split scored, `requested` the
+    one asked for; they differ only after the test -> val fallback."""
+
+    name: str
+    requested: str
+    videos: np.ndarray
+
+    @property
+    def fell_back(self) -> bool:
+        return self.name != self.requested
+
+
+def evaluation_split(reader: CacheReader, requested: str = TEST) -> EvalSplit:
+    """Labelled done videos of `requested`. The one fallback rule of the project: "test" asked of a store
+    without a test split scores the "val" split instead (the caller reports it; see `EvalSplit.fell_back`)."""
+    name, videos = requested, split_videos(reader, requested)
+    if len(videos) == 0 and requested == TEST:
+        name, videos = VAL, split_videos(reader, VAL)
     if len(videos) == 0:
-        raise InputError(f"{reader.path}: no done videos in split {split!r} "
+        raise InputError(f"{reader.path}: no done videos in split {requested!r} "
                          f"(splits present: {sorted(set(reader.column('split')) - {''}) or 'none'})")
-    return labelled(reader, videos, "evaluation")
+    labels = reader.column("label")[videos]
+    if (labels < 0).all():
+        raise InputError(f"{reader.path}: split {name!r} has no labelled videos to score")
+    return EvalSplit(name, requested, labelled(reader, videos, "evaluation"))
 
 
 def left_out(reader: CacheReader) -> dict[str, int]:
-    """Videos whose features cannot be used: failed in extraction, or not extracted yet."""
-    return {"failed": int((reader.status == FAILED).sum()), "pending": int((reader.status == PENDING).sum())}
+    """How many videos of each status but done: their features cannot be used."""
+    return {name: int((reader.status == status).sum()) for status, name in NOT_DONE.items()}
 
 
 def left_out_note(counts: dict[str, int], store: str) -> str | None:
@@ -98,4 +122,4 @@ def left_out_note(counts: dict[str, int], store: str) -> str | None:
     if not any(counts.values()):
         return None
     parts = [f"{n} {state}" for state, n in counts.items() if n]
-    return f"{store}: {' and '.join(parts)} videos left out (clipcache info {store} lists the failures)"
+    return f"{store}: {' and '.join(parts)} videos left out (clipcache info {store} lists them)"
