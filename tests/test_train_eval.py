@@ -39,10 +39,12 @@ def test_heads_reach_90_percent_on_held_out_videos(appearance_store: Path, tmp_p
     run = train_head(TrainConfig(store=appearance_store, head=head, out=tmp_path / head, head_options=options, **FAST))
     assert run["splits"] == {"train": 18, "val": 6, "test": 12} and "preloaded on cpu" in run["features"]
     report = _eval(appearance_store, "--checkpoint", tmp_path / head)
-    assert report["top1"] >= 0.9 and report["videos"] == 12 and report["split"] == "test"
-    assert {"top5", "mean_class_accuracy", "per_class", "confusion"} <= set(report)
-    for name in ("report.json", "confusion.png", "per_class.png"):
-        assert (tmp_path / head / name).stat().st_size > 0
+    assert report["top1"] >= 0.9 and report["videos"] == 12 and report["split"] == "test" and report["held_out"]
+    assert {"top5", "mean_class_accuracy", "per_class"} <= set(report)
+    folder = tmp_path / head / "eval" / f"features-test-head-{head}-best"
+    assert report["output"] == str(folder)
+    for name in ("result.json", "predictions.csv", "confusion.png", "per_class.png"):
+        assert (folder / name).stat().st_size > 0
     saved = read_run(tmp_path / head)
     assert saved["store_fingerprint"] == CacheReader(appearance_store).settings.fingerprint()
     assert saved["classes"] == list(CacheReader(appearance_store).classes) and saved["best"]["val_top1"] >= 0.9
@@ -104,12 +106,13 @@ def test_early_stopping(appearance_store: Path, tmp_path: Path) -> None:
 
 def test_zero_shot_end_to_end(appearance_store: Path, tmp_path: Path) -> None:
     report = _eval(appearance_store, "--zero-shot", "--templates", "ensemble", "--out", tmp_path / "zs")
-    assert report["kind"] == "zero-shot" and report["videos"] == 12 and 0 <= report["top1"] <= 1
-    assert (tmp_path / "zs" / "report.json").exists() and (tmp_path / "zs" / "confusion.png").exists()
+    assert report["method"] == "zero-shot" and report["videos"] == 12 and 0 <= report["top1"] <= 1
+    folder = tmp_path / "zs" / "features-test-zero-shot-ensemble"
+    assert (folder / "result.json").exists() and (folder / "confusion.png").exists()
     info = json.loads(run_cli("info", appearance_store, "--json").stdout)
     assert any(key.startswith("ensemble-") for key in info["text_templates"])
     probe = _eval(appearance_store, "--probe", "linear", "--out", tmp_path / "probe")
-    assert probe["kind"] == "linear probe" and probe["top1"] >= 0.9
+    assert probe["method"] == "linear probe" and probe["top1"] >= 0.9
 
 
 def test_eval_defaults_to_the_runs_test_split(appearance_store: Path, tmp_path: Path) -> None:

@@ -35,9 +35,9 @@ def run_demo(cfg: DemoConfig) -> str:
                                     device=device, workers=2, quiet=quiet))
     train_head(TrainConfig(store=store, head="text", out=run_dir, epochs=15, batch_size=8, lr=1e-2,
                            device=device, quiet=quiet))
-    rows = [zero_shot(store, device=device), linear_probe(CacheReader(store)),
-            evaluate_checkpoint(store, run_dir, device=device)]
-    table = ["method                 top-1   top-5   mean class acc   (test split, "
-             f"{rows[0]['videos']} videos)"]
-    table += [f"{r['kind']:<22} {r['top1']:.3f}   {r['top5']:.3f}   {r['mean_class_accuracy']:.3f}" for r in rows]
+    rows = [result.record for result in (zero_shot(store, device=device), linear_probe(CacheReader(store)),
+                                         evaluate_checkpoint(store, run_dir, device=device))]
+    table = [f"method                 top-1   mean class acc   (split {rows[0]['split']}, {rows[0]['videos']} videos; "
+             "top-5 needs more than 5 classes)"]
+    table += [f"{r['method']:<22} {r['top1']:.3f}   {r['mean_class_accuracy']:.3f}" for r in rows]
     return "\n\n".join([format_extract_summary(summary), format_info(summary.info), "\n".join(table)])
