@@ -13,11 +13,20 @@ from clipcache.cache.schema import FAILED, PENDING
 # Every status but done, by the name reports use: `left_out` counts each (a new status is one line here).
 NOT_DONE = {FAILED: "failed", PENDING: "pending"}
 TEST, VAL = "test", "val"
+# how datasets spell the three splits (MSR-VTT's "validate", ...), as stage one reads them from lists and folders
+SPELLINGS = {"training": "train", "valid": "val", "validate": "val", "validation": "val", "testing": "test"}
 
 
-def split_videos(reader: CacheReader, spec: str) -> np.ndarray:
-    """Done videos of a split given by name (the store's split column) or by a file of paths
-    (one per line, first column; relative to the input root as the store records them)."""
+def canonical_split(name: str) -> str:
+    """A split name as the store and `--split` spell it: train, val, test (other names unchanged)."""
+    name = name.strip().lower()
+    return SPELLINGS.get(name, name)
+
+
+def split_videos(reader: CacheReader, spec: str, splits: np.ndarray | None = None) -> np.ndarray:
+    """Done videos of a split given by name (the store's split column, or `splits`, a split per store video
+    that another file gave) or by a file of paths (one per line, first column; relative to the input root as
+    the store records them)."""
     done = reader.done
     if Path(spec).is_file():
         lines = Path(spec).read_text(encoding="utf-8-sig").splitlines()
@@ -27,7 +36,7 @@ def split_videos(reader: CacheReader, spec: str) -> np.ndarray:
         if len(chosen) == 0:
             raise InputError(f"{spec}: none of its paths is a done video of {reader.path}")
         return chosen
-    splits = reader.column("split")
+    splits = reader.column("split") if splits is None else splits
     return done[splits[done] == spec]
 
 
@@ -97,17 +106,23 @@ class EvalSplit:
         return self.name != self.requested
 
 
-def evaluation_split(reader: CacheReader, requested: str = TEST) -> EvalSplit:
-    """Labelled done videos of `requested`. The one fallback rule of the project: "test" asked of a store
-    without a test split scores the "val" split instead (the caller reports it; see `EvalSplit.fell_back`)."""
-    name, videos = requested, split_videos(reader, requested)
+def evaluation_split(reader: CacheReader, requested: str = TEST, splits: np.ndarray | None = None,
+                     named_by: Path | None = None, labels: bool = True) -> EvalSplit:
+    """Done videos of `requested` (labelled ones where `labels` is needed: classification). `splits` (a split
+    per store video, see `split_videos`) replaces the store's split column; `named_by` is the file it comes
+    from. The one fallback rule of the project: "test" asked of a store (or `splits`) without a test split
+    scores the "val" split instead (the caller reports it; see `EvalSplit.fell_back`)."""
+    name, videos = requested, split_videos(reader, requested, splits)
     if len(videos) == 0 and requested == TEST:
-        name, videos = VAL, split_videos(reader, VAL)
+        name, videos = VAL, split_videos(reader, VAL, splits)
     if len(videos) == 0:
-        raise InputError(f"{reader.path}: no done videos in split {requested!r} "
-                         f"(splits present: {sorted(set(reader.column('split')) - {''}) or 'none'})")
-    labels = reader.column("label")[videos]
-    if (labels < 0).all():
+        present = set(reader.column("split") if splits is None else splits) - {""}
+        where = f" with the splits of {named_by}" if named_by else ""
+        raise InputError(f"{reader.path}{where}: no done videos in split {requested!r} "
+                         f"(splits present: {sorted(present) or 'none'})")
+    if not labels:
+        return EvalSplit(name, requested, videos)
+    if (reader.column("label")[videos] < 0).all():
         raise InputError(f"{reader.path}: split {name!r} has no labelled videos to score")
     return EvalSplit(name, requested, labelled(reader, videos, "evaluation"))
 
