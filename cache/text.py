@@ -1,4 +1,5 @@
-"""Class-name text embeddings kept in a store (text/<key>/), so heads never load CLIP for them.
+"""Text embeddings kept in a store (text/<key>/): class names through templates, and the sentences of a caption
+file, so heads and zero-shot never load CLIP for them twice.
 
 An entry appears in one rename: it is written whole into `text/.partial-<host>-<pid>-<random>/` (a folder
 zarr does not take for a node) and then renamed to `text/<key>`, so a kill or a full disk never leaves a
@@ -15,6 +16,7 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -26,13 +28,13 @@ PARTIAL = ".partial-"
 UNIT = 1e-3  # how far from 1 the norm of a stored row may be
 
 
-def text_key(template_set: str, templates: list[str], class_names: list[str]) -> str:
-    """A readable name plus a hash of exactly what was embedded."""
-    digest = hashlib.sha256(json.dumps([templates, class_names]).encode()).hexdigest()[:8]
-    return f"{template_set}-{digest}"
+def text_key(name: str, *embedded: list[str]) -> str:
+    """A readable name plus a hash of exactly what was embedded (templates and class names, or sentences)."""
+    digest = hashlib.sha256(json.dumps(list(embedded)).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"
 
 
-def read_text_embeddings(store: Path | str, key: str, classes: int) -> tuple[np.ndarray | None, str | None]:
+def read_text_embeddings(store: Path | str, key: str, rows: int) -> tuple[np.ndarray | None, str | None]:
     """(embeddings, None) for a sound entry, (None, why) for a damaged one, (None, None) when the store (a
     folder) or the entry does not exist."""
     if not Path(store).is_dir():
@@ -45,20 +47,20 @@ def read_text_embeddings(store: Path | str, key: str, classes: int) -> tuple[np.
         embeddings = root[name][:]
     except (RuntimeError, ValueError) as exc:  # a damaged chunk or metadata file: the codec or JSON fails
         return None, f"unreadable ({exc})"
-    why = damage(embeddings, classes)
+    why = damage(embeddings, rows)
     return (None, why) if why else (embeddings, None)
 
 
-def damage(embeddings: np.ndarray, classes: int) -> str | None:
-    """Why stored embeddings cannot be used, or None: one unit vector per class is expected (a chunk that
-    was never written reads as zeros)."""
-    if embeddings.ndim != 2 or embeddings.shape[0] != classes:
-        return f"shape {embeddings.shape}, expected one row per class ({classes})"
+def damage(embeddings: np.ndarray, rows: int) -> str | None:
+    """Why stored embeddings cannot be used, or None: one unit vector per class (or sentence) is expected (a
+    chunk that was never written reads as zeros)."""
+    if embeddings.ndim != 2 or embeddings.shape[0] != rows:
+        return f"shape {embeddings.shape}, expected one row per text ({rows})"
     if not np.isfinite(embeddings).all():
         return "values that are not finite"
     norms = np.linalg.norm(embeddings.astype(np.float64), axis=1)
     bad = int((np.abs(norms - 1) > UNIT).sum())
-    return f"{bad} of {classes} rows are not unit vectors" if bad else None
+    return f"{bad} of {rows} rows are not unit vectors" if bad else None
 
 
 def _alive(name: str) -> bool:
@@ -77,8 +79,14 @@ def _alive(name: str) -> bool:
 
 def write_text_embeddings(store: Path | str, key: str, embeddings: np.ndarray, templates: list[str],
                           class_names: list[str]) -> None:
-    """Publish the entry in one rename, replacing an existing (damaged) one; then consolidate. Raises
-    OSError when the store cannot take it (read-only, full): the entry is then absent, never half there."""
+    """Class-name embeddings, described by their templates and class names (`publish`)."""
+    publish(store, key, embeddings, {"templates": templates, "class_names": class_names})
+
+
+def publish(store: Path | str, key: str, embeddings: np.ndarray, attrs: dict[str, Any]) -> None:
+    """Publish the entry (its `attrs` say what was embedded) in one rename, replacing an existing (damaged)
+    one; then consolidate. Raises OSError when the store cannot take it (read-only, full): the entry is then
+    absent, never half there."""
     open_root(store, mode="r+").require_group("text")
     text = Path(store) / "text"
     for leftover in text.glob(f"{PARTIAL}*"):
@@ -89,7 +97,7 @@ def write_text_embeddings(store: Path | str, key: str, embeddings: np.ndarray, t
         group = zarr.open_group(str(partial / "entry"), mode="w")
         group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32),
                            dimension_names=dimension_names(f"text/{key}/embeddings"))
-        group.attrs.update({"templates": templates, "class_names": class_names})
+        group.attrs.update(attrs)
         target = text / key
         if target.exists():
             target.rename(partial / "replaced")

@@ -15,7 +15,10 @@ Weights = StrEnum("Weights", {"best": "best", "last": "last"})
 class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions):
     store: Path = argument("A store made by `clipcache extract`.")
     checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view).")
-    zero_shot: bool = option(False, "CLIP zero-shot with class-name prompts.")
+    zero_shot: bool = option(False, "CLIP zero-shot with class-name prompts (with --captions: text-video retrieval).")
+    captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
+                                         "CSV/TSV lines): evaluate text-video retrieval in both directions (R@1, "
+                                         "R@5, R@10, median and mean rank) instead of classification.")
     probe: Probe | None = option(None, "linear: scikit-learn logistic regression on frame-mean embeddings; C "
                                        "chosen on validation, or by cross-validation on train when validation is "
                                        "the split scored. Never scores a video it was fitted on.")

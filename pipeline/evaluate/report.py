@@ -2,7 +2,8 @@
 
 Each evaluation gets its own folder, named after what was evaluated (`<dataset>-<split>-<method>...`, e.g.
 `features-test-zero-shot-text4vis`), under the run folder's `eval/`, `--out`, or `./eval`. It holds
-result.json (the record, results.py), predictions.csv and, for a single evaluation, the figures. The same
+result.json (the record, results.py), predictions.csv and, for a single evaluation, the figures; a retrieval
+holds ranks.csv (retrieval.py) instead of predictions and figures. The same
 evaluation run again replaces its own folder's files; a folder holding another evaluation's result (or
 anything that is not a result) is never overwritten: the new one goes to `<name>-2`, `<name>-3`, ...
 """
@@ -20,8 +21,9 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.figures import figures
 from clipcache.pipeline.evaluate.results import Result, identity, write_predictions
+from clipcache.pipeline.evaluate.retrieval import format_ranks, write_ranks
 
-RESULT, PREDICTIONS = "result.json", "predictions.csv"
+RESULT, PREDICTIONS, RANKS = "result.json", "predictions.csv", "ranks.csv"
 SHORT_PROTOCOLS = {"base-to-novel": "base-to-novel", "half-class zero-shot": "half-class"}
 
 
@@ -32,12 +34,12 @@ def check_out(out: Path | None) -> None:
 
 
 def folder_name(record: dict[str, Any]) -> str:
-    """`<dataset>-<split>-<method>[-<protocol>][-<templates or weights>][-<K>shot-<N>seeds]`, in characters
-    safe in any file system."""
+    """`<dataset>-<split>-<method>[-<protocol>][-<templates, captions or weights>][-<K>shot-<N>seeds]`, in
+    characters safe in any file system."""
     split = Path(record["split"]).stem if Path(record["split"]).is_file() else record["split"]
     options = record["options"]
     parts = [record["dataset"], split, record["method"], SHORT_PROTOCOLS.get(record["protocol"], "")]
-    parts += [Path(str(options.get(key) or "")).stem for key in ("templates", "weights")]
+    parts += [Path(str(options.get(key) or "")).stem for key in ("templates", "captions", "weights")]
     if options.get("shots"):
         parts.append(f"{options['shots']}shot")
     if options.get("seeds"):
@@ -83,7 +85,11 @@ def write_result(result: Result, base: Path, reader: CacheReader) -> Path:
     folder = output_folder(base, result.record)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
+        if result.retrieval is not None:
+            paths = reader.column("path")
+            _replace(folder / RANKS, lambda tmp: write_ranks(tmp, result.retrieval, paths))
+        else:
+            _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
         if result.confusion is not None:
             write_figures(folder, result.confusion, result.record["per_class"], title(result.record))
         text = json.dumps(result.record, indent=2)
@@ -96,7 +102,7 @@ def write_result(result: Result, base: Path, reader: CacheReader) -> Path:
 
 def write_figures(folder: Path, confusion: np.ndarray, per_class: dict[str, float | None], title: str
                   ) -> list[Path]:
-    """The figures of one evaluation (figures.py) as PNG files in `folder`."""
+    """The figures of one classification (figures.py) as PNG files in `folder`."""
     written = []
     for name, figure in figures(confusion, per_class, title).items():
         _replace(folder / name, lambda tmp: figure.savefig(tmp, format="png"))  # noqa: B023 - called at once
@@ -133,6 +139,21 @@ def split_note(record: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def captions_note(record: dict[str, Any]) -> str | None:
+    """The one line on stderr when a retrieval leaves captions or videos out (the result names them)."""
+    if "unknown_videos" not in record:
+        return None
+    parts = []
+    if record["unknown_captions"]:
+        parts.append(f"{record['unknown_captions']} captions of {len(record['unknown_videos'])} videos the store "
+                     "does not hold")
+    if record["uncaptioned_videos"]:
+        parts.append(f"{len(record['uncaptioned_videos'])} videos of split {record['split']!r} without a caption")
+    if not parts:
+        return None
+    return f"{record['options']['captions']}: {' and '.join(parts)} left out (result.json names them)"
+
+
 def _metric(record: dict[str, Any], key: str, label: str) -> str:
     if record.get(key) is None:
         return ""
@@ -145,10 +166,14 @@ def format_report(record: dict[str, Any]) -> str:
     protocol = "" if record["protocol"] == "single" else f" ({record['protocol']}, {len(record['runs'])} runs)"
     held = {True: "", False: " [NOT held out]", None: " [held out: unknown]"}[record["held_out"]]
     videos = f" ({record['videos']} videos)" if record.get("videos") is not None else ""
+    if "captions" in record:
+        videos = f" ({record['videos']} videos, {record['captions']} captions)"
     head = f"{record['method']}{protocol} on split {record['split']!r}{held}{videos}:"
     numbers = "".join(_metric(record, key, label) for key, label in (
         ("top1", "top-1"), ("top5", "top-5"), ("mean_class_accuracy", "mean class accuracy"),
         ("base_top1", "base top-1"), ("novel_top1", "novel top-1"), ("harmonic_mean", "harmonic mean")))
+    if "ranking" in record:
+        numbers = "  " + format_ranks(record)
     std = "  (± population std over the runs)" if "std" in record else ""
     where = f"  -> {record['output']}" if record.get("output") else ""
     return head + numbers + std + where

@@ -12,9 +12,14 @@ A record (written as result.json; `eval --json` prints the same) is one flat JSO
 - the numbers: `videos`, `top1`, `top5` (null with 5 classes or fewer, where it is always 1), and
   `mean_class_accuracy`; a protocol reports the mean over its runs with `<metric>_std` beside each and
   states the std's definition in `std`; base-to-novel reports `base_top1`, `novel_top1`, `harmonic_mean`;
+  retrieval (a caption file in `options`, `classes` null) reports `videos` and `captions` (the queries of
+  each direction), `t2v_r1`, `t2v_r5`, `t2v_r10`, `t2v_median_rank`, `t2v_mean_rank` and the same for `v2t`,
+  with the rank's definition in `ranking` (retrieval.py);
 - the details: `per_class` (single evaluations: accuracy per class, null for a class without videos),
   `runs` (protocols: each run's metrics, seed and, for the probe, its C sweep), `left_out` (videos
-  whose status is not done, by status).
+  whose status is not done, by status); retrieval: `unknown_captions` and `unknown_videos` (captions whose
+  video the store does not hold, and those videos as the caption file names them) and `uncaptioned_videos`
+  (done videos of the split without a caption, left out of both directions).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import numpy as np
 from clipcache import __version__
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.metrics import TOP_K, classification_metrics, top_classes
+from clipcache.pipeline.evaluate.retrieval import RANKING, Retrieval
 from clipcache.pipeline.train.splits import EvalSplit, left_out
 
 LAYOUT = "clipcache-result/1"
@@ -59,15 +65,18 @@ class Scores:
 
 @dataclass
 class Result:
-    """A record (the layout above) and the scores behind it, for the predictions file and the figures."""
+    """A record (the layout above) and what is behind it: the scores of a classification, for the
+    predictions file and the figures, or the ranks of a retrieval, for the rank file."""
 
     record: dict[str, Any]
     scores: list[Scores] = field(default_factory=list)
+    retrieval: Retrieval | None = None
 
     @property
     def confusion(self) -> np.ndarray | None:
-        """The confusion matrix of a single evaluation (protocols have none)."""
-        return np.asarray(self.scores[0].metrics()["confusion"]) if self.record["protocol"] == "single" else None
+        """The confusion matrix of a single classification (protocols and retrieval have none)."""
+        single = self.record["protocol"] == "single" and self.scores
+        return np.asarray(self.scores[0].metrics()["confusion"]) if single else None
 
 
 def describe(reader: CacheReader, *, method: str, split: EvalSplit, held_out: bool | None, options: dict[str, Any],
@@ -105,6 +114,13 @@ def single(description: dict[str, Any], scores: Scores) -> Result:
     """The result of scoring one split once."""
     metrics = scores.metrics()
     return Result({**description, **{k: metrics[k] for k in METRICS}, "per_class": metrics["per_class"]}, [scores])
+
+
+def ranked(description: dict[str, Any], scored: Retrieval, **details: Any) -> Result:
+    """The result of one retrieval evaluation: its numbers in both directions, then `details`."""
+    counts = {"videos": len(scored.videos), "captions": len(scored.captions)}
+    return Result({**description, "classes": None, **counts, **scored.ranks.metrics(), "ranking": RANKING,
+                   **details}, retrieval=scored)
 
 
 def over_runs(description: dict[str, Any], runs: list[dict[str, Any]], scores: list[Scores],

@@ -11,9 +11,9 @@ from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
 from clipcache.pipeline.evaluate.probe import linear_probe
 from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_shot_base_to_novel
-from clipcache.pipeline.evaluate.report import check_out, split_note, write_result
+from clipcache.pipeline.evaluate.report import captions_note, check_out, split_note, write_result
 from clipcache.pipeline.evaluate.results import Result
-from clipcache.pipeline.evaluate.zero_shot import zero_shot
+from clipcache.pipeline.evaluate.zero_shot import zero_shot, zero_shot_retrieval
 from clipcache.pipeline.train.splits import TEST, left_out_note
 
 DEFAULT_OUT = Path("eval")  # zero-shot and probe results without --out: ./eval/<what was evaluated>/
@@ -21,10 +21,14 @@ DEFAULT_OUT = Path("eval")  # zero-shot and probe results without --out: ./eval/
 
 def _check(cfg: EvalConfig) -> None:
     """Refuse contradictory or out-of-range options before any work."""
+    if cfg.captions is not None and not cfg.zero_shot:
+        raise InputError("--captions evaluates zero-shot retrieval: add --zero-shot")
     if sum([cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None]) != 1:
         raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear")
     if (cfg.half_classes or cfg.base_to_novel) and not cfg.zero_shot:
         raise InputError("--half-classes and --base-to-novel are zero-shot protocols: add --zero-shot")
+    if cfg.captions is not None and (cfg.half_classes or cfg.base_to_novel):
+        raise InputError("--half-classes and --base-to-novel are classification protocols: not with --captions")
     if cfg.half_classes and cfg.base_to_novel:
         raise InputError("choose one of --half-classes and --base-to-novel")
     for name in ("shots", "seeds"):
@@ -46,19 +50,23 @@ def _run(cfg: EvalConfig) -> Result:
                                     cfg.quiet)
     if cfg.base_to_novel:
         return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device, cfg.quiet)
+    if cfg.captions is not None:
+        return zero_shot_retrieval(cfg.store, cfg.captions, split, cfg.device, cfg.quiet)
     if cfg.zero_shot:
         return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet)
     return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds)
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """A trained head (--checkpoint), zero-shot CLIP or a linear probe, or a zero-shot protocol; writes the
-    result into its own folder and returns the record with `output`, that folder."""
+    """A trained head (--checkpoint), zero-shot CLIP (classification, or retrieval with --captions), a linear
+    probe, or a zero-shot protocol; writes the result into its own folder and returns the record with
+    `output`, that folder."""
     _check(cfg)
     result = _run(cfg)
     record = result.record
     note(left_out_note(record["left_out"], str(cfg.store)), cfg.quiet)
     note(split_note(record), cfg.quiet)
+    note(captions_note(record), cfg.quiet)
     base = cfg.out or (cfg.checkpoint / "eval" if cfg.checkpoint is not None else DEFAULT_OUT)
     record["output"] = str(write_result(result, base, CacheReader(cfg.store)))
     return record

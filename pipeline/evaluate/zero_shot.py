@@ -1,20 +1,27 @@
-"""CLIP zero-shot classification from the cache: no training at all."""
+"""CLIP zero-shot from the cache, no training at all: classification by class-name prompts, and text-video
+retrieval with the sentences of a caption file."""
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.text import TextHead
 from clipcache.pipeline.common import resolve_device
 from clipcache.pipeline.evaluate.predict import predict
-from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
+from clipcache.pipeline.evaluate.results import Result, Scores, describe, ranked, single
+from clipcache.pipeline.evaluate.retrieval import Retrieval, ranks_from_embeddings
 from clipcache.pipeline.train.build import head_context
+from clipcache.pipeline.train.captions import match_captions, read_captions
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import evaluation_split
-from clipcache.pipeline.train.text_embeddings import text_embeddings
+from clipcache.pipeline.train.text_embeddings import sentence_embeddings, text_embeddings
 
 METHOD = "zero-shot"
+RETRIEVAL_METHOD = "zero-shot retrieval"
+VIDEO_BLOCK = 1024  # videos read at a time for their embeddings
 
 
 def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
@@ -36,3 +43,41 @@ def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", nam
     description = describe(reader, method=METHOD, split=scored, held_out=True, options=options,
                            classes=len(ctx.classes))
     return single(description, Scores(dataset.videos, labels, probs, ctx.classes))
+
+
+def frame_mean_embeddings(reader: CacheReader, videos: np.ndarray) -> np.ndarray:
+    """One unit embedding per video: the mean over its test views' frames of the unit frame embeddings (CLIP's
+    image embedding per frame, normalised as CLIP compares it; CLIP4Clip's mean pooling without training)."""
+    views = reader.settings.clips * reader.settings.crops  # the augmented training views are not test views
+    out = np.empty((len(videos), reader.settings.embed_dim), np.float32)
+    for start in range(0, len(videos), VIDEO_BLOCK):
+        frames = reader.pooled(videos[start:start + VIDEO_BLOCK])[:, :views].astype(np.float32)
+        frames /= np.linalg.norm(frames, axis=-1, keepdims=True)
+        out[start:start + VIDEO_BLOCK] = frames.mean(axis=(1, 2))
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def zero_shot_retrieval(store: Path, captions_file: Path, split: str = "test", device: str = "auto",
+                        quiet: bool = True) -> Result:
+    """Text-video retrieval by cosine between frame-mean video embeddings and sentence embeddings of the
+    store's own model, on a split (the caption file's splits when it has them, else the store's). Videos of
+    the split without a caption are left out of both directions and named in the result. Any split is held
+    out, since nothing is fitted or selected."""
+    reader = CacheReader(store)
+    captions = match_captions(read_captions(captions_file), reader)
+    named_by = captions.file.path if captions.splits is not None else None
+    scored = evaluation_split(reader, split, captions.splits, named_by, labels=False)
+    videos = captions.captioned(scored.videos)
+    if len(videos) == 0:
+        raise InputError(f"{captions_file}: no caption names a done video of split {scored.name!r} of {store}")
+    rows, caption_video = captions.of(videos)
+    sentences = [captions.file.sentences[r] for r in rows]
+    text = sentence_embeddings(reader, sentences, captions.file.source, resolve_device(device), quiet)
+    ranks = ranks_from_embeddings(text, frame_mean_embeddings(reader, videos), caption_video)
+    description = describe(reader, method=RETRIEVAL_METHOD, split=scored, held_out=True,
+                           options=captions.file.source)
+    paths = reader.column("path")
+    left = scored.videos[~np.isin(scored.videos, videos)]
+    return ranked(description, Retrieval(videos, rows, tuple(sentences), ranks),
+                  unknown_captions=captions.unknown_captions, unknown_videos=list(captions.unknown),
+                  uncaptioned_videos=[str(paths[v]) for v in left])

@@ -1,12 +1,14 @@
-"""Class-name embeddings from the store's own open_clip text tower, computed once and cached: in the store,
-or, when the store cannot take them (read-only, full), in the user's cache folder."""
+"""Class-name and sentence (caption) embeddings from the store's own open_clip text tower, computed once and
+cached: in the store, or, when the store cannot take them (read-only, full), in the user's cache folder."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -17,9 +19,12 @@ from open_clip import build_zero_shot_classifier
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings
-from clipcache.cache.text import read_text_embeddings, text_key, write_text_embeddings
+from clipcache.cache.text import publish, read_text_embeddings, text_key
 from clipcache.pipeline.common import note
 from clipcache.pipeline.models import load_model, register_config
+
+CAPTIONS = "captions"  # the name of caption entries in the text table (text/captions-<hash>)
+SENTENCE_BATCH = 256  # sentences per forward of the text tower
 
 TEMPLATE_SETS: dict[str, list[str]] = {
     "text4vis": ["a video of a person {}."],
@@ -70,7 +75,7 @@ def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn
 
 
 def user_cache(settings: StoreSettings) -> Path:
-    """Where class-name embeddings go when the store cannot take them: $XDG_CACHE_HOME/clipcache (default
+    """Where text embeddings go when the store cannot take them: $XDG_CACHE_HOME/clipcache (default
     ~/.cache/clipcache), one small zarr group per model, shared by every store the model made."""
     identity = json.dumps([settings.model, settings.pretrained, settings.model_config], sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -78,21 +83,32 @@ def user_cache(settings: StoreSettings) -> Path:
     return base / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', settings.model)}-{digest}.zarr"
 
 
-def _keep(embeddings: np.ndarray, key: str, templates: list[str], names: list[str], reader: CacheReader,
+def _cached(reader: CacheReader, key: str, rows: int, quiet: bool) -> np.ndarray | None:
+    """A sound entry from the store, else from the user cache; a damaged one is noted (and recomputed)."""
+    for place in (reader.path, user_cache(reader.settings)):
+        cached, damaged = read_text_embeddings(place, key, rows)
+        if cached is not None:
+            return cached
+        if damaged:
+            note(f"{place}: text/{key} is damaged ({damaged}); computing it again", quiet)
+    return None
+
+
+def _keep(reader: CacheReader, key: str, embeddings: np.ndarray, attrs: dict[str, Any], what: str,
           quiet: bool) -> None:
     """In the store when it can take the entry, else in the user cache; a note says where they went."""
     fallback = user_cache(reader.settings)
     try:
-        write_text_embeddings(reader.path, key, embeddings, templates, names)
+        publish(reader.path, key, embeddings, attrs)
         return
     except OSError as exc:
         why = exc.strerror or str(exc)
     try:
         zarr.open_group(str(fallback), mode="a")
-        write_text_embeddings(fallback, key, embeddings, templates, names)
-        note(f"{reader.path}: cannot keep class-name embeddings in the store ({why}); kept in {fallback}", quiet)
+        publish(fallback, key, embeddings, attrs)
+        note(f"{reader.path}: cannot keep {what} in the store ({why}); kept in {fallback}", quiet)
     except OSError as exc:
-        note(f"{reader.path}: cannot keep class-name embeddings in the store ({why}) nor in {fallback} "
+        note(f"{reader.path}: cannot keep {what} in the store ({why}) nor in {fallback} "
              f"({exc.strerror or exc}); they will be computed again next time", quiet)
 
 
@@ -103,17 +119,46 @@ def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file
     set_name, template_list = resolve_templates(templates)
     names = class_names(reader, names_file)
     key = text_key(set_name, template_list, names)
-    for place in (reader.path, user_cache(reader.settings)):
-        cached, damaged = read_text_embeddings(place, key, len(names))
-        if cached is not None:
-            return cached
-        if damaged:
-            note(f"{place}: text/{key} is damaged ({damaged}); computing it again", quiet)
+    cached = _cached(reader, key, len(names), quiet)
+    if cached is not None:
+        return cached
     device = torch.device(device)
     model, tokenizer = load_text_tower(reader, device)
     # open_clip's own batched classifier builder: per class, the normalised mean of its normalised
     # template embeddings, several classes per forward
     classifier = build_zero_shot_classifier(model, tokenizer, names, template_list, device=device)
     embeddings = classifier.T.float().cpu().numpy()
-    _keep(embeddings, key, template_list, names, reader, quiet)
+    _keep(reader, key, embeddings, {"templates": template_list, "class_names": names}, "class-name embeddings",
+          quiet)
     return embeddings
+
+
+@torch.no_grad()
+def encode_sentences(model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], sentences: list[str],
+                     device: torch.device, batch_size: int = SENTENCE_BATCH) -> np.ndarray:
+    """Unit sentence embeddings (n, E) float32, `batch_size` sentences per forward of the text tower (the
+    tokenizer truncates a sentence longer than the model's context, as CLIP does)."""
+    model.eval()
+    rows = []
+    for start in range(0, len(sentences), batch_size):
+        tokens = tokenizer(sentences[start:start + batch_size]).to(device)
+        rows.append(torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+    return torch.cat(rows).numpy()
+
+
+def sentence_embeddings(reader: CacheReader, sentences: list[str], source: dict[str, Any],
+                        device: torch.device | str = "cpu", quiet: bool = False) -> np.ndarray:
+    """One unit embedding per sentence (in the given order), made by the store's text tower. The distinct
+    sentences are embedded once and kept like class names, sorted, under a key that hashes exactly them (an
+    edited caption file gets a new entry, a reordered one the same); `source` (the caption file) is recorded
+    beside them."""
+    distinct = sorted(set(sentences))
+    key = text_key(CAPTIONS, distinct)
+    embeddings = _cached(reader, key, len(distinct), quiet)
+    if embeddings is None:
+        device = torch.device(device)
+        model, tokenizer = load_text_tower(reader, device)
+        embeddings = encode_sentences(model, tokenizer, distinct, device)
+        _keep(reader, key, embeddings, {**source, "sentences": len(distinct)}, "caption embeddings", quiet)
+    row = {sentence: i for i, sentence in enumerate(distinct)}
+    return embeddings[[row[sentence] for sentence in sentences]]
