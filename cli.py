@@ -154,9 +154,11 @@ def train_head(cfg: TrainConfig) -> None:
 
 @command(EvalConfig, "eval", epilog="Examples: clipcache eval features.zarr --checkpoint runs/text; "
                                     "clipcache eval features.zarr --zero-shot; "
+                                    "clipcache eval features.zarr --zero-shot --captions captions.csv; "
                                     "clipcache eval features.zarr --probe linear --shots 4")
 def eval_(cfg: EvalConfig) -> None:
-    """Evaluate a trained head, zero-shot CLIP, or a linear probe: top-1/top-5, mean class accuracy."""
+    """Evaluate a trained head, zero-shot CLIP, or a linear probe: top-1/top-5, mean class accuracy; with
+    --captions, text-video retrieval (R@1/5/10, median and mean rank, both directions)."""
     from clipcache.pipeline.evaluate.report import format_report
     from clipcache.pipeline.evaluate.run import evaluate
 
