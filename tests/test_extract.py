@@ -131,15 +131,6 @@ def test_torchrun_two_ranks_equal_single_process(reference_store: Path, demo_vid
     assert_stores_equal(store, reference_store)
 
 
-def test_job_array_shards_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
-    store = tmp_path / "shards.zarr"
-    first = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--shard", "1/2"))
-    assert first.code == 0 and "pending" in first.stdout
-    assert (CacheReader(store).status == PENDING).any()
-    assert run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--shard", "0/2")).code == 0
-    assert_stores_equal(store, reference_store)
-
-
 def test_other_settings_refused_unless_overwrite(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
     store = tmp_path / "copy.zarr"
     shutil.copytree(reference_store, store)
@@ -247,3 +238,62 @@ def test_choice_typos_get_the_list_of_choices(demo_videos: Path, tmp_path: Path,
 def test_missing_input_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli(*tiny_extract_args(tmp_path / "absent", tmp_path / "x.zarr"))
     assert result.code == 2 and "absent" in result.stderr
+
+
+# one writer per store
+
+def _hold_lock(store: Path) -> subprocess.Popen:
+    """Another live process holding the store's lock, as a run of clipcache would."""
+    code = ("import sys, time; from pathlib import Path; from clipcache.cache.lock import Holder, StoreLock; "
+            "StoreLock(Path(sys.argv[1])).acquire(Holder.this_process('another run')); print('held', flush=True); "
+            "time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(store)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    return holder
+
+
+def test_a_second_run_is_refused_naming_the_holder(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(reference_store, store)
+    holder = _hold_lock(store)
+    try:
+        args = tiny_extract_args(demo_videos, store, "--shard-videos", "2")
+        for extra in ([], ["--frames", "6", "--overwrite"]):
+            refused = run_cli(*args, *extra)
+            assert refused.code == 2 and refused.stderr.count("\n") == 1, refused
+            assert f"in use by another clipcache extract (pid {holder.pid} on {socket.gethostname()}, started " \
+                   in refused.stderr
+        assert_stores_equal(store, reference_store)  # the refused --overwrite deleted nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    loud = [a for a in tiny_extract_args(demo_videos, store, "--shard-videos", "2") if a != "--quiet"]
+    result = run_cli(*loud)  # a dead holder's lock is stale
+    assert result.code == 0 and "removed the stale lock of a run that died" in result.stderr, result
+    assert not (tmp_path / ".copy.zarr.lock").exists()
+
+
+def test_shards_of_one_job_array_share_the_lock(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    """Shard 1/2 runs for real and is stopped while it holds the lock: shard 0/2 goes on beside it,
+    a second shard 1/2 and a run of the whole store are refused."""
+    store = tmp_path / "shards.zarr"
+    args = [str(a) for a in tiny_extract_args(demo_videos, store, "--shard-videos", "2")]
+    first = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args, "--shard", "1/2"], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:  # stop it once its first group is written
+            if store.exists() and zarr.open_group(str(store), mode="r")["videos/status"][2] != PENDING:
+                break
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)
+        assert (CacheReader(store).status == PENDING).any(), "shard 1/2 finished before it could be stopped"
+        assert run_cli(*args, "--shard", "0/2").code == 0
+        again = run_cli(*args, "--shard", "1/2")
+        assert again.code == 2 and f"pid {first.pid}" in again.stderr and "shard 1/2" in again.stderr, again
+        assert run_cli(*args).code == 2
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 0, stderr
+    assert_stores_equal(store, reference_store)

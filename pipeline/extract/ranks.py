@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch.distributed as dist
 
 from clipcache import InputError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,14 @@ class WorkSplit:
     def barrier(self) -> None:
         if self.torchrun:
             dist.barrier()
+
+    def share(self, value: T) -> T:
+        """Rank 0's `value` on every rank (a barrier too); the value itself without torchrun."""
+        if not self.torchrun:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

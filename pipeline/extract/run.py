@@ -6,6 +6,7 @@ whole shard groups, which is also the unit of resuming: a group is redone unless
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -21,9 +22,10 @@ from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.cache.info import store_info
+from clipcache.cache.lock import Holder, StoreLock
 from clipcache.cache.schema import DONE, FAILED, StoreSettings, inputs_digest
 from clipcache.cache.writer import GroupResult, StoreWriter, check_settings, create_store
-from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Task
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder, frozen_parameters, resolve_layers, vision_blocks
@@ -94,20 +96,44 @@ def _columns(listing: VideoList) -> tuple[list[str], list[int], list[str]]:
 
 
 def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
-                   frozen: dict[str, np.ndarray], split: WorkSplit) -> None:
-    """Create the store, or check that an existing one was made with the same settings."""
+                   frozen: dict[str, np.ndarray]) -> None:
+    """Create the store, replace it (--overwrite), or check that it was made with the same settings.
+    Runs under the store's lock, so no other run creates or deletes it meanwhile."""
+    if cfg.overwrite and cfg.store.exists():
+        shutil.rmtree(cfg.store)
+    if not cfg.store.exists():
+        create_store(cfg.store, settings, *_columns(listing), frozen)
+    check_settings(cfg.store, settings)
+
+
+def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
+    """What a run does to a store: shards of one job array share its lock only when this is equal."""
+    return json.dumps([settings.fingerprint(), cfg.overwrite])
+
+
+def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, frozen: dict[str, np.ndarray],
+                split: WorkSplit, quiet: bool) -> StoreLock:
+    """Take the store's lock and prepare the store under it. Under torchrun rank 0 does both for every
+    rank and shares the outcome, so all ranks refuse together or go on together."""
     if cfg.overwrite and split.world > 1 and not split.torchrun:
         raise InputError("--overwrite with --shard would let shards delete each other's work; "
                          "delete the store once before starting the shards")
-    if split.is_main:
-        if cfg.overwrite and cfg.store.exists():
-            shutil.rmtree(cfg.store)
-        if not cfg.store.exists():
-            create_store(cfg.store, settings, *_columns(listing), frozen)
-    split.barrier()
-    if not split.is_main and not cfg.store.exists():
-        create_store(cfg.store, settings, *_columns(listing), frozen)  # job-array shards race safely
-    check_settings(cfg.store, settings)
+    lock = StoreLock(cfg.store)
+    refusal = None
+    if split.is_main or not split.torchrun:
+        shard = (split.rank, split.world) if split.world > 1 and not split.torchrun else None
+        me = Holder.this_process(_job(cfg, settings), shard, split.world if split.torchrun else 1)
+        try:
+            for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen)):
+                note(f"{cfg.store}: removed the stale lock of a run that died ({stale.describe()})", quiet)
+        except InputError as error:
+            refusal = str(error)
+    refusal = split.share(refusal)
+    if refusal is not None:
+        raise InputError(refusal)
+    if not split.is_main:
+        check_settings(cfg.store, settings)
+    return lock
 
 
 class _GroupEncoder:
@@ -179,12 +205,13 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
         views=ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops),
         augment=cfg.augment, seed=cfg.seed,
     )
-    _prepare_store(cfg, settings, listing, frozen_parameters(loaded.model, settings.layers), split)
-    writer = StoreWriter(cfg.store, settings)
-    groups = [g for g in writer.pending_groups() if split.owns(g)]
-    encode = _GroupEncoder(FrozenImageEncoder(loaded, settings.layers, device), settings, cfg.batch_size)
-    processed = _run_groups(cfg, settings, listing, groups, encode, writer, recipe, split)
-    split.barrier()
+    frozen = frozen_parameters(loaded.model, settings.layers)
+    with _lock_store(cfg, settings, listing, frozen, split, cfg.quiet):
+        writer = StoreWriter(cfg.store, settings)
+        groups = [g for g in writer.pending_groups() if split.owns(g)]
+        encode = _GroupEncoder(FrozenImageEncoder(loaded, settings.layers, device), settings, cfg.batch_size)
+        processed = _run_groups(cfg, settings, listing, groups, encode, writer, recipe, split)
+        split.barrier()
     return _summarise(cfg.store, listing, processed, time.monotonic() - began)
 
 
