@@ -139,6 +139,25 @@ def info(cfg: InfoConfig) -> None:
     typer.echo(json.dumps(summary, indent=2) if cfg.as_json else format_info(summary))
 
 
+@dataclasses.dataclass(kw_only=True)
+class VerifyConfig(JsonOutput):
+    store: Path = argument("A clipcache Zarr store.")
+
+
+@command(VerifyConfig, "verify", epilog="Example: clipcache verify features.zarr")
+def verify(cfg: VerifyConfig) -> None:
+    """Check every chunk of a store (checksums, missing chunks) and name each damaged video and array.
+
+    Exits 1 when damage is found; `clipcache extract ... --repair` redoes the damaged videos.
+    """
+    from clipcache.cache.verify import format_verify, verify_store
+
+    report = _run(lambda: verify_store(cfg.store))
+    typer.echo(json.dumps(report.to_json(), indent=2) if cfg.as_json else format_verify(report))
+    if not report.intact:
+        raise typer.Exit(1)
+
+
 @command(TrainConfig, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
                                            "--epochs 30 --option depth=6")
 def train_head(cfg: TrainConfig) -> None:

@@ -1,18 +1,120 @@
-"""Read access to a store: settings, per-video table and features (int8 dequantised on read)."""
+"""Read access to a store: settings, per-video table and features (int8 dequantised on read).
+
+Every read goes chunk by chunk along the video axis and is checked: a chunk that should exist but
+does not (zarr would hand back zeros) or whose bytes fail their checksum or their decoding is a
+StoreDamageError, one line naming the array and the videos, never zeros and never a codec traceback.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.core.buffer.cpu import NDBuffer
+from zarr.errors import GroupNotFoundError, NodeNotFoundError
 
 from clipcache import InputError
 from clipcache.cache import quant
-from clipcache.cache.schema import DONE, StoreSettings, check_format, scale_name, tokens_name
+from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, is_checked, rows_per_file
+from clipcache.cache.schema import (
+    DONE,
+    PENDING,
+    TABLE_AT_CREATION,
+    StoreSettings,
+    check_format,
+    scale_name,
+    tokens_name,
+)
 from clipcache.cache.store import open_root
 
 Index = slice | np.ndarray | list[int] | int
+
+
+class StoreDamageError(InputError):
+    """A chunk of the store is missing or its bytes are damaged."""
+
+
+def damage_error(array: zarr.Array, rows: dict[int, str]) -> StoreDamageError:
+    """One line naming the store, the array, the first damaged video (with its path when readable) and how
+    to find and redo all of them; `rows` maps absolute video indices to reasons."""
+    store = Path(array.store_path.store.root)
+    first = min(rows)
+    try:
+        name = f"video {first} ({_path_of(store, first)})"
+    except (StoreDamageError, KeyError):
+        name = f"video {first}"
+    more = f" and {len(rows) - 1} more videos" if len(rows) > 1 else ""
+    return StoreDamageError(f"{store}: {array.path} of {name}{more} is damaged ({rows[first]}); "
+                            f"`clipcache verify {store}` lists the damage, `clipcache extract` with --repair "
+                            "redoes it")
+
+
+def _path_of(store: Path, video: int) -> str:
+    paths = open_root(store)["videos/path"]
+    start = video // rows_per_file(paths) * rows_per_file(paths)
+    return str(read_block(paths, video // rows_per_file(paths))[video - start])
+
+
+def read_block(array: zarr.Array, block: int, selection: tuple = (), out: np.ndarray | None = None,
+               must_exist: bool = True) -> np.ndarray:
+    """array[rows of file `block`][selection], decoded into `out` when given. `must_exist`: the block was
+    written, so a missing file is damage rather than a not-yet-written group."""
+    per_file = rows_per_file(array)
+    start = block * per_file
+    region = (slice(start, min(start + per_file, array.shape[0])),)
+    return _checked(array, block, region, selection, out, must_exist)
+
+
+def read_chunk(array: zarr.Array, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
+    """array[selection] for one done video (`selection[0]` an index), decoded into `out` when given: the
+    read stage two's dataset makes per video. Damage raises StoreDamageError naming the video."""
+    video = int(selection[0])
+    return _checked(array, video // rows_per_file(array), (video,), tuple(selection[1:]), out, True)
+
+
+def _checked(array: zarr.Array, block: int, region: tuple, selection: tuple, out: np.ndarray | None,
+             must_exist: bool) -> np.ndarray:
+    first = block * rows_per_file(array)
+    if must_exist and is_checked(array) and not chunk_file(array, block).exists():
+        rows = range(first, min(first + rows_per_file(array), array.shape[0]))
+        raise damage_error(array, dict.fromkeys(rows, "chunk file missing"))
+    try:
+        if out is None:
+            return array[(*region, *selection)]
+        array.get_basic_selection((*region, *selection), out=NDBuffer.from_numpy_array(out))
+        return out
+    except DECODE_ERRORS as error:
+        damaged = {first + row: why for row, why in damaged_rows(array, block).items()}
+        if not damaged and is_checked(array):
+            raise  # intact bytes that fail to decode: a bug, not damage
+        reason = f"cannot be decoded: {str(error).splitlines()[0][:80]}"
+        rows = range(first, min(first + rows_per_file(array), array.shape[0]))
+        raise damage_error(array, damaged or dict.fromkeys(rows, reason)) from None
+
+
+def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], bool] = lambda block: True
+              ) -> np.ndarray:
+    """array[rows] in the given order, read as whole chunks (or shards) along the video axis, checked.
+    Where a shard holds a damaged video, the other videos asked for are still read, one by one.
+
+    zarr's own orthogonal selection with an index array goes element by element: ~100x slower.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    per_file = rows_per_file(array)
+    out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
+    for block in np.unique(rows // per_file):
+        mask = rows // per_file == block
+        try:
+            out[mask] = read_block(array, int(block), must_exist=must_exist(int(block)))[rows[mask] - block * per_file]
+        except StoreDamageError:
+            damaged = damaged_rows(array, int(block)) if array.shards else {}
+            wanted = rows[mask] - block * per_file
+            if not damaged or any(int(row) in damaged for row in wanted):
+                raise
+            out[mask] = [read_chunk(array, (int(row + block * per_file),)) for row in wanted]
+    return out
 
 
 class CacheReader:
@@ -24,12 +126,24 @@ class CacheReader:
             raise InputError(f"{self.path}: no such store")
         try:
             self.root = open_root(self.path)
-        except Exception as exc:  # zarr raises several types for "not a group"
-            raise InputError(f"{self.path}: not a zarr store ({exc})") from None
+        except (GroupNotFoundError, NodeNotFoundError, FileNotFoundError, NotADirectoryError):
+            raise InputError(f"{self.path}: not a zarr store") from None
+        except ValueError as error:  # a zarr.json that is not JSON, or not a group's metadata
+            raise InputError(f"{self.path}: its zarr.json is unreadable ({str(error).splitlines()[0][:80]})") \
+                from None
         attrs = dict(self.root.attrs)
-        check_format(attrs, str(self.path))
+        self.format_version = check_format(attrs, str(self.path))
         self.attrs = attrs
-        self.settings = StoreSettings.from_attrs(attrs)
+        self.settings = StoreSettings.from_attrs(attrs, str(self.path))
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        labels = self.column("label")
+        if len(labels) != self.num_videos:
+            raise InputError(f"{self.path}: videos/label holds {len(labels)} videos, the store says {self.num_videos}")
+        if len(labels) and labels.max() >= len(self.classes):
+            raise InputError(f"{self.path}: labels go up to {labels.max()} but the store names only "
+                             f"{len(self.classes)} classes (its 'classes' attribute is damaged)")
 
     @property
     def num_videos(self) -> int:
@@ -39,9 +153,19 @@ class CacheReader:
     def classes(self) -> tuple[str, ...]:
         return self.settings.classes
 
+    def array(self, name: str) -> zarr.Array:
+        try:
+            return self.root[name]
+        except KeyError:
+            raise InputError(f"{self.path}: array {name} is missing (the store is incomplete or damaged; "
+                             f"`clipcache verify {self.path}` lists what is wrong)") from None
+
     def column(self, name: str) -> np.ndarray:
         """One per-video column (videos/<name>) read whole."""
-        return self.root[f"videos/{name}"][:]
+        array = self.array(f"videos/{name}")
+        at_creation = name in TABLE_AT_CREATION and self.format_version >= 2
+        written = (lambda block: True) if at_creation else self._written
+        return read_rows(array, np.arange(array.shape[0]), written)
 
     @cached_property
     def status(self) -> np.ndarray:
@@ -51,6 +175,11 @@ class CacheReader:
     def done(self) -> np.ndarray:
         """Indices of the videos whose features can be trusted."""
         return np.flatnonzero(self.status == DONE)
+
+    def _written(self, block: int) -> bool:
+        """Whether shard group `block` was written (then every array holds its chunk)."""
+        start, stop = self.settings.group_range(block)
+        return bool((self.status[start:stop] != PENDING).any())
 
     def tokens(self, layer: int, index: Index) -> np.ndarray:
         """Residual stream after block `layer` for the selected videos: (n, V, T, L, D) float16/float32."""
@@ -67,24 +196,9 @@ class CacheReader:
 
     def frozen(self) -> dict[str, np.ndarray]:
         """Frozen encoder parameters that heads need without loading CLIP (ln_post, proj, ln_1, qkv)."""
-        return {name: array[:] for name, array in self.root["frozen"].arrays()}
+        return {name: read_rows(array, np.arange(array.shape[0])) for name, array in self.array("frozen").arrays()}
 
     def _take(self, name: str, index: Index) -> np.ndarray:
-        array = self.root[name]
-        if isinstance(index, (slice, int, np.integer)):
-            return array[index]
-        return read_rows(array, np.asarray(index))
-
-
-def read_rows(array: zarr.Array, rows: np.ndarray) -> np.ndarray:
-    """array[rows] in the given order, read as whole chunks (or shards) along the video axis.
-
-    zarr's own orthogonal selection with an index array goes element by element: ~100x slower.
-    """
-    block = (array.shards or array.chunks)[0]
-    out = np.empty((len(rows),) + array.shape[1:], dtype=array.dtype)
-    for start in np.unique(rows // block) * block:
-        stop = min(start + block, array.shape[0])
-        mask = (rows >= start) & (rows < stop)
-        out[mask] = array[start:stop][rows[mask] - start]
-    return out
+        rows = np.arange(self.num_videos)[index]
+        values = read_rows(self.array(name), np.atleast_1d(rows), self._written)
+        return values[0] if np.ndim(rows) == 0 else values

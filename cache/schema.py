@@ -5,6 +5,7 @@ The README's "Cache format" section documents the same contract for other reader
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -12,16 +13,19 @@ from typing import Any
 
 from clipcache import InputError
 
-FORMAT = "clipcache/1"
-FORMAT_VERSION = 1
+FORMAT = "clipcache/2"
+FORMAT_VERSION = 2  # 2: crc32c on every chunk, chunks written even when all zeros, status written at creation
 
-PENDING, DONE, FAILED = 0, 1, 2
+PENDING, DONE, FAILED, MISSING = 0, 1, 2, 3  # MISSING: listed, but the file was not found (format 2)
+STATUSES = (PENDING, DONE, FAILED, MISSING)
 
 DTYPES = ("float16", "int8")
 COMPRESSIONS = ("none", "zstd")
 
 # Per-video arrays under videos/, one entry per video, chunked by shard group.
 VIDEO_STRING_ARRAYS = ("path", "split", "error", "note")
+# written for every video when the store is created; the other per-video arrays when its group is done
+TABLE_AT_CREATION = ("path", "label", "split", "status")
 VIDEO_NUMERIC_ARRAYS = {
     "label": "int32",
     "status": "uint8",
@@ -124,11 +128,20 @@ class StoreSettings:
         return attrs
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any]) -> "StoreSettings":
+    def from_attrs(cls, attrs: dict[str, Any], where: str = "store") -> "StoreSettings":
+        """The settings recorded in a store's attributes; an incomplete record is refused clearly."""
         names = cls.__dataclass_fields__
+        required = [name for name, f in names.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        absent = [name for name in required if name not in attrs]
+        if absent:
+            raise InputError(f"{where}: not a complete clipcache store (attributes missing: {', '.join(absent)})")
         values = {k: v for k, v in attrs.items() if k in names}
-        for key in ("mean", "std", "layers", "grid", "classes"):
-            values[key] = tuple(values[key])
+        try:
+            for key in ("mean", "std", "layers", "grid", "classes"):
+                values[key] = tuple(values[key])
+        except TypeError:
+            raise InputError(f"{where}: attribute {key!r} is not a list ({values[key]!r})") from None
         return cls(**values)
 
     def fingerprint(self) -> str:
@@ -157,13 +170,15 @@ def inputs_digest(paths: list[str], labels: list[int], splits: list[str]) -> str
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
-def check_format(attrs: dict[str, Any], where: str) -> None:
-    """Refuse stores that are not clipcache stores or come from a newer format version."""
+def check_format(attrs: dict[str, Any], where: str) -> int:
+    """The store's format version; stores that are not clipcache stores or come from a newer version are
+    refused."""
     fmt = attrs.get("format")
-    if not isinstance(fmt, str) or not fmt.startswith("clipcache/"):
-        raise InputError(f"{where}: not a clipcache store (no 'format' attribute)")
-    version = int(fmt.split("/", 1)[1])
-    if version > FORMAT_VERSION:
+    name, _, version = fmt.partition("/") if isinstance(fmt, str) else ("", "", "")
+    if name != "clipcache" or not version.isdigit():
+        raise InputError(f"{where}: not a clipcache store (no clipcache 'format' attribute)")
+    if int(version) > FORMAT_VERSION:
         raise InputError(
             f"{where}: store format {fmt} is newer than this clipcache reads ({FORMAT}); upgrade clipcache"
         )
+    return int(version)

@@ -4,24 +4,31 @@ Every array is chunked (or sharded) along the video axis in groups of `shard_vid
 only ever written whole, by one process: partial shard writes are read-modify-write in zarr and lose
 data under concurrency. A group's status chunk is written last, and LocalStore writes each chunk
 atomically, so after a crash a group either reads as finished or as pending and is redone.
+
+Rewriting a finished group in place (retrying its failed videos) keeps the stored bytes of its other
+videos in every array, so a crash at any point leaves each video either as it was or finished anew.
+Repairing damage marks the damaged groups pending first, so the redo has resume's guarantees.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from clipcache import InputError
 from clipcache.cache import quant
+from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
     FORMAT,
     PENDING,
+    TABLE_AT_CREATION,
     VIDEO_NUMERIC_ARRAYS,
     VIDEO_STRING_ARRAYS,
     StoreSettings,
@@ -31,6 +38,7 @@ from clipcache.cache.schema import (
     tokens_name,
 )
 from clipcache.cache.store import consolidate, open_root
+from clipcache.cache.verify import VerifyReport
 
 
 class StoreMismatchError(InputError):
@@ -53,47 +61,78 @@ class GroupResult:
     duration: np.ndarray
     tokens: dict[int, np.ndarray]  # absolute block -> (n, V, T, L, D)
     pooled: np.ndarray  # (n, V, T, E)
+    path: list[str] | None = None  # where each video was found (kept as created when None)
+    keep: np.ndarray | None = None  # (n,) bool: videos whose stored values stay as they are
 
 
-def _compressors(settings: StoreSettings) -> tuple | None:
-    return (ZstdCodec(level=3),) if settings.compression == "zstd" else None
+WRITE_EMPTY = {"write_empty_chunks": True}  # a written chunk always exists, so a missing file is damage
+TABLE_COMPRESSORS = (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor, plus the checksum
 
 
-def _array(group: zarr.Group, name: str, **spec: object) -> zarr.Array:
-    """An array with its named dimensions (see `schema.dimension_names`)."""
-    path = f"{group.path}/{name}" if group.path else name
-    return group.create_array(name, dimension_names=dimension_names(path), **spec)
+def _compressors(settings: StoreSettings) -> tuple:
+    """Feature compression, then the checksum that lets readers and `verify` find damaged bytes."""
+    return ((ZstdCodec(level=3),) if settings.compression == "zstd" else ()) + (Crc32cCodec(),)
+
+
+def _video_array_specs(settings: StoreSettings) -> dict[str, dict[str, object]]:
+    """How each per-video array is made: chunked by shard group, the token arrays sharded with one
+    inner chunk per video (one read per video), every chunk checksummed."""
+    n, s, v, t = settings.num_videos, settings.shard_videos, settings.views, settings.frames
+    length, width, embed = settings.tokens, settings.width, settings.embed_dim
+    specs: dict[str, dict[str, object]] = {}
+    for name in VIDEO_STRING_ARRAYS:
+        specs[f"videos/{name}"] = {"shape": (n,), "chunks": (s,), "dtype": str, "compressors": TABLE_COMPRESSORS}
+    for name, dtype in VIDEO_NUMERIC_ARRAYS.items():
+        specs[f"videos/{name}"] = {"shape": (n,), "chunks": (s,), "dtype": dtype, "fill_value": 0,
+                                   "compressors": TABLE_COMPRESSORS}
+    specs["videos/frame_index"] = {"shape": (n, v, t), "chunks": (s, v, t), "dtype": "int32", "fill_value": 0,
+                                   "compressors": TABLE_COMPRESSORS}
+    features = _compressors(settings)
+    for layer in settings.layers:
+        specs[tokens_name(layer)] = {
+            "shape": (n, v, t, length, width), "chunks": (1, v, t, length, width), "shards": (s, v, t, length, width),
+            "dtype": "int8" if settings.dtype == "int8" else "float16", "fill_value": 0, "compressors": features}
+        if settings.dtype == "int8":
+            specs[scale_name(layer)] = {"shape": (n, v, t, length), "chunks": (s, v, t, length), "dtype": "float32",
+                                        "fill_value": 0, "compressors": (Crc32cCodec(),)}
+    specs["pooled"] = {"shape": (n, v, t, embed), "chunks": (s, v, t, embed), "dtype": "float16", "fill_value": 0,
+                       "compressors": features}
+    return specs
+
+
+def _create_array(root: zarr.Group, name: str, overwrite: bool = False, **spec: object) -> zarr.Array:
+    """An array with its named dimensions (see `schema.dimension_names`), chunks written even when zero."""
+    return root.create_array(name, dimension_names=dimension_names(name), config=WRITE_EMPTY, overwrite=overwrite,
+                             **spec)
+
+
+def _write_frozen(root: zarr.Group, frozen: dict[str, np.ndarray]) -> None:
+    """The frozen parameters, one checksummed chunk per array."""
+    for name, value in frozen.items():
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        _create_array(root, f"frozen/{name}", overwrite=True, shape=value.shape, chunks=value.shape,
+                      dtype="float32", compressors=(Crc32cCodec(),))[...] = value
+
+
+def _write_table(root: zarr.Group, region: slice, paths: list[str], labels: list[int], splits: list[str],
+                 status: bool) -> None:
+    """The columns written at creation (TABLE_AT_CREATION) for `region`; status pending when asked."""
+    columns = {"path": np.array(paths[region], dtype=object), "split": np.array(splits[region], dtype=object),
+               "label": np.asarray(labels[region], dtype=np.int32)}
+    if status:
+        columns["status"] = np.full(len(columns["path"]), PENDING, np.uint8)
+    for name, values in columns.items():
+        root[f"videos/{name}"].with_config(WRITE_EMPTY)[region] = values
 
 
 def _create_layout(root: zarr.Group, settings: StoreSettings, paths: list[str], labels: list[int],
                    splits: list[str], frozen: dict[str, np.ndarray]) -> None:
-    n, s, v, t = settings.num_videos, settings.shard_videos, settings.views, settings.frames
-    length, width, embed = settings.tokens, settings.width, settings.embed_dim
-    videos = root.create_group("videos")
-    for name in VIDEO_STRING_ARRAYS:
-        _array(videos, name, shape=(n,), chunks=(s,), dtype=str)
-    for name, dtype in VIDEO_NUMERIC_ARRAYS.items():
-        _array(videos, name, shape=(n,), chunks=(s,), dtype=dtype, fill_value=0)
-    _array(videos, "frame_index", shape=(n, v, t), chunks=(s, v, t), dtype="int32", fill_value=0)
-    videos["path"][:] = np.array(paths, dtype=object)
-    videos["split"][:] = np.array(splits, dtype=object)
-    videos["label"][:] = np.asarray(labels, dtype=np.int32)
-
-    compressors = _compressors(settings)
-    tokens = root.create_group("tokens")
-    token_dtype = "int8" if settings.dtype == "int8" else "float16"
-    for layer in settings.layers:
-        _array(tokens, str(layer), shape=(n, v, t, length, width), chunks=(1, v, t, length, width),
-               shards=(s, v, t, length, width), dtype=token_dtype, fill_value=0, compressors=compressors)
-        if settings.dtype == "int8":
-            _array(tokens, f"{layer}_scale", shape=(n, v, t, length), chunks=(s, v, t, length), dtype="float32",
-                   fill_value=0)
-    _array(root, "pooled", shape=(n, v, t, embed), chunks=(s, v, t, embed), dtype="float16", fill_value=0,
-           compressors=compressors)
-    frozen_group = root.create_group("frozen")
-    for name, value in frozen.items():
-        _array(frozen_group, name, data=np.ascontiguousarray(value, dtype=np.float32))
-    root.create_group("text")
+    for group in ("videos", "tokens", "frozen", "text"):
+        root.create_group(group)
+    for name, spec in _video_array_specs(settings).items():
+        _create_array(root, name, **spec)
+    _write_table(root, slice(None), paths, labels, splits, status=True)
+    _write_frozen(root, frozen)
 
 
 def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: list[int],
@@ -143,29 +182,69 @@ class StoreWriter:
         self.settings = settings
         self.root = open_root(path, mode="r+")
 
+    def _array(self, name: str) -> zarr.Array:
+        return self.root[name].with_config(WRITE_EMPTY)
+
     def pending_groups(self) -> list[int]:
         """Groups not yet finished; a group is finished when its status chunk holds no pending video."""
-        status = self.root["videos/status"][:]
+        status = CacheReader(self.path).status
         return [
             g for g in range(self.settings.num_groups)
             if (status[slice(*self.settings.group_range(g))] == PENDING).any()
         ]
 
     def write_group(self, result: GroupResult) -> None:
-        start, stop = self.settings.group_range(result.group)
-        region = slice(start, stop)
+        """Write a whole group, status last; the rows `result.keep` marks keep their stored bytes."""
         for layer, values in result.tokens.items():
             if self.settings.dtype == "int8":
                 q, scale = quant.quantize(values)
-                self.root[tokens_name(layer)][region] = q
-                self.root[scale_name(layer)][region] = scale
+                self._put(tokens_name(layer), result, q)
+                self._put(scale_name(layer), result, scale)
             else:
-                self.root[tokens_name(layer)][region] = values.astype(np.float16, copy=False)
-        self.root["pooled"][region] = result.pooled.astype(np.float16, copy=False)
-        videos = self.root["videos"]
-        videos["frame_index"][region] = result.frame_index
+                self._put(tokens_name(layer), result, values.astype(np.float16, copy=False))
+        self._put("pooled", result, result.pooled.astype(np.float16, copy=False))
+        self._put("videos/frame_index", result, result.frame_index)
         for name in ("fps", "num_frames", "width", "height", "duration"):
-            videos[name][region] = getattr(result, name)
-        videos["error"][region] = np.array(result.error, dtype=object)
-        videos["note"][region] = np.array(result.note, dtype=object)
-        videos["status"][region] = result.status  # last: marks the group finished
+            self._put(f"videos/{name}", result, getattr(result, name))
+        for name in ("error", "note") + (("path",) if result.path is not None else ()):
+            self._put(f"videos/{name}", result, np.array(getattr(result, name), dtype=object))
+        self._put("videos/status", result, result.status)  # last: marks the group finished
+
+    def _put(self, name: str, result: GroupResult, values: np.ndarray) -> None:
+        array = self._array(name)
+        if result.keep is not None and result.keep.any():
+            values = np.array(values, copy=True)
+            values[result.keep] = read_block(array, result.group)[result.keep]
+        array[slice(*self.settings.group_range(result.group))] = values
+
+    def repair(self, report: VerifyReport, paths: list[str], labels: list[int], splits: list[str],
+               frozen: dict[str, np.ndarray], owns: Callable[[int], bool], main: bool) -> list[int]:
+        """Make the damage `report` found redoable and return the damaged groups, now pending: arrays whose
+        metadata is gone are made again, damaged table chunks are rewritten from the input list (the
+        store's identity guarantees it lists the same videos), damaged frozen parameters are written
+        again and damaged text tables dropped (stage two recomputes them). Only the groups `owns` accepts
+        are touched; `main` also repairs what is not per video."""
+        s = self.settings
+        specs = _video_array_specs(s)
+        lost = {d.array for d in report.damage if d.array in specs and not _chunk_damage(d.reason)}
+        for name in sorted(lost):
+            _create_array(self.root, name, overwrite=True, **specs[name])
+        groups = sorted({v // s.shard_videos for v in report.damaged_videos()} & set(filter(owns, range(s.num_groups))))
+        table_damaged = lost | {d.array for d in report.damage if d.array.removeprefix("videos/") in TABLE_AT_CREATION}
+        for group in groups:
+            region = slice(*s.group_range(group))
+            if table_damaged:
+                _write_table(self.root, region, paths, labels, splits, status=False)
+            self._array("videos/status")[region] = np.full(region.stop - region.start, PENDING, np.uint8)
+        if main:
+            if any(d.array.startswith("frozen/") for d in report.damage):
+                _write_frozen(self.root, frozen)
+            for key in sorted({d.array.split("/")[1] for d in report.damage if d.array.startswith("text/")}):
+                del self.root[f"text/{key}"]
+        consolidate(self.path)
+        return groups
+
+
+def _chunk_damage(reason: str) -> bool:
+    """Damage to chunks of an array whose metadata is intact (else the array itself is made again)."""
+    return reason not in ("array missing",) and not reason.startswith("metadata unreadable")

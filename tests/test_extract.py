@@ -297,3 +297,65 @@ def test_shards_of_one_job_array_share_the_lock(reference_store: Path, demo_vide
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
     assert_stores_equal(store, reference_store)
+
+
+# redoing videos in place: --retry-failed and --repair
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+def test_retry_failed_redoes_failed_videos_in_place_with_resume_guarantees(tmp_path: Path) -> None:
+    """A video that failed (empty file, fixed since) is redone by --retry-failed only. Every state a kill
+    could leave (the old files plus any prefix of the run's chunk writes, each an atomic rename) keeps
+    the other videos' bytes and the failure, reads intact, and resumes to the same final store."""
+    root = tmp_path / "v"
+    for i, colour in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200), (200, 200, 20)]):
+        write_video(root / "c" / f"{i}.mp4", shape_frames(8, 32, 32, colour))
+    saved = (root / "c" / "3.mp4").read_bytes()
+    (root / "c" / "3.mp4").write_bytes(b"")
+    store = tmp_path / "s.zarr"
+    args = tiny_extract_args(root, store, "--shard-videos", "2")
+    assert run_cli(*args).code == 0
+    (root / "c" / "3.mp4").write_bytes(saved)
+    assert "0 processed" in run_cli(*args).stdout  # a plain rerun leaves failures alone
+    before = _files(store)
+    retried = run_cli(*args, "--retry-failed")
+    assert retried.code == 0 and "1 processed" in retried.stdout, retried
+    assert list(CacheReader(store).status) == [DONE] * 4
+    after = _files(store)
+    changed = sorted((name for name in after if after[name] != before.get(name)),
+                     key=lambda name: (store / name).stat().st_mtime_ns)
+    assert changed[-1] == "videos/status/c/1" and all("/c/1" in name for name in changed), changed
+    for k in range(len(changed)):
+        state = tmp_path / f"state{k}.zarr"
+        shutil.copytree(tmp_path / "s.zarr", state)
+        for name in before:
+            (state / name).write_bytes(before[name])
+        for name in changed[:k]:
+            (state / name).write_bytes(after[name])
+        reader = CacheReader(state)
+        assert list(reader.status) == [DONE, DONE, DONE, FAILED]
+        np.testing.assert_array_equal(reader.tokens(2, [0, 1, 2]), CacheReader(store).tokens(2, [0, 1, 2]))
+        if k == len(changed) // 2:
+            assert run_cli("verify", state).code == 0
+            assert run_cli(*tiny_extract_args(root, state, "--shard-videos", "2", "--retry-failed")).code == 0
+            assert_stores_equal(state, store)
+
+
+def test_repair_redoes_exactly_the_damaged_groups(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(reference_store, store)
+    shard = store / "tokens/2/c/1/0/0/0/0"  # group 1 (videos 2, 3): flip a byte of video 3
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 + 100] ^= 1
+    shard.write_bytes(bytes(data))
+    (store / "videos/label/c/3").unlink()  # group 3 (videos 6, 7)
+    args = tiny_extract_args(demo_videos, store, "--shard-videos", "2")
+    resumed = run_cli(*args)
+    assert resumed.code == 2 and "--repair" in resumed.stderr and resumed.stderr.count("\n") == 1, resumed
+    assert run_cli("verify", store).code == 1
+    repaired = run_cli(*args, "--repair")
+    assert repaired.code == 0 and "4 processed" in repaired.stdout, repaired
+    assert run_cli("verify", store).code == 0
+    assert_stores_equal(store, reference_store)

@@ -48,3 +48,6 @@ class ExtractConfig(RunOptions):
     overwrite: bool = option(False, "Replace a store made with other settings.")
     shard: str | None = option(None, "i/n: this job's share of the work (job arrays without torchrun).")
     strict: bool = option(False, "Exit 1 if any video failed.")
+    retry_failed: bool = option(False, "Decode the store's failed videos again (in place; the others are kept).")
+    repair: bool = option(False, "Redo the videos whose stored data is damaged (what `clipcache verify` finds), "
+                                 "with their shard groups.")

@@ -17,23 +17,26 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.cache.info import store_info
 from clipcache.cache.lock import Holder, StoreLock
-from clipcache.cache.schema import DONE, FAILED, StoreSettings, inputs_digest
-from clipcache.cache.writer import GroupResult, StoreWriter, check_settings, create_store
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.schema import StoreSettings, inputs_digest
+from clipcache.cache.verify import verify_store
+from clipcache.cache.writer import StoreWriter, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Task
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder, frozen_parameters, resolve_layers, vision_blocks
+from clipcache.pipeline.extract.groups import GroupEncoder
+from clipcache.pipeline.extract.plan import GroupWork, plan_groups
 from clipcache.pipeline.extract.prepare import PrepareRecipe
 from clipcache.pipeline.extract.ranks import WorkSplit, work_split
 from clipcache.pipeline.extract.sampling import SamplingPlan
 from clipcache.pipeline.extract.sources import VideoList, discover_videos
-from clipcache.pipeline.extract.summary import ExtractSummary
+from clipcache.pipeline.extract.summary import ExtractSummary, RunCounts
 from clipcache.pipeline.extract.views import ViewRecipe
 from clipcache.pipeline.models import LoadedModel, load_model
 
@@ -96,19 +99,27 @@ def _columns(listing: VideoList) -> tuple[list[str], list[int], list[str]]:
 
 
 def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
-                   frozen: dict[str, np.ndarray]) -> None:
-    """Create the store, replace it (--overwrite), or check that it was made with the same settings.
-    Runs under the store's lock, so no other run creates or deletes it meanwhile."""
+                   frozen: dict[str, np.ndarray], split: WorkSplit) -> None:
+    """Create the store, replace it (--overwrite), or check that it was made with the same settings, then
+    with --repair mark this run's damaged groups pending. Runs under the store's lock, so no other run
+    creates, deletes or repairs it meanwhile; under torchrun rank 0 does it for every rank."""
     if cfg.overwrite and cfg.store.exists():
         shutil.rmtree(cfg.store)
     if not cfg.store.exists():
         create_store(cfg.store, settings, *_columns(listing), frozen)
     check_settings(cfg.store, settings)
+    if cfg.repair:
+        owns = (lambda group: True) if split.torchrun else split.owns
+        report = verify_store(cfg.store, owns, whole=split.is_main)
+        groups = StoreWriter(cfg.store, settings).repair(report, *_columns(listing), frozen, owns, split.is_main)
+        damaged = "; ".join(sorted({f"{d.array}: {d.reason}" for d in report.damage}))
+        note(f"{cfg.store}: repairing {len(report.damaged_videos())} damaged videos in {len(groups)} groups "
+             f"({damaged})" if report.damage else f"{cfg.store}: no damage found", cfg.quiet)
 
 
 def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
     """What a run does to a store: shards of one job array share its lock only when this is equal."""
-    return json.dumps([settings.fingerprint(), cfg.overwrite])
+    return json.dumps([settings.fingerprint(), cfg.overwrite, cfg.retry_failed, cfg.repair])
 
 
 def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, frozen: dict[str, np.ndarray],
@@ -124,7 +135,7 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
         shard = (split.rank, split.world) if split.world > 1 and not split.torchrun else None
         me = Holder.this_process(_job(cfg, settings), shard, split.world if split.torchrun else 1)
         try:
-            for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen)):
+            for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen, split)):
                 note(f"{cfg.store}: removed the stale lock of a run that died ({stale.describe()})", quiet)
         except InputError as error:
             refusal = str(error)
@@ -134,61 +145,6 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     if not split.is_main:
         check_settings(cfg.store, settings)
     return lock
-
-
-class _GroupEncoder:
-    """Turns the prepared videos of one shard group into a GroupResult."""
-
-    def __init__(self, encoder: FrozenImageEncoder, settings: StoreSettings, batch_size: int) -> None:
-        self.encoder, self.settings, self.batch_size = encoder, settings, batch_size
-        self.pin = encoder.device.type == "cuda"
-        self.dtype = np.float16 if self.pin else np.float32  # what the encoder hands back
-
-    def __call__(self, group: int, outcomes: dict[int, Outcome]) -> GroupResult:
-        s = self.settings
-        start, stop = s.group_range(group)
-        n, v, t = stop - start, s.views, s.frames
-        result = GroupResult(
-            group=group, status=np.full(n, FAILED, np.uint8), error=[""] * n, note=[""] * n,
-            frame_index=np.zeros((n, v, t), np.int32), fps=np.zeros(n, np.float32),
-            num_frames=np.zeros(n, np.int32), width=np.zeros(n, np.int32), height=np.zeros(n, np.int32),
-            duration=np.zeros(n, np.float32),
-            tokens={layer: np.zeros((n, v, t, s.tokens, s.width), self.dtype) for layer in s.layers},
-            pooled=np.zeros((n, v, t, s.embed_dim), self.dtype),
-        )
-        good = []
-        for i in range(start, stop):
-            row, outcome = i - start, outcomes[i]
-            if outcome.video is None:
-                result.error[row] = outcome.error or "unknown error"
-                continue
-            video, info = outcome.video, outcome.video.info
-            result.status[row] = DONE
-            result.note[row] = "; ".join(video.notes)
-            result.frame_index[row] = video.frame_index
-            result.fps[row], result.num_frames[row], result.duration[row] = info.fps, info.num_frames, info.duration
-            result.width[row], result.height[row] = info.width, info.height
-            good.append(row)
-        if good:
-            self._encode(result, good, [outcomes[start + row].video.pixels for row in good])
-        return result
-
-    def _encode(self, result: GroupResult, rows: list[int], pixels: list[np.ndarray]) -> None:
-        s = self.settings
-        frames = torch.from_numpy(np.stack(pixels).reshape(-1, s.image_size, s.image_size, 3))
-        if self.pin:
-            frames = frames.pin_memory()
-        token_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in s.layers}
-        pooled_parts = []
-        for b in range(0, len(frames), self.batch_size):
-            tokens, pooled = self.encoder(frames[b:b + self.batch_size])
-            for layer, value in tokens.items():
-                token_parts[layer].append(value)
-            pooled_parts.append(pooled)
-        shape = (len(rows), s.views, s.frames)
-        for layer, parts in token_parts.items():
-            result.tokens[layer][rows] = torch.cat(parts).numpy().reshape(*shape, s.tokens, s.width)
-        result.pooled[rows] = torch.cat(pooled_parts).numpy().reshape(*shape, s.embed_dim)
 
 
 def extract(cfg: ExtractConfig) -> ExtractSummary:
@@ -207,21 +163,26 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     )
     frozen = frozen_parameters(loaded.model, settings.layers)
     with _lock_store(cfg, settings, listing, frozen, split, cfg.quiet):
-        writer = StoreWriter(cfg.store, settings)
-        groups = [g for g in writer.pending_groups() if split.owns(g)]
-        encode = _GroupEncoder(FrozenImageEncoder(loaded, settings.layers, device), settings, cfg.batch_size)
-        processed = _run_groups(cfg, settings, listing, groups, encode, writer, recipe, split)
+        found = np.ones(settings.num_videos, dtype=bool)
+        work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
+        encoder = FrozenImageEncoder(loaded, settings.layers, device)
+        encode = GroupEncoder(encoder, settings, cfg.batch_size, _columns(listing)[0])
+        outcome = _run_groups(cfg, settings, listing, work, encode, StoreWriter(cfg.store, settings), recipe, split)
         split.barrier()
-    return _summarise(cfg.store, listing, processed, time.monotonic() - began)
+    return _summarise(cfg.store, listing, outcome, time.monotonic() - began)
 
 
-def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, groups: list[int],
-                encode: _GroupEncoder, writer: StoreWriter, recipe: PrepareRecipe, split: WorkSplit) -> int:
-    """Decode, encode and write `groups`; returns the number of videos processed."""
-    tasks = [Task(i, listing.root / listing.entries[i].path)
-             for g in groups for i in range(*settings.group_range(g))]
+def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, work: list[GroupWork],
+                encode: GroupEncoder, writer: StoreWriter, recipe: PrepareRecipe, split: WorkSplit) -> RunCounts:
+    """Decode, encode and write the planned groups; returns what became of the videos decoded."""
+    counts = RunCounts()
+    by_group = {item.group: item for item in work}
+    for item in work:
+        if not item.redo:  # every video of a new group is missing: nothing to decode, still written whole
+            writer.write_group(encode(item, {}))
+    tasks = [Task(i, listing.root / listing.entries[i].path) for item in work for i in item.redo]
     if not tasks:
-        return 0
+        return counts
     buffers: dict[int, dict[int, Outcome]] = {}
     pending_write: Future | None = None
     bar = tqdm(total=len(tasks), unit="video", desc=f"extract[{split.rank}]" if split.world > 1 else "extract",
@@ -231,21 +192,21 @@ def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     with ThreadPoolExecutor(max_workers=1) as write_thread:
         for outcome in pool.run(tasks):
             bar.update(1)
+            counts.add(outcome.error is None)
             if outcome.error is not None:
                 _report(bar, f"{outcome.task.path}: {outcome.error}")
             group = outcome.task.index // settings.shard_videos
             buffer = buffers.setdefault(group, {})
             buffer[outcome.task.index] = outcome
-            start, stop = settings.group_range(group)
-            if len(buffer) == stop - start:
-                result = encode(group, buffers.pop(group))
+            if len(buffer) == len(by_group[group].redo):
+                result = encode(by_group[group], buffers.pop(group))
                 if pending_write is not None:
                     pending_write.result()  # at most one group waits for the disk
                 pending_write = write_thread.submit(writer.write_group, result)
         if pending_write is not None:
             pending_write.result()
     bar.close()
-    return len(tasks)
+    return counts
 
 
 def _report(bar: tqdm, line: str) -> None:
@@ -253,5 +214,5 @@ def _report(bar: tqdm, line: str) -> None:
     bar.write(line, file=sys.stderr)
 
 
-def _summarise(store: Path, listing: VideoList, processed: int, seconds: float) -> ExtractSummary:
-    return ExtractSummary(store_info(store), list(listing.missing), processed, seconds)
+def _summarise(store: Path, listing: VideoList, counts: RunCounts, seconds: float) -> ExtractSummary:
+    return ExtractSummary(store_info(store), list(listing.missing), counts, seconds)

@@ -9,11 +9,31 @@ _MAX_LISTED = 20
 
 
 @dataclass
+class RunCounts:
+    """What became of the videos this process decoded in this run."""
+
+    done: int = 0
+    failed: int = 0
+
+    def add(self, ok: bool) -> None:
+        self.done += ok
+        self.failed += not ok
+
+    @property
+    def processed(self) -> int:
+        return self.done + self.failed
+
+
+@dataclass
 class ExtractSummary:
     info: dict[str, Any]  # cache.info.store_info of the store after this run (counts over the whole store)
     missing: list[str]  # listed rows whose video was not found
-    processed: int  # videos this process decoded in this run
+    run: RunCounts
     seconds: float
+
+    @property
+    def processed(self) -> int:
+        return self.run.processed
 
     @property
     def videos_per_second(self) -> float:

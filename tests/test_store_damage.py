@@ -1,0 +1,107 @@
+"""Damage on disk is found, never read as zeros or trained on: deleted chunks, flipped and cut bytes, and
+`clipcache verify` naming each damaged video and array."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipcache.cache.reader import CacheReader, StoreDamageError, read_chunk
+from clipcache.cache.store import open_root
+from conftest import feature_code, run_cli, synthetic_store
+
+
+@pytest.fixture(scope="module")
+def intact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 videos in groups of 4; the last group is still pending."""
+    return synthetic_store(tmp_path_factory.mktemp("intact") / "s.zarr")
+
+
+@pytest.fixture
+def store(intact: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "s.zarr"
+    shutil.copytree(intact, copy)
+    return copy
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _verify(store: Path) -> tuple[int, dict]:
+    result = run_cli("verify", store, "--json")
+    return result.code, json.loads(result.stdout)
+
+
+def test_an_intact_store_verifies(store: Path) -> None:
+    result = run_cli("verify", store)
+    assert result.code == 0 and "intact" in result.stdout and "every chunk checksummed" in result.stdout, result
+
+
+def test_a_deleted_token_shard_is_an_error_not_zeros(store: Path) -> None:
+    (store / "tokens/2/c/1/0/0/0/0").unlink()  # group 1: videos 4-7
+    reader = CacheReader(store)
+    assert reader.tokens(2, [0]).shape[0] == 1  # other groups still read
+    with pytest.raises(StoreDamageError, match=r"tokens/2 of video 4 \(train/4.mp4\) and 3 more videos is damaged "
+                                               r"\(chunk file missing\)"):
+        reader.tokens(2, [5])
+    code, report = _verify(store)
+    assert code == 1 and [(d["array"], d["videos"], d["reason"]) for d in report["damage"]] == [
+        ("tokens/2", [4, 5, 6, 7], "chunk file missing")]
+
+
+def test_flipped_bytes_in_one_video_name_that_video_only(store: Path) -> None:
+    inner = 3 * 4 * 5 * 8 * 2 + 4  # one video's inner chunk: views x frames x tokens x width float16, crc32c
+    _flip(store / "tokens/1/c/0/0/0/0/0", inner + 7)  # inside the second video's
+    reader = CacheReader(store)
+    np.testing.assert_array_equal(reader.tokens(1, [0, 2])[:, 0, 0, 0, 0], [feature_code(0, 0, 0),
+                                                                            feature_code(2, 0, 0)])
+    with pytest.raises(StoreDamageError, match=r"tokens/1 of video 1 \(train/1.mp4\) is damaged \(checksum mismatch\)"):
+        reader.tokens(1, [1])
+    array = open_root(store)["tokens/1"]
+    with pytest.raises(StoreDamageError, match="video 1 "):  # the read stage two's dataset makes per video
+        read_chunk(array, (1, 0, slice(0, 4)), np.empty((4, 5, 8), np.float16))
+    out = np.empty((4, 5, 8), np.float16)
+    read_chunk(array, (2, 0, slice(0, 4)), out)
+    assert out[0, 0, 0] == feature_code(2, 0, 0)
+    code, report = _verify(store)
+    assert code == 1 and [(d["array"], d["videos"]) for d in report["damage"]] == [("tokens/1", [1])]
+    assert report["damage"][0]["paths"] == ["train/1.mp4"]
+
+
+def test_a_deleted_pooled_chunk_stops_the_probe(store: Path) -> None:
+    (store / "pooled/c/0/0/0/0").unlink()
+    result = run_cli("eval", store, "--probe", "linear", "--quiet")
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "pooled of video 0 (train/0.mp4) and 3 more videos is damaged (chunk file missing)" in result.stderr
+
+
+def test_a_deleted_label_chunk_does_not_relabel_videos(store: Path) -> None:
+    (store / "videos/label/c/1").unlink()
+    for command in (["info", store], ["eval", store, "--probe", "linear"]):
+        result = run_cli(*command)
+        assert result.code == 2 and result.stderr.count("\n") == 1, result
+        assert "videos/label of video 4 (train/4.mp4) and 3 more videos is damaged" in result.stderr
+
+
+def test_a_truncated_status_chunk_is_one_line_everywhere(store: Path) -> None:
+    status = store / "videos/status/c/0"
+    status.write_bytes(status.read_bytes()[:5])
+    result = run_cli("info", store)
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "videos/status of video 0 (train/0.mp4) and 3 more videos is damaged (checksum mismatch)" in result.stderr
+    code, report = _verify(store)
+    assert code == 1 and [(d["array"], d["videos"]) for d in report["damage"]] == [("videos/status", [0, 1, 2, 3])]
+
+
+def test_pending_groups_have_no_chunks_and_that_is_no_damage(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "p.zarr", status={i: 0 for i in range(8, 12)})
+    shutil.rmtree(store / "pooled/c/2")  # nothing of the pending group may be used, whatever is on disk
+    assert _verify(store)[0] == 0
+    assert CacheReader(store).pooled(slice(None)).shape[0] == 12
+
