@@ -126,7 +126,9 @@ def extract(cfg: ExtractConfig) -> None:
 
     summary = _run(lambda: run_extract(cfg))
     typer.echo(format_extract_summary(summary))
-    if summary.failed_run(cfg.strict):
+    failure = summary.failure(cfg.strict)
+    if failure is not None:
+        typer.echo(f"clipcache: {failure}", err=True)
         raise typer.Exit(1)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import DONE, FAILED, PENDING
+from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 
 
 def _bytes_on_disk(path: Path) -> int:
@@ -42,6 +42,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "done": done,
         "failed": int((status == FAILED).sum()),
         "pending": int((status == PENDING).sum()),
+        "missing": int((status == MISSING).sum()),
         "model": s.model,
         "pretrained": s.pretrained or "none (random init)",
         "layers": list(s.layers),
@@ -60,6 +61,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
         "text_templates": sorted(reader.root["text"].group_keys()) if "text" in reader.root else [],
         "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
+        "missing_videos": [str(paths[i]) for i in np.flatnonzero(status == MISSING)],
         "notes": [{"path": str(paths[i]), "note": str(notes[i])}
                   for i in np.flatnonzero((status == DONE) & (notes != ""))],
         "versions": s.extras.get("versions", {}),
@@ -80,7 +82,8 @@ def format_info(info: dict[str, Any]) -> str:
     views = info["views"]
     lines = [
         f"store        {info['store']}  ({info['format']})",
-        f"videos       {info['videos']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending",
+        f"videos       {info['videos']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending, "
+        f"{info['missing']} missing",
         f"model        {info['model']}  pretrained: {info['pretrained']}",
         f"layers       {info['layers']} of {info['num_blocks']} blocks, {info['tokens']} tokens x {info['width']}",
         f"frames       {info['frames']} per view, {info['sampling']}",
@@ -94,4 +97,6 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"text         {', '.join(info['text_templates'])}")
     for failure in info["failures"]:
         lines.append(f"failed       {failure['path']}: {failure['reason']}")
+    for path in info["missing_videos"]:
+        lines.append(f"missing      {path}: listed but not found (a later run extracts it when it appears)")
     return os.linesep.join(lines)

@@ -114,7 +114,7 @@ class StoreLock:
             try:
                 setup()
             except BaseException:
-                self._unregister()
+                self._leave()
                 raise
         return stale
 
@@ -122,11 +122,15 @@ class StoreLock:
         if self._fd is None:
             return
         with self._guard():
-            self._unregister()
-            try:
-                self.folder.rmdir()  # the last holder leaves no folder behind
-            except OSError:
-                pass  # other holders are still registered
+            self._leave()
+
+    def _leave(self) -> None:
+        """Unregister; the last holder leaves no folder behind (call under the guard)."""
+        self._unregister()
+        try:
+            self.folder.rmdir()
+        except OSError:
+            pass  # other holders are still registered
 
     def __enter__(self) -> "StoreLock":
         return self

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from clipcache import InputError
 from clipcache.cache import quant
+from clipcache.cache.place import aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
     FORMAT,
@@ -142,7 +142,7 @@ def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: 
     Several processes (job-array shards, ranks) may race to create the same store: the first rename
     wins and the others find the finished layout, so nobody ever sees a half-made store.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = aside(path, "tmp")
     try:
         root = open_root(tmp, mode="w")
         _create_layout(root, settings, paths, labels, splits, frozen)

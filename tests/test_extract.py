@@ -208,7 +208,7 @@ def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
     write_video(tmp_path / "v" / "c" / "a.mp4", shape_frames(8, 32, 32, (10, 10, 200)))
     store = tmp_path / "t.zarr"
     result = run_cli(*tiny_extract_args(tmp_path / "v", store, "--timeout", "0.001"))
-    assert result.code == 0
+    assert result.code == 1 and "no video could be extracted (1 failed" in result.stderr  # nothing usable: exit 1
     assert "timed out after 0.001s" in CacheReader(store).column("error")[0]
 
 
@@ -216,6 +216,9 @@ def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
     (["--frames", "0"], "--frames must be at least 1"),
     (["--crops", "2"], "--crops must be 1 or 3"),
     (["--layers", "7"], "--layers 7: the model has blocks 0..2"),
+    (["--layers=-5:"], "--layers '-5:': -5 is beyond the model's 3 blocks"),
+    (["--layers=-10:"], "--layers '-10:': -10 is beyond the model's 3 blocks"),
+    (["--layers", "1:9"], "--layers '1:9': 9 is beyond the model's 3 blocks"),
     (["--shard", "2/2"], "--shard '2/2'"),
     (["--pretrained", "nonexistent-tag"], "--pretrained nonexistent-tag"),
 ])
@@ -359,3 +362,59 @@ def test_repair_redoes_exactly_the_damaged_groups(reference_store: Path, demo_vi
     assert repaired.code == 0 and "4 processed" in repaired.stdout, repaired
     assert run_cli("verify", store).code == 0
     assert_stores_equal(store, reference_store)
+
+
+# never delete or write into what is not ours
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_removes_only_a_clipcache_store(demo_videos: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("my notes")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").attrs["format"] = "someone-else/1"
+    (tmp_path / "file.zarr").write_text("a file")
+    videos = _snapshot(demo_videos)
+    cases = [(demo_videos, "--overwrite", "is or contains the input folder"),
+             (demo_videos.parent, "--overwrite", "is or contains the input folder"),
+             (demo_videos, "--strict", "exists, is not empty and is not a clipcache store"),
+             (notes, "--overwrite", "exists, is not empty and is not a clipcache store"),
+             (notes, "--strict", "exists, is not empty and is not a clipcache store"),
+             (tmp_path / "other.zarr", "--overwrite", "is a zarr store but not a clipcache store"),
+             (tmp_path / "file.zarr", "--overwrite", "exists and is not a folder")]
+    for store, flag, reason in cases:
+        result = run_cli(*tiny_extract_args(demo_videos, store, flag))
+        assert result.code == 2 and reason in result.stderr and result.stderr.count("\n") == 1, (store, result)
+    assert _snapshot(demo_videos) == videos and (notes / "todo.txt").read_text() == "my notes"
+    assert zarr.open_group(str(tmp_path / "other.zarr"), mode="r").attrs["format"] == "someone-else/1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.zarr", "notes", "other.zarr"]  # no lock left
+
+
+def test_demo_out_replaces_only_what_the_demo_made(tmp_path: Path) -> None:
+    from clipcache.pipeline.demo.run import prepare_out
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "paper.tex").write_text("draft")
+    refused = run_cli("demo", "--out", mine)
+    assert refused.code == 2 and "not empty and was not made by clipcache demo" in refused.stderr, refused
+    assert refused.stderr.count("\n") == 1 and _snapshot(mine) == {"paper.tex": b"draft"}
+    (tmp_path / "f").write_text("x")
+    as_file = run_cli("demo", "--out", tmp_path / "f")
+    assert as_file.code == 2 and "is a file" in as_file.stderr and as_file.stderr.count("\n") == 1
+    made = tmp_path / "made"
+    prepare_out(made)  # what the demo does first: a new folder is marked as the demo's
+    (made / "videos").mkdir()
+    (made / "videos" / "old.mp4").write_bytes(b"old")
+    (made / "kept.txt").write_text("a file the user put there")
+    prepare_out(made)  # a second demo replaces its own outputs only
+    assert not (made / "videos").exists() and (made / "kept.txt").read_text() == "a file the user put there"
+
+
+def test_a_run_where_every_video_failed_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "v" / "c").mkdir(parents=True)
+    (tmp_path / "v" / "c" / "bad.mp4").write_text("not a video")
+    result = run_cli(*tiny_extract_args(tmp_path / "v", tmp_path / "s.zarr"))
+    assert result.code == 1 and "no video could be extracted (1 failed, 0 missing)" in result.stderr, result

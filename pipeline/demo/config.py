@@ -9,4 +9,5 @@ from clipcache.pipeline.options import RunOptions, option
 
 @dataclass(kw_only=True)
 class DemoConfig(RunOptions):
-    out: Path = option(Path("demo_out"), "Folder for the sample videos, the store and the run (replaced).")
+    out: Path = option(Path("demo_out"), "Folder for the sample videos, the store and the run: new, empty, or made by "
+                                         "an earlier demo (whose outputs are replaced).")

@@ -7,7 +7,9 @@ trained head show that the cached features separate the classes.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
+from clipcache import InputError
 from clipcache.cache.info import format_info
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.demo.config import DemoConfig
@@ -22,14 +24,35 @@ from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
 
 DEMO_SPLITS = {"train": 8, "val": 3, "test": 4}  # videos per class
+MARKER = ".clipcache-demo"  # in a folder the demo made: what the demo may replace there
+MADE = ("videos", "features.zarr", "run-text")
+
+
+def prepare_out(out: Path) -> None:
+    """Make `out` ready for the demo. Only a folder the demo made (its marker file) is reused, and there
+    only what the demo writes is replaced; a new or empty folder is taken; anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder")
+    if out.is_dir() and not (out / MARKER).is_file():
+        if any(out.iterdir()):
+            raise InputError(f"--out {out}: the folder is not empty and was not made by clipcache demo; "
+                             "choose a new or empty folder (nothing was deleted)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("made by `clipcache demo`, which replaces " + ", ".join(MADE) + " here\n")
+    except OSError as error:
+        raise InputError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    for name in MADE:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
 
 
 def run_demo(cfg: DemoConfig) -> str:
-    """Generate sample videos under `cfg.out` (replaced), run both stages, and return the printed summary."""
+    """Generate sample videos under `cfg.out` (see `prepare_out`), run both stages, and return the printed
+    summary."""
     out, quiet, device = cfg.out, cfg.quiet, cfg.device
-    videos, store, run_dir = out / "videos", out / "features.zarr", out / "run-text"
-    if out.exists():
-        shutil.rmtree(out)
+    videos, store, run_dir = (out / name for name in MADE)
+    prepare_out(out)
     write_demo_videos(videos, DEMO_SPLITS)
     summary = extract(ExtractConfig(videos=videos, store=store, model="clipcache-demo", frames=8, layers="-4:",
                                     device=device, workers=2, quiet=quiet))

@@ -26,16 +26,22 @@ def vision_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 def resolve_layers(spec: str, num_blocks: int) -> tuple[int, ...]:
-    """Absolute, sorted, unique block indices from `-4,-3,-2,-1` or a slice such as `-5:` or `8:12`;
-    negative indices count from the end."""
+    """Absolute, sorted, unique block indices from `-4,-3,-2,-1` or a range such as `-5:` or `8:12`;
+    negative indices count from the end. An index or a range end beyond the model's blocks is an error,
+    never silently clipped."""
     try:
-        if ":" in spec:
-            start, stop = (int(part) if part.strip() else None for part in spec.split(":"))
-            layers = list(range(num_blocks))[slice(start, stop)]
-        else:
-            layers = [int(part) for part in spec.split(",") if part.strip()]
+        ends = [int(part) if part.strip() else None for part in spec.split(":")] if ":" in spec else None
+        layers = [int(part) for part in spec.split(",") if part.strip()] if ends is None else []
     except ValueError:
         raise InputError(f"--layers {spec!r}: expected block indices like -4,-3,-2,-1 or a range like -4:") from None
+    if ends is not None:
+        if len(ends) != 2:
+            raise InputError(f"--layers {spec!r}: a range is start:stop, e.g. -4: or 8:12")
+        for end in ends:
+            if end is not None and not -num_blocks <= end <= num_blocks:
+                raise InputError(f"--layers {spec!r}: {end} is beyond the model's {num_blocks} blocks "
+                                 f"(0..{num_blocks - 1}, or -{num_blocks}..-1 from the end)")
+        layers = list(range(num_blocks))[slice(*ends)]
     resolved = set()
     for layer in layers:
         absolute = layer + num_blocks if layer < 0 else layer

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from clipcache import InputError
 from clipcache.cache.info import store_info
 from clipcache.cache.lock import Holder, StoreLock
+from clipcache.cache.place import check_writable, remove_leftovers, remove_store, store_format
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings, inputs_digest
 from clipcache.cache.verify import verify_store
@@ -103,9 +103,11 @@ def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoLi
     """Create the store, replace it (--overwrite), or check that it was made with the same settings, then
     with --repair mark this run's damaged groups pending. Runs under the store's lock, so no other run
     creates, deletes or repairs it meanwhile; under torchrun rank 0 does it for every rank."""
-    if cfg.overwrite and cfg.store.exists():
-        shutil.rmtree(cfg.store)
-    if not cfg.store.exists():
+    for leftover in remove_leftovers(cfg.store):
+        note(f"removed {leftover}, left by a run killed while it created or replaced {cfg.store}", cfg.quiet)
+    if cfg.overwrite:
+        remove_store(cfg.store, listing.root)
+    if store_format(cfg.store) is None:
         create_store(cfg.store, settings, *_columns(listing), frozen)
     check_settings(cfg.store, settings)
     if cfg.repair:
@@ -129,6 +131,7 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     if cfg.overwrite and split.world > 1 and not split.torchrun:
         raise InputError("--overwrite with --shard would let shards delete each other's work; "
                          "delete the store once before starting the shards")
+    check_writable(cfg.store)
     lock = StoreLock(cfg.store)
     refusal = None
     if split.is_main or not split.torchrun:

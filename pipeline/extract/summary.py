@@ -39,9 +39,17 @@ class ExtractSummary:
     def videos_per_second(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
-    def failed_run(self, strict: bool) -> bool:
-        """Exit status 1: with --strict, when any video failed."""
-        return strict and self.info["failed"] > 0
+    def failure(self, strict: bool) -> str | None:
+        """Why the run failed (exit status 1), or None: nothing usable in the store, every video this run
+        decoded failed, or with --strict any failed or missing video."""
+        info = self.info
+        if info["done"] == 0:
+            return f"{info['store']}: no video could be extracted ({info['failed']} failed, {info['missing']} missing)"
+        if self.run.processed and not self.run.done:
+            return f"{info['store']}: every one of the {self.run.processed} videos of this run failed"
+        if strict and (info["failed"] or info["missing"]):
+            return f"{info['store']}: --strict: {info['failed']} failed and {info['missing']} missing videos"
+        return None
 
 
 def _listed(title: str, rows: list[str]) -> list[str]:

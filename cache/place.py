@@ -1,0 +1,86 @@
+"""Where a store goes: never into or over something that is not a clipcache store.
+
+A run writes only into a store it recognises (the `format` attribute) or into a new or empty folder,
+and `--overwrite` removes only a clipcache store, never the input folder or a folder holding it. A
+store being replaced is first renamed aside (one rename, so a read-only or busy store is refused with
+nothing deleted), and a store being created is built in a hidden folder beside it: a run killed
+meanwhile leaves `.STORE.tmp-*` or `.STORE.old-*` behind, which the next run removes (these names are
+only ever ours).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+from clipcache import InputError
+
+
+def aside(path: Path, kind: str) -> Path:
+    """A hidden sibling of `path` named for what it is: `tmp` (being built) or `old` (being removed)."""
+    return path.with_name(f".{path.name}.{kind}-{uuid.uuid4().hex[:8]}")
+
+
+def _leftover(path: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(path.name)}\.(tmp|old)-[0-9a-f]{{8}}")
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove what runs killed while creating or replacing the store at `path` left beside it. Call it
+    under the store's lock, when no creation of this store can be under way."""
+    pattern = _leftover(path)
+    found = [p for p in path.parent.glob(f".{path.name}.*-*") if pattern.fullmatch(p.name) and p.is_dir()]
+    for leftover in found:
+        shutil.rmtree(leftover, ignore_errors=True)
+    return found
+
+
+def store_format(path: Path) -> str | None:
+    """The format of the store at `path`; None when nothing (or an empty folder) is there. Anything else
+    is refused: a run never writes into a folder it did not make."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder (a store is a folder); choose another store path")
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except FileNotFoundError:
+        if not any(path.iterdir()):
+            return None
+        raise InputError(f"{path}: exists, is not empty and is not a clipcache store; choose another store "
+                         "path (nothing was changed)") from None
+    except (OSError, ValueError, AttributeError) as error:
+        raise InputError(f"{path}: its zarr.json is unreadable ({error}); choose another store path") from None
+    fmt = attrs.get("format") if isinstance(attrs, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith("clipcache/"):
+        raise InputError(f"{path}: is a zarr store but not a clipcache store; choose another store path")
+    return fmt
+
+
+def check_writable(path: Path) -> None:
+    """Refuse early when the store (or the folder it goes into) cannot be written, e.g. a read-only
+    file system, instead of failing at the first write."""
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise InputError(f"{path}: {'the store' if target == path else 'its folder'} is not writable "
+                         "(read-only file system or no permission)")
+
+
+def remove_store(path: Path, inputs: Path) -> None:
+    """`--overwrite`: remove the clipcache store at `path`; refuse anything else, and the input folder
+    or a folder containing it even when it looks like a store."""
+    real, videos = path.resolve(), inputs.resolve()
+    if videos == real or videos.is_relative_to(real):
+        raise InputError(f"--overwrite: {path} is or contains the input folder {inputs}; nothing was deleted")
+    if store_format(path) is None:
+        return
+    old = aside(path, "old")
+    try:
+        os.rename(path, old)
+    except OSError as error:
+        raise InputError(f"--overwrite: cannot replace {path} ({error.strerror or error}); nothing was deleted") \
+            from None
+    shutil.rmtree(old, ignore_errors=True)
