@@ -124,7 +124,12 @@ def extract(cfg: ExtractConfig) -> None:
     from clipcache.pipeline.extract.run import extract as run_extract
     from clipcache.pipeline.extract.summary import format_extract_summary
 
-    summary = _run(lambda: run_extract(cfg))
+    try:
+        summary = _run(lambda: run_extract(cfg))
+    except KeyboardInterrupt:
+        typer.echo("clipcache: interrupted; finished shard groups are kept, rerun the same command to resume",
+                   err=True)
+        raise typer.Exit(130) from None
     typer.echo(format_extract_summary(summary))
     failure = summary.failure(cfg.strict)
     if failure is not None:

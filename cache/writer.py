@@ -174,6 +174,15 @@ def check_settings(path: Path, wanted: StoreSettings) -> None:
         )
 
 
+def check_complete(path: Path, settings: StoreSettings) -> None:
+    """Refuse to write into a store that lacks some of its arrays (deleted by hand, or damaged)."""
+    root = open_root(path)
+    absent = [name for name in _video_array_specs(settings) if name not in root]
+    if absent:
+        raise InputError(f"{path}: arrays {', '.join(absent)} are missing (the store is damaged); "
+                         "add --repair to redo what they held")
+
+
 class StoreWriter:
     """Writes finished shard groups into an existing store."""
 

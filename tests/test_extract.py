@@ -189,17 +189,24 @@ def test_bad_videos_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
     write_video(root / "c" / "short.mp4", shape_frames(2, 32, 32, (10, 200, 10)))
     (root / "c" / "empty.mp4").write_bytes(b"")
     (root / "c" / "text.avi").write_text("not a video at all\n" * 20)
+    os.mkfifo(root / "c" / "fifo.mp4")
+    (root / "c" / "loop1.mp4").symlink_to(root / "c" / "loop2.mp4")
+    (root / "c" / "loop2.mp4").symlink_to(root / "c" / "loop1.mp4")
+    (root / "c" / "dangling.mp4").symlink_to(root / "c" / "gone.mp4")
     store = tmp_path / "bad.zarr"
     result = run_cli(*tiny_extract_args(root, store))
     assert result.code == 0, result
     reader = CacheReader(store)
     by_path = dict(zip(reader.column("path"), reader.status))
-    assert by_path == {"c/empty.mp4": FAILED, "c/good.mp4": DONE, "c/short.mp4": DONE, "c/text.avi": FAILED}
+    assert by_path == {"c/empty.mp4": FAILED, "c/good.mp4": DONE, "c/short.mp4": DONE, "c/text.avi": FAILED,
+                       "c/fifo.mp4": FAILED, "c/loop1.mp4": FAILED, "c/loop2.mp4": FAILED, "c/dangling.mp4": FAILED}
     errors = dict(zip(reader.column("path"), reader.column("error")))
     assert errors["c/empty.mp4"] and "\n" not in errors["c/empty.mp4"]
+    assert errors["c/fifo.mp4"] == "not a regular file: a FIFO (named pipe)"
+    assert errors["c/loop1.mp4"] == "symbolic link loop" and errors["c/dangling.mp4"] == "broken symbolic link"
     assert "repeated" in dict(zip(reader.column("path"), reader.column("note")))["c/short.mp4"]
     assert "c/empty.mp4" in result.stderr and "c/text.avi" in result.stderr
-    assert "2 failed" in result.stdout
+    assert "6 failed" in result.stdout
     strict = run_cli(*tiny_extract_args(root, tmp_path / "strict.zarr", "--strict"))
     assert strict.code == 1
 
@@ -220,6 +227,8 @@ def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
     (["--layers=-10:"], "--layers '-10:': -10 is beyond the model's 3 blocks"),
     (["--layers", "1:9"], "--layers '1:9': 9 is beyond the model's 3 blocks"),
     (["--shard", "2/2"], "--shard '2/2'"),
+    (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    (["--device", "banana"], "--device banana: expected auto, cpu, cuda or cuda:N"),
     (["--pretrained", "nonexistent-tag"], "--pretrained nonexistent-tag"),
 ])
 def test_bad_arguments_are_one_line_errors(demo_videos: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -418,3 +427,75 @@ def test_a_run_where_every_video_failed_exits_1(tmp_path: Path) -> None:
     (tmp_path / "v" / "c" / "bad.mp4").write_text("not a video")
     result = run_cli(*tiny_extract_args(tmp_path / "v", tmp_path / "s.zarr"))
     assert result.code == 1 and "no video could be extracted (1 failed, 0 missing)" in result.stderr, result
+
+
+def test_ctrl_c_stops_with_one_line_and_loses_nothing(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it, once a group is written."""
+    store = tmp_path / "interrupted.zarr"
+    args = [str(a) for a in tiny_extract_args(demo_videos, store, "--shard-videos", "2")]
+    process = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if store.exists() and (zarr.open_group(str(store), mode="r")["videos/status"][:] != PENDING).any():
+            break
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert (CacheReader(store).status == PENDING).any(), "the run finished before it could be interrupted"
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == ["clipcache: interrupted; finished shard groups are kept, rerun the same "
+                                           "command to resume"]
+    assert run_cli("verify", store).code == 0 and not (tmp_path / ".interrupted.zarr.lock").exists()
+    assert run_cli(*args).code == 0
+    assert_stores_equal(store, reference_store)
+
+
+def test_a_missing_array_is_named_and_repaired(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
+    store = tmp_path / "lost.zarr"
+    shutil.copytree(reference_store, store)
+    shutil.rmtree(store / "tokens/1")
+    with pytest.raises(ValueError, match="array tokens/1 is missing"):
+        CacheReader(store).tokens(1, [0])
+    args = tiny_extract_args(demo_videos, store, "--shard-videos", "2")
+    resumed = run_cli(*args)
+    assert resumed.code == 2 and "arrays tokens/1 are missing" in resumed.stderr and "--repair" in resumed.stderr
+    assert "tokens/1" in run_cli("verify", store).stdout
+    assert run_cli(*args, "--repair").code == 0
+    assert_stores_equal(store, reference_store)
+
+
+def test_leftovers_of_killed_creations_are_removed(demo_videos: Path, tmp_path: Path) -> None:
+    for name in (".s.zarr.tmp-0123abcd", ".s.zarr.old-89abcdef", ".s.zarr.tmp-mine", ".t.zarr.tmp-0123abcd"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "zarr.json").write_text("{}")
+    assert run_cli(*tiny_extract_args(demo_videos, tmp_path / "s.zarr", "--shard-videos", "9")).code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.tmp-mine", ".t.zarr.tmp-0123abcd", "s.zarr"]
+
+
+def _mount_read_only(folder: Path) -> bool:
+    """A small tmpfs made read-only after `folder`'s content is copied in (root ignores file modes)."""
+    content = folder.with_name(folder.name + "-content")
+    shutil.copytree(folder, content)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True).returncode:
+        return False
+    shutil.copytree(content, folder, dirs_exist_ok=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    return True
+
+
+def test_a_read_only_store_is_refused_with_nothing_deleted(reference_store: Path, demo_videos: Path,
+                                                          tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shutil.copytree(reference_store, shared / "store.zarr")
+    if not _mount_read_only(shared):
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        for extra in ([], ["--overwrite", "--frames", "6"]):
+            result = run_cli(*tiny_extract_args(demo_videos, shared / "store.zarr", "--shard-videos", "2", *extra))
+            assert result.code == 2 and result.stderr.count("\n") == 1, result
+            assert "store.zarr: the store is not writable (read-only file system or no permission)" in result.stderr
+        assert run_cli("verify", shared / "store.zarr").code == 0
+        assert_stores_equal(shared / "store.zarr", reference_store)
+    finally:
+        subprocess.run(["umount", str(shared)], check=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 from clipcache.cache.reader import CacheReader, StoreDamageError, read_chunk
 from clipcache.cache.store import open_root
@@ -105,3 +106,22 @@ def test_pending_groups_have_no_chunks_and_that_is_no_damage(tmp_path: Path) -> 
     assert _verify(store)[0] == 0
     assert CacheReader(store).pooled(slice(None)).shape[0] == 12
 
+
+
+def _edit_attrs(store: Path, **changes: object) -> None:
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"].update(changes)
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_damaged_or_foreign_attributes_are_one_line(store: Path, tmp_path: Path) -> None:
+    _edit_attrs(store, classes=["a"])  # labels go up to 2
+    result = run_cli("info", store)
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "labels go up to 2 but the store names only 1 classes" in result.stderr
+    foreign = tmp_path / "foreign.zarr"
+    zarr.open_group(str(foreign), mode="w").attrs.update({"format": "clipcache/1", "model": "x"})
+    for command in ("info", "verify"):
+        result = run_cli(command, foreign)
+        assert result.code == 2 and result.stderr.count("\n") == 1, result
+        assert "not a complete clipcache store (attributes missing: pretrained, model_config," in result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -55,7 +56,10 @@ class Outcome:
 
 def _worker_main(conn: Connection, recipe: PrepareRecipe) -> None:
     """Loop in a worker: prepare each task sent, answer with the result or a one-line reason. A bad video
-    fails alone; any other exception is a bug in our code and is sent back with its traceback."""
+    fails alone; any other exception is a bug in our code and is sent back with its traceback. Ctrl-C
+    reaches the whole process group: workers leave it to the parent, which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since `_start` (see there)
     conn.send(_READY)
     while True:
         task = conn.recv()
@@ -74,7 +78,7 @@ class _Worker:
     def __init__(self, context: mp.context.BaseContext, recipe: PrepareRecipe) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, recipe), daemon=True)
-        self.process.start()
+        _start(self.process)
         child.close()
         self.task: Task | None = None
         self.deadline = 0.0
@@ -94,6 +98,16 @@ class _Worker:
                 self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
+
+
+def _start(process: mp.Process) -> None:
+    """Start a worker with SIGINT blocked: the spawned interpreter inherits the mask, so a Ctrl-C while it
+    imports stays pending until `_worker_main` ignores it, instead of a KeyboardInterrupt traceback."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _crash_reason(worker: _Worker) -> str:

@@ -7,6 +7,7 @@ whole shard groups, which is also the unit of resuming: a group is redone unless
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ from clipcache.cache.place import check_writable, remove_leftovers, remove_store
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings, inputs_digest
 from clipcache.cache.verify import verify_store
-from clipcache.cache.writer import StoreWriter, check_settings, create_store
+from clipcache.cache.writer import StoreWriter, check_complete, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Task
@@ -60,8 +61,8 @@ def _validate(cfg: ExtractConfig) -> None:
         raise InputError(f"--workers must be at least 1, got {cfg.workers}")
     if cfg.augment < 0:
         raise InputError(f"--augment must be 0 or more, got {cfg.augment}")
-    if cfg.timeout <= 0:
-        raise InputError(f"--timeout must be positive, got {cfg.timeout}")
+    if not math.isfinite(cfg.timeout) or cfg.timeout <= 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {cfg.timeout}")
 
 
 def default_workers() -> int:
@@ -117,6 +118,7 @@ def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoLi
         damaged = "; ".join(sorted({f"{d.array}: {d.reason}" for d in report.damage}))
         note(f"{cfg.store}: repairing {len(report.damaged_videos())} damaged videos in {len(groups)} groups "
              f"({damaged})" if report.damage else f"{cfg.store}: no damage found", cfg.quiet)
+    check_complete(cfg.store, settings)
 
 
 def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
@@ -153,10 +155,10 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
 def extract(cfg: ExtractConfig) -> ExtractSummary:
     """Run stage one for this process's share of the work and summarise the store."""
     _validate(cfg)
+    device = resolve_device(cfg.device)
     began = time.monotonic()
     split = work_split(cfg.shard)
     listing = discover_videos(cfg.videos, cfg.list_file, cfg.extensions.split(","))
-    device = resolve_device(cfg.device)
     loaded = load_model(cfg.model, cfg.pretrained, cfg.model_config, device="cpu")
     settings = build_settings(cfg, loaded, listing)
     recipe = PrepareRecipe(

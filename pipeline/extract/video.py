@@ -9,8 +9,10 @@ so that stream is captured while a video is opened and decoded and its last line
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,15 +142,31 @@ def _get_batch(reader: "decord.VideoReader", indices: np.ndarray) -> np.ndarray 
     return frames if len(frames) == len(indices) else None
 
 
+def _check_regular_file(path: Path) -> None:
+    """A listed path that is not a readable regular file, with what it is instead (never opened: a FIFO
+    would block the decoder)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise VideoDecodeError("broken symbolic link" if path.is_symlink() else "file not found") from None
+    except OSError as error:
+        raise VideoDecodeError("symbolic link loop" if error.errno == errno.ELOOP else
+                               f"cannot read ({error.strerror or error})") from None
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    for test, kind in kinds.items():
+        if test(mode):
+            raise VideoDecodeError(f"not a regular file: {kind}")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError("empty file (0 bytes)")
+
+
 def decode_frames(path: Path, choose: Callable[[int], np.ndarray]) -> tuple[DecodedFrames, np.ndarray]:
     """Decode the frames `choose(num_frames)` asks for (any shape), each distinct frame once.
 
     Returns the distinct frames and an index array of the requested shape into them.
     """
-    if not path.is_file():
-        raise VideoDecodeError("file not found")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError("empty file (0 bytes)")
+    _check_regular_file(path)
     try:
         reader = _open(path)
     except VideoDecodeError as decord_error:
