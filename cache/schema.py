@@ -164,9 +164,10 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def inputs_digest(paths: list[str], labels: list[int], splits: list[str]) -> str:
-    """Identifies the input list, so a store is never resumed against a different set of videos."""
-    payload = json.dumps([paths, labels, splits]).encode()
+def inputs_digest(listed: list[str], labels: list[int], splits: list[str]) -> str:
+    """Identifies the input list, so a store is never resumed against a different set of videos. Rows are
+    what the lists name (for folders, the paths), so a listed file that appears later changes nothing."""
+    payload = json.dumps([listed, labels, splits]).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 

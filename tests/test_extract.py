@@ -18,7 +18,7 @@ import zarr
 from PIL import Image
 
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import DONE, FAILED, PENDING
+from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 from clipcache.pipeline.extract.decord_loader import load_decord
 from conftest import (
@@ -499,3 +499,35 @@ def test_a_read_only_store_is_refused_with_nothing_deleted(reference_store: Path
         assert_stores_equal(shared / "store.zarr", reference_store)
     finally:
         subprocess.run(["umount", str(shared)], check=True)
+
+
+# rows of a list whose video is missing
+
+def test_missing_rows_are_kept_and_extracted_once_they_appear(tmp_path: Path) -> None:
+    """Two Kinetics-style lists (train and val) into one store; one listed clip is missing, then appears."""
+    root = tmp_path / "k400"
+    for i, clip in enumerate(["aaa_000000_000010", "bbb_000005_000015"]):
+        write_video(root / "train" / f"{clip}.mp4", shape_frames(8, 32, 32, (40 * i, 200, 30)))
+    train = tmp_path / "train.csv"
+    train.write_text("label,youtube_id,time_start,time_end,split\nx,aaa,0,10,train\ny,ccc,3,13,train\n")
+    val = tmp_path / "val.csv"
+    val.write_text("label,youtube_id,time_start,time_end,split\ny,bbb,5,15,val\n")
+    store = tmp_path / "s.zarr"
+    args = tiny_extract_args(root, store, "--list", train, "--list", val)
+    first = run_cli(*args)
+    assert first.code == 0 and "2 done, 0 failed, 0 pending, 1 missing" in first.stdout, first
+    reader = CacheReader(store)
+    assert list(zip(reader.column("path"), reader.column("split"), reader.status)) == [
+        ("train/aaa_000000_000010.mp4", "train", DONE), ("train/bbb_000005_000015.mp4", "val", DONE),
+        ("ccc_000003_000013", "train", MISSING)]
+    info = json.loads(run_cli("info", store, "--json").stdout)
+    assert info["missing"] == 1 and info["missing_videos"] == ["ccc_000003_000013"]
+    assert run_cli(*args, "--strict").code == 1
+    write_video(root / "replacement" / "ccc_000003_000013.mp4", shape_frames(8, 32, 32, (9, 9, 200)))
+    second = run_cli(*args)
+    assert second.code == 0 and "1 processed" in second.stdout and "3 done" in second.stdout, second
+    reader = CacheReader(store)
+    assert reader.column("path")[2] == "replacement/ccc_000003_000013.mp4" and reader.status[2] == DONE
+    fresh = tmp_path / "fresh.zarr"
+    assert run_cli(*tiny_extract_args(root, fresh, "--list", train, "--list", val)).code == 0
+    assert_stores_equal(store, fresh)

@@ -22,7 +22,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _rows(listing: VideoList) -> list[tuple[str, str | None, str]]:
-    return [(e.path, e.label, e.split) for e in listing.entries]
+    """The videos found, in store order."""
+    return [(e.path, e.label, e.split) for e in listing.entries if e.found]
 
 
 # folders
@@ -81,12 +82,15 @@ def test_missing_or_empty_root(tmp_path: Path) -> None:
 
 def test_csv_with_header_labels_splits_and_missing(tmp_path: Path) -> None:
     _touch(tmp_path, "v/1.mp4", "v/2.mp4", "v/3.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "list.csv", (
+    listing = discover_videos(tmp_path, [_write(tmp_path / "list.csv", (
         "path,label,split\n# a comment\nv/2.mp4,juggling,train\n./v/1.mp4, abseiling ,Validation\n"
-        "v/3.mp4\nv/absent.mp4,x,train\n\n")))
+        "v/3.mp4\nv/absent.mp4,x,train\n\n"))])
     assert _rows(listing) == [("v/1.mp4", "abseiling", "val"), ("v/2.mp4", "juggling", "train"),
                               ("v/3.mp4", None, "")]
-    assert listing.missing == ("v/absent.mp4",) and listing.classes == ("abseiling", "juggling")
+    assert listing.missing == ("v/absent.mp4",) and listing.classes == ("abseiling", "juggling", "x")
+    assert listing.skipped == (f"{tmp_path / 'list.csv'} line 1: header (path, label, split)",
+                               f"{tmp_path / 'list.csv'} line 2: 1 rows starting with # and naming no video, taken "
+                               "as comments")
 
 
 @pytest.mark.parametrize("text", [
@@ -96,27 +100,27 @@ def test_csv_with_header_labels_splits_and_missing(tmp_path: Path) -> None:
 ])
 def test_tab_comma_and_space_separated_tables(tmp_path: Path, text: str) -> None:
     _touch(tmp_path, "v/1.mp4", "v/2.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "l.txt", text))
+    listing = discover_videos(tmp_path, [_write(tmp_path / "l.txt", text)])
     assert [(e.path, e.split) for e in listing.entries] == [("v/1.mp4", "test"), ("v/2.mp4", "")]
     assert [e.label.replace("_", " ") for e in listing.entries] == ["playing cello", "drums"]
 
 
 def test_integer_labels_sort_numerically(tmp_path: Path) -> None:
     _touch(tmp_path, "v/a.mp4", "v/b.mp4", "v/c.mp4", "v/d.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "l.csv", "v/a.mp4,10\nv/b.mp4,2\nv/c.mp4,0\nv/d.mp4,2\n"))
+    listing = discover_videos(tmp_path, [_write(tmp_path / "l.csv", "v/a.mp4,10\nv/b.mp4,2\nv/c.mp4,0\nv/d.mp4,2\n")])
     assert listing.classes == ("0", "2", "10")
     assert [e.label for e in listing.entries] == ["10", "2", "0", "2"]
 
 
 def test_table_paths_are_exact_not_searched_by_name(tmp_path: Path) -> None:
     _touch(tmp_path, "test/a/1.mp4", "train/a/2.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "l.csv", "train/a/1.mp4,a\ntrain/a/2.mp4,a\n"))
+    listing = discover_videos(tmp_path, [_write(tmp_path / "l.csv", "train/a/1.mp4,a\ntrain/a/2.mp4,a\n")])
     assert _rows(listing) == [("train/a/2.mp4", "a", "")] and listing.missing == ("train/a/1.mp4",)
 
 
 def test_absolute_paths_under_root_become_relative(tmp_path: Path) -> None:
     _touch(tmp_path, "root/v/1.mp4")
-    listing = discover_videos(tmp_path / "root", _write(tmp_path / "l.csv", f"{tmp_path}/root/v/1.mp4,a\n"))
+    listing = discover_videos(tmp_path / "root", [_write(tmp_path / "l.csv", f"{tmp_path}/root/v/1.mp4,a\n")])
     assert _rows(listing) == [("v/1.mp4", "a", "")]
 
 
@@ -124,39 +128,48 @@ def test_absolute_paths_under_root_become_relative(tmp_path: Path) -> None:
 def test_paths_outside_root_are_refused(tmp_path: Path, row: str) -> None:
     _touch(tmp_path, "root/v/1.mp4", "other/2.mp4")
     with pytest.raises(ValueError, match="outside the input root"):
-        discover_videos(tmp_path / "root", _write(tmp_path / "l.csv", f"v/1.mp4,a\n{row.format(tmp=tmp_path)}\n"))
+        discover_videos(tmp_path / "root", [_write(tmp_path / "l.csv", f"v/1.mp4,a\n{row.format(tmp=tmp_path)}\n")])
 
 
 def test_a_video_listed_twice_is_refused(tmp_path: Path) -> None:
     _touch(tmp_path, "v/1.mp4")
     with pytest.raises(ValueError, match="v/1.mp4 is listed twice"):
-        discover_videos(tmp_path, _write(tmp_path / "dup.csv", "v/1.mp4,a\n./v/1.mp4,b\n"))
+        discover_videos(tmp_path, [_write(tmp_path / "dup.csv", "v/1.mp4,a\n./v/1.mp4,b\n")])
 
 
 # dataset formats
 
 def test_kinetics_csv_resolves_zero_padded_names_anywhere(tmp_path: Path) -> None:
     _touch(tmp_path, "train/abseiling/abc_000012_000022.mp4", "x/y/-d_f_000000_000010.webm", "abc_12_22.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "k.csv", (
+    listing = discover_videos(tmp_path, [_write(tmp_path / "k.csv", (
         "label,youtube_id,time_start,time_end,split,is_cc\n"
-        "abseiling,abc,12,22,train,0\nair drumming,-d_f,0.0,10,validate,0\nair drumming,zzz,5,15,train,0\n")))
-    assert _rows(listing) == [("train/abseiling/abc_000012_000022.mp4", "abseiling", "train"),
-                              ("x/y/-d_f_000000_000010.webm", "air drumming", "val")]
+        "abseiling,abc,12,22,train,0\nair drumming,-d_f,0.0,10,validate,0\nair drumming,zzz,5,15,train,0\n"))])
+    assert _rows(listing) == [("x/y/-d_f_000000_000010.webm", "air drumming", "val"),  # in the order of the ids
+                              ("train/abseiling/abc_000012_000022.mp4", "abseiling", "train")]
     assert listing.missing == ("zzz_000005_000015",) and listing.classes == ("abseiling", "air drumming")
 
 
 def test_kinetics_test_csv_without_labels(tmp_path: Path) -> None:
     _touch(tmp_path, "abc_000001_000011.mp4")
-    listing = discover_videos(tmp_path, _write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"
-                                                                      "abc,1,11,test\n"))
+    listing = discover_videos(tmp_path, [_write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"
+                                                                      "abc,1,11,test\n")])
     assert _rows(listing) == [("abc_000001_000011.mp4", None, "test")] and listing.classes == ()
 
 
-def test_a_name_matching_several_videos_is_refused(tmp_path: Path) -> None:
-    _touch(tmp_path, "a/abc_000012_000022.mp4", "b/abc_000012_000022.webm")
-    with pytest.raises(ValueError, match="abc_000012_000022 matches several videos"):
-        discover_videos(tmp_path, _write(tmp_path / "k.csv", "label,youtube_id,time_start,time_end,split\n"
-                                                             "x,abc,12,22,train\n"))
+def test_a_clip_present_twice_is_chosen_by_rule_and_noted(tmp_path: Path) -> None:
+    """cvdfoundation's Kinetics layout: a replacement copy wins, else the extension listed first."""
+    _touch(tmp_path, "train/abc_000012_000022.mp4", "replacement/replacement_for_corrupted_k400/abc_000012_000022.mp4",
+           "train/def_000001_000011.mkv", "train/def_000001_000011.mp4")
+    listing = discover_videos(tmp_path, [_write(tmp_path / "k.csv", "label,youtube_id,time_start,time_end,split\n"
+                                                                    "x,abc,12,22,train\nx,def,1,11,train\n")])
+    assert [(e.path, e.note) for e in listing.entries] == [
+        ("replacement/replacement_for_corrupted_k400/abc_000012_000022.mp4",
+         "listed clip present 2 times, used replacement/replacement_for_corrupted_k400/abc_000012_000022.mp4 "
+         "(others: train/abc_000012_000022.mp4)"),
+        ("train/def_000001_000011.mp4",
+         "listed clip present 2 times, used train/def_000001_000011.mp4 (others: train/def_000001_000011.mkv)")]
+    mkv_first = discover_videos(tmp_path, [tmp_path / "k.csv"], extensions=["mkv", "mp4"])
+    assert mkv_first.entries[1].path == "train/def_000001_000011.mkv"
 
 
 def test_ucf101_train_and_test_lists(tmp_path: Path) -> None:
@@ -165,10 +178,10 @@ def test_ucf101_train_and_test_lists(tmp_path: Path) -> None:
     train = _write(tmp_path / "lists/trainlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
                                                        "Archery/v_Archery_g01_c01.avi 2\n")
     test = _write(tmp_path / "lists/testlist01.txt", "Archery/v_Archery_g02_c01.avi\nArchery/v_Archery_g09_c09.avi\n")
-    assert _rows(discover_videos(tmp_path, train)) == [
+    assert _rows(discover_videos(tmp_path, [train])) == [
         ("UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", "ApplyEyeMakeup", "train"),
         ("flat/v_Archery_g01_c01.avi", "Archery", "train")]
-    listing = discover_videos(tmp_path, test)
+    listing = discover_videos(tmp_path, [test])
     assert _rows(listing) == [("UCF-101/Archery/v_Archery_g02_c01.avi", "Archery", "test")]
     assert listing.missing == ("Archery/v_Archery_g09_c09.avi",)
 
@@ -185,7 +198,7 @@ def _hmdb(tmp_path: Path) -> Path:
 
 
 def test_hmdb51_folder_uses_split_1_and_skips_unused(tmp_path: Path) -> None:
-    listing = discover_videos(tmp_path / "videos", _hmdb(tmp_path))
+    listing = discover_videos(tmp_path / "videos", [_hmdb(tmp_path)])
     assert _rows(listing) == [("brush_hair/a.avi", "brush_hair", "train"), ("brush_hair/b.avi", "brush_hair", "test"),
                               ("cart_wheel/d.mp4", "cart_wheel", "train")]
     assert listing.missing == ("e.avi",) and listing.classes == ("brush_hair", "cart_wheel")
@@ -193,10 +206,10 @@ def test_hmdb51_folder_uses_split_1_and_skips_unused(tmp_path: Path) -> None:
 
 def test_hmdb51_glob_or_single_file_picks_the_split(tmp_path: Path) -> None:
     splits = _hmdb(tmp_path)
-    assert _rows(discover_videos(tmp_path / "videos", splits / "*_test_split2.txt")) == [
+    assert _rows(discover_videos(tmp_path / "videos", [splits / "*_test_split2.txt"])) == [
         ("brush_hair/a.avi", "brush_hair", "test"), ("brush_hair/c.avi", "brush_hair", "train"),
         ("cart_wheel/d.mp4", "cart_wheel", "test")]
-    assert _rows(discover_videos(tmp_path / "videos", splits / "cart_wheel_test_split2.txt")) == [
+    assert _rows(discover_videos(tmp_path / "videos", [splits / "cart_wheel_test_split2.txt"])) == [
         ("cart_wheel/d.mp4", "cart_wheel", "test")]
 
 
@@ -204,10 +217,10 @@ def test_hmdb51_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     _touch(tmp_path, "v/a.avi")
     with pytest.raises(ValueError, match="no HMDB51 split files"):
-        discover_videos(tmp_path, tmp_path / "empty")
+        discover_videos(tmp_path, [tmp_path / "empty"])
     bad = _write(tmp_path / "bad/x_test_split1.txt", "a.avi 1\na.avi 3\n")
     with pytest.raises(ValueError, match=r"x_test_split1.txt line 2: expected"):
-        discover_videos(tmp_path, bad.parent)
+        discover_videos(tmp_path, [bad.parent])
 
 
 def test_something_something_v2_json(tmp_path: Path) -> None:
@@ -217,14 +230,14 @@ def test_something_something_v2_json(tmp_path: Path) -> None:
          "placeholders": ["potato", "vicks"]},
         {"id": "42326", "template": "Spinning [something] so it continues spinning"},
         {"id": "5", "template": "Pushing [something] from left to right"}]))
-    listing = discover_videos(tmp_path, validation)
+    listing = discover_videos(tmp_path, [validation])
     assert _rows(listing) == [("20bn/42326.webm", "Spinning something so it continues spinning", "val"),
                               ("20bn/78687.webm", "Holding something next to something", "val")]
     assert listing.missing == ("5",)
     test = _write(tmp_path / "something-something-v2-test.json", json.dumps([{"id": "1420"}]))
-    assert _rows(discover_videos(tmp_path, test)) == [("20bn/1420.webm", None, "test")]
+    assert _rows(discover_videos(tmp_path, [test])) == [("20bn/1420.webm", None, "test")]
     train = _write(tmp_path / "something-something-v2-train.json", json.dumps([{"id": 1420, "template": "[x]"}]))
-    assert _rows(discover_videos(tmp_path, train)) == [("20bn/1420.webm", "x", "train")]
+    assert _rows(discover_videos(tmp_path, [train])) == [("20bn/1420.webm", "x", "train")]
 
 
 # bad list files
@@ -250,7 +263,7 @@ def test_bad_lists_are_one_line_errors_naming_the_file(tmp_path: Path, name: str
     elif content is not None:
         list_file.write_text(content)
     with pytest.raises(ValueError, match=reason) as error:
-        discover_videos(tmp_path, list_file)
+        discover_videos(tmp_path, [list_file])
     assert str(error.value).startswith(f"{list_file}: ") and "\n" not in str(error.value)
 
 
@@ -263,4 +276,98 @@ def test_unreadable_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(Path, "open", denied)
     with pytest.raises(ValueError, match=f"{list_file}: cannot read \\(Permission denied\\)"):
-        discover_videos(tmp_path, list_file)
+        discover_videos(tmp_path, [list_file])
+
+
+# nothing dropped without a line: headers by name, comments, byte-order marks
+
+@pytest.mark.parametrize("name, text", [("l.csv", "v/clip\nv/2.mp4\n"), ("l.txt", "v/clip a\nv/2.mp4 b\n"),
+                                        ("l.csv", "video_1,a\nv/2.mp4,b\n")])
+def test_a_first_row_is_data_unless_it_names_columns(tmp_path: Path, name: str, text: str) -> None:
+    _touch(tmp_path, "v/2.mp4")
+    listing = discover_videos(tmp_path, [_write(tmp_path / name, text)])
+    assert [e.path for e in listing.entries if e.found] == ["v/2.mp4"] and len(listing.missing) == 1
+    assert listing.skipped == ()
+
+
+def test_a_header_of_known_column_names_is_reported(tmp_path: Path) -> None:
+    _touch(tmp_path, "v/2.mp4")
+    listing = discover_videos(tmp_path, [_write(tmp_path / "l.txt", "Video Class\nv/2.mp4 b\n")])
+    assert _rows(listing) == [("v/2.mp4", "b", "")] and listing.skipped == (
+        f"{tmp_path / 'l.txt'} line 1: header (Video, Class)",)
+
+
+def test_hash_names_real_videos_and_is_a_comment_only_otherwise(tmp_path: Path) -> None:
+    _touch(tmp_path, "clap/#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi", "clap/b.avi")
+    listing = discover_videos(tmp_path, [_write(tmp_path / "l.csv", "# clips of clapping\n"
+                                                                    "clap/#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi,clap\n"
+                                                                    "clap/b.avi,clap\n#,a,b,c,d\n")])
+    assert [e.path for e in listing.entries] == ["clap/#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi", "clap/b.avi"]
+    assert listing.skipped == (f"{tmp_path / 'l.csv'} line 4: comments",
+                               f"{tmp_path / 'l.csv'} line 1: 1 rows starting with # and naming no video, taken as "
+                               "comments")
+    splits = _write(tmp_path / "splits/clap_test_split1.txt", "#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi 1\nb.avi 0\n")
+    hmdb = discover_videos(tmp_path, [splits.parent])
+    assert _rows(hmdb) == [("clap/#20_Rhythm_clap_u_nm_np1_fr_goo_0.avi", "clap", "train")]
+    assert hmdb.skipped == (f"{splits.parent}: 1 rows marked 0 (not in this split)",)
+
+
+def test_byte_order_marks_are_removed_from_every_list(tmp_path: Path) -> None:
+    _touch(tmp_path, "v/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "v/brush_hair/a.avi", "v/brush_hair/b.avi")
+    ucf = tmp_path / "trainlist01.txt"
+    ucf.write_bytes("\ufeffApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n".encode())
+    assert discover_videos(tmp_path, [ucf]).classes == ("ApplyEyeMakeup",)
+    hmdb = tmp_path / "splits" / "brush_hair_test_split1.txt"
+    hmdb.parent.mkdir()
+    hmdb.write_bytes("\ufeffa.avi 1\nb.avi 2\n".encode())
+    assert [e.path for e in discover_videos(tmp_path, [hmdb]).entries] == ["v/brush_hair/a.avi", "v/brush_hair/b.avi"]
+
+
+# UCF101 class indices, several lists, where the list file is
+
+UCF_CLASSES = ["ApplyEyeMakeup", "Hammering", "HammerThrow", "JumpingJack", "JumpRope"]  # classInd's order
+
+
+def _ucf(tmp_path: Path) -> Path:
+    for name in UCF_CLASSES:
+        _touch(tmp_path, f"UCF-101/{name}/v_{name}_g01_c01.avi", f"UCF-101/{name}/v_{name}_g08_c01.avi")
+    lists = tmp_path / "ucfTrainTestlist"
+    _write(lists / "classInd.txt", "".join(f"{i} {name}\r\n" for i, name in enumerate(UCF_CLASSES, 1)))
+    _write(lists / "trainlist01.txt", "".join(f"{n}/v_{n}_g08_c01.avi {UCF_CLASSES.index(n) + 1}\n"
+                                              for n in ("HammerThrow", "JumpRope", "Hammering")))
+    _write(lists / "testlist01.txt", "".join(f"{n}/v_{n}_g01_c01.avi\n" for n in ("JumpingJack", "HammerThrow")))
+    return lists
+
+
+def test_ucf101_classes_follow_classind(tmp_path: Path) -> None:
+    lists = _ucf(tmp_path)
+    train = discover_videos(tmp_path, [lists / "trainlist01.txt"])
+    test = discover_videos(tmp_path, [lists / "testlist01.txt"])
+    assert train.classes == test.classes == tuple(UCF_CLASSES)  # every class, in classInd's order
+    _write(lists / "trainlist02.txt", "Hammering/v_Hammering_g08_c01.avi 3\n")
+    with pytest.raises(ValueError, match="class index 3 of Hammering disagrees with classInd.txt \\(2\\)"):
+        discover_videos(tmp_path, [lists / "trainlist02.txt"])
+
+
+def test_train_and_test_lists_into_one_store(tmp_path: Path) -> None:
+    lists = _ucf(tmp_path)
+    both = discover_videos(tmp_path, [lists / "trainlist01.txt", lists / "testlist01.txt"])
+    assert [(e.label, e.split) for e in both.entries] == [
+        ("HammerThrow", "test"), ("HammerThrow", "train"), ("Hammering", "train"), ("JumpRope", "train"),
+        ("JumpingJack", "test")]
+    assert both.classes == tuple(UCF_CLASSES)
+    _write(lists / "trainlist02.txt", "HammerThrow/v_HammerThrow_g08_c01.avi 3\n")
+    with pytest.raises(ValueError, match="HammerThrow/v_HammerThrow_g08_c01.avi is listed twice \\(also in .*"
+                                         "trainlist01.txt\\)"):
+        discover_videos(tmp_path, [lists / "trainlist01.txt", lists / "trainlist02.txt"])
+
+
+def test_a_list_file_is_found_in_the_working_directory_else_in_videos(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _touch(tmp_path, "data/v/1.mp4", "data/v/2.mp4")
+    _write(tmp_path / "data/lists/l.csv", "v/1.mp4,a\n")
+    _write(tmp_path / "elsewhere/lists/l.csv", "v/2.mp4,b\n")
+    monkeypatch.chdir(tmp_path)  # a user's working directory: no lists/ here
+    assert _rows(discover_videos(tmp_path / "data", [Path("lists/l.csv")])) == [("v/1.mp4", "a", "")]
+    monkeypatch.chdir(tmp_path / "elsewhere")  # lists/l.csv here wins, as command-line paths do
+    assert _rows(discover_videos(tmp_path / "data", [Path("lists/l.csv")])) == [("v/2.mp4", "b", "")]

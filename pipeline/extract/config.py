@@ -19,9 +19,11 @@ class ExtractConfig(RunOptions):
     videos: Path = argument("Root folder of the videos (root/<class>/<video> or root/<split>/<class>/<video>); "
                             "paths in the store are relative to it.")
     store: Path = argument("Zarr store to create or resume.")
-    list_file: Path | None = option(None, "CSV/TSV/TXT of path[,label[,split]], a Kinetics CSV, UCF101/HMDB51 "
-                                          "split files or an SSv2 JSON; the paths it lists are relative to VIDEOS.",
-                                    flags=("--list",))
+    lists: tuple[Path, ...] = option(
+        help="CSV/TSV/TXT of path[,label[,split]], a Kinetics CSV, UCF101/HMDB51 split files or an SSv2 JSON; "
+             "repeatable (e.g. a train and a test list into one store). FILE is looked up in the working "
+             "directory, else in VIDEOS; the paths it lists are relative to VIDEOS.",
+        factory=tuple, flags=("--list",), text=list[Path], parse=tuple, metavar="FILE")
     extensions: str = option(",".join(VIDEO_EXTENSIONS), "Video file extensions to include, comma-separated.")
     model: str = option("", "open_clip model name (see open_clip.list_models()); default ViT-B-16, or the "
                             "--model-config file's name.")

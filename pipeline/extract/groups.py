@@ -10,6 +10,7 @@ from clipcache.cache.writer import GroupResult
 from clipcache.pipeline.extract.decode_pool import Outcome
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder
 from clipcache.pipeline.extract.plan import GroupWork
+from clipcache.pipeline.extract.sources import VideoEntry
 
 NOT_FOUND = "listed but not found under the input folder"
 
@@ -18,8 +19,10 @@ class GroupEncoder:
     """Turns the prepared videos of one shard group into a GroupResult."""
 
     def __init__(self, encoder: FrozenImageEncoder, settings: StoreSettings, batch_size: int,
-                 paths: list[str]) -> None:
-        self.encoder, self.settings, self.batch_size, self.paths = encoder, settings, batch_size, paths
+                 entries: tuple[VideoEntry, ...]) -> None:
+        self.encoder, self.settings, self.batch_size = encoder, settings, batch_size
+        self.paths = [entry.path for entry in entries]
+        self.notes = [[entry.note] if entry.note else [] for entry in entries]
         self.pin = encoder.device.type == "cuda"
         self.dtype = np.float16 if self.pin else np.float32  # what the encoder hands back
 
@@ -45,7 +48,7 @@ class GroupEncoder:
                 continue
             video, info = outcome.video, outcome.video.info
             result.status[row], result.error[row] = DONE, ""
-            result.note[row] = "; ".join(video.notes)
+            result.note[row] = "; ".join(self.notes[i] + video.notes)
             result.frame_index[row] = video.frame_index
             result.fps[row], result.num_frames[row], result.duration[row] = info.fps, info.num_frames, info.duration
             result.width[row], result.height[row] = info.width, info.height

@@ -75,7 +75,7 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
     visual = loaded.model.visual
     blocks = vision_blocks(loaded.model)
     grid = tuple(int(g) for g in visual.grid_size)
-    paths, labels, splits = _columns(listing)
+    _, labels, splits = _columns(listing)
     return StoreSettings(
         model=loaded.name, pretrained=loaded.pretrained, model_config=loaded.config,
         image_size=loaded.preprocess["image_size"], mean=loaded.preprocess["mean"], std=loaded.preprocess["std"],
@@ -87,7 +87,7 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
         embed_dim=int(loaded.model.visual.output_dim), tokens=1 + grid[0] * grid[1], grid=grid,
         dtype=str(cfg.dtype), compression=str(cfg.compression), shard_videos=cfg.shard_videos,
         num_videos=len(listing.entries), classes=listing.classes,
-        inputs_digest=inputs_digest(paths, labels, splits),
+        inputs_digest=inputs_digest([e.listed for e in listing.entries], labels, splits),
         extras={"versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     )
 
@@ -158,7 +158,9 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     device = resolve_device(cfg.device)
     began = time.monotonic()
     split = work_split(cfg.shard)
-    listing = discover_videos(cfg.videos, cfg.list_file, cfg.extensions.split(","))
+    listing = discover_videos(cfg.videos, cfg.lists, cfg.extensions.split(","))
+    for line in listing.skipped:
+        note(f"{line} (left out)", cfg.quiet)
     loaded = load_model(cfg.model, cfg.pretrained, cfg.model_config, device="cpu")
     settings = build_settings(cfg, loaded, listing)
     recipe = PrepareRecipe(
@@ -168,13 +170,13 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     )
     frozen = frozen_parameters(loaded.model, settings.layers)
     with _lock_store(cfg, settings, listing, frozen, split, cfg.quiet):
-        found = np.ones(settings.num_videos, dtype=bool)
+        found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
-        encode = GroupEncoder(encoder, settings, cfg.batch_size, _columns(listing)[0])
+        encode = GroupEncoder(encoder, settings, cfg.batch_size, listing.entries)
         outcome = _run_groups(cfg, settings, listing, work, encode, StoreWriter(cfg.store, settings), recipe, split)
         split.barrier()
-    return _summarise(cfg.store, listing, outcome, time.monotonic() - began)
+    return _summarise(cfg.store, outcome, time.monotonic() - began)
 
 
 def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, work: list[GroupWork],
@@ -219,5 +221,5 @@ def _report(bar: tqdm, line: str) -> None:
     bar.write(line, file=sys.stderr)
 
 
-def _summarise(store: Path, listing: VideoList, counts: RunCounts, seconds: float) -> ExtractSummary:
-    return ExtractSummary(store_info(store), list(listing.missing), counts, seconds)
+def _summarise(store: Path, counts: RunCounts, seconds: float) -> ExtractSummary:
+    return ExtractSummary(store_info(store), counts, seconds)

@@ -1,9 +1,14 @@
-"""Which videos a run covers, with labels and splits: a folder layout or a list file.
+"""Which videos a run covers, with labels and splits: a folder layout or list files.
 
-Every source yields POSIX paths relative to the input root, sorted, so a video's index in the store is
-the same on every run and a store can move with its videos. Rows of a list whose video is not found are
-returned in `missing` for the caller to report, never dropped silently. Labels are kept as strings;
-when every label is an integer ("0", "1", ..., "10") the classes are sorted numerically.
+Every source yields POSIX paths relative to the input root, so a store can move with its videos. A
+list's rows are kept in the order of what they name (the listed path, clip id or file name), found or
+not, so a video's index in the store is the same on every run and does not move when a missing file
+appears later; a row whose video is not found is kept as missing, never dropped. Nothing in a list is
+left out without a line saying so (`skipped`): a header is recognised by its column names only, `#`
+starts a comment only where no video of that name exists, and UTF-8 byte-order marks are removed.
+Labels are kept as strings; when every label is an integer ("0", "1", ..., "10") the classes are sorted
+numerically, and a UCF101 list with `classInd.txt` beside it takes its classes (all of them, in its
+order) from there, as published code does.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from clipcache import InputError
@@ -25,21 +30,32 @@ _SPLIT_FOLDERS = ("train", "val", "validation", "test")
 _HMDB_FILE = re.compile(r"_test_split(\d+)\.txt$")
 _GLOB = re.compile(r"[*?\[]")
 _SSV2_SPLIT = re.compile(r"(train|validation|test)", re.IGNORECASE)
+# a table's first row is a header only when it is made of these names
+_PATH_COLUMNS = {"path", "video", "videos", "file", "filename", "file_name", "video_path", "name", "clip"}
+_OTHER_COLUMNS = {"label", "labels", "class", "class_name", "category", "action", "split", "subset", "set"}
 
 
 @dataclass(frozen=True)
 class VideoEntry:
-    path: str  # POSIX path relative to the input root (so a store can move with its videos)
+    path: str  # POSIX path relative to the input root; what the list names when the video was not found
     label: str | None  # class name, None when unknown
     split: str  # "" when unknown
+    listed: str = ""  # what the list names, normalised (the order key); the path itself for folders
+    found: bool = True
+    note: str = ""  # how the row was resolved when that was a choice (a clip present twice)
 
 
 @dataclass(frozen=True)
 class VideoList:
     root: Path  # absolute input root; entries' paths are relative to it
-    entries: tuple[VideoEntry, ...]  # sorted by path
-    classes: tuple[str, ...]  # sorted unique labels (labels of entries index into this)
-    missing: tuple[str, ...]  # list rows whose video was not found (reported, not fatal)
+    entries: tuple[VideoEntry, ...]  # sorted by `listed`
+    classes: tuple[str, ...]  # labels of entries index into this
+    skipped: tuple[str, ...] = ()  # one line per kind of list line that is not a video (headers, comments)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """What the lists name that was not found."""
+        return tuple(e.listed for e in self.entries if not e.found)
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,15 @@ class _Row:
     ref: str  # what the list names: a relative or absolute path, a file name or a stem
     label: str | None
     split: str
+    where: str = ""  # "<list> line <n>", for messages
+    comment: bool = False  # starts with '#': a comment unless a video of that name exists
+
+
+@dataclass
+class _Parsed:
+    rows: list[_Row]
+    skipped: list[str] = field(default_factory=list)
+    classes: tuple[str, ...] | None = None  # the dataset's own class list, when the list comes with one
 
 
 def _split(name: str) -> str:
@@ -55,12 +80,23 @@ def _split(name: str) -> str:
     return _SPLITS.get(name, name)
 
 
-def _extensions(extensions: Sequence[str]) -> frozenset[str]:
-    """"mp4", ".MP4" and " mp4" alike, as users type them on the command line."""
-    return frozenset(e.strip().lower().lstrip(".") for e in extensions)
+def _extensions(extensions: Sequence[str]) -> tuple[str, ...]:
+    """"mp4", ".MP4" and " mp4" alike, as users type them on the command line, in the order given."""
+    return tuple(dict.fromkeys(e.strip().lower().lstrip(".") for e in extensions))
 
 
-def _video_paths(root: Path, extensions: frozenset[str]) -> list[str]:
+def _read_text(path: Path) -> str:
+    """A text list without its UTF-8 byte-order mark (editors on Windows add one)."""
+    return path.read_text(encoding="utf-8-sig")
+
+
+def _lines(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:5]))
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}" + (f" and {len(numbers) - 5} more" if len(numbers) > 5
+                                                                else "")
+
+
+def _video_paths(root: Path, extensions: tuple[str, ...]) -> list[str]:
     """Sorted relative paths of the videos under root. Hidden files and folders are skipped; symlinked
     folders are followed (datasets are often linked in) but each real folder is walked once, so a link
     loop ends."""
@@ -84,31 +120,44 @@ def _folder_entry(path: str) -> VideoEntry:
     parts = PurePosixPath(path).parts
     split = _split(parts[0]) if len(parts) > 1 and parts[0].lower() in _SPLIT_FOLDERS else ""
     folders = parts[1:-1] if split else parts[:-1]
-    return VideoEntry(path, folders[-1] if folders else None, split)
+    return VideoEntry(path, folders[-1] if folders else None, split, listed=path)
 
 
-def _parse_table(path: Path) -> list[_Row]:
-    """`path[,label[,split]]` rows, separated by tabs, commas or whitespace (whichever the first row
-    uses). A first row whose first cell has no file extension ("path", "video") is a header; blank lines
-    and `#` lines are skipped."""
-    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1)
-             if line.strip() and not line.lstrip().startswith("#")]
+def _is_header(cells: list[str]) -> bool:
+    names = [c.strip().lower() for c in cells]
+    return names[0] in _PATH_COLUMNS and all(n in _OTHER_COLUMNS for n in names[1:] if n)
+
+
+def _parse_table(path: Path) -> _Parsed:
+    """`path[,label[,split]]` rows, separated by tabs, commas or whitespace (whichever the first row that
+    does not start with `#` uses).
+    The first row is a header only when it consists of known column names (path, video, label, class,
+    split, ...); a row starting with `#` is a comment unless a video of that name exists."""
+    lines = [(n, line) for n, line in enumerate(_read_text(path).splitlines(), 1) if line.strip()]
     if not lines:
-        return []
-    delimiter = "\t" if "\t" in lines[0][1] else "," if "," in lines[0][1] else None
-    rows = []
+        return _Parsed([])
+    first = next((line for _, line in lines if not line.lstrip().startswith("#")), lines[0][1])
+    delimiter = "\t" if "\t" in first else "," if "," in first else None
+    parsed, comments = _Parsed([]), []
     for n, line in lines:
         cells = [c.strip() for c in (next(csv.reader([line], delimiter=delimiter)) if delimiter else line.split())]
-        if n == lines[0][0] and not PurePosixPath(cells[0]).suffix:
+        comment = line.lstrip().startswith("#")
+        if n == lines[0][0] and not comment and _is_header(cells):
+            parsed.skipped.append(f"{path} line {n}: header ({', '.join(cells)})")
             continue
         if (len(cells) > 3 and any(cells[3:])) or not cells[0]:
+            if comment:
+                comments.append(n)
+                continue
             raise InputError(f"line {n}: expected path[,label[,split]], got {line.strip()!r}")
         cells += [""] * (3 - len(cells))
-        rows.append(_Row(cells[0], cells[1] or None, _split(cells[2])))
-    return rows
+        parsed.rows.append(_Row(cells[0], cells[1] or None, _split(cells[2]), f"{path} line {n}", comment))
+    if comments:
+        parsed.skipped.append(f"{path} {_lines(comments)}: comments")
+    return parsed
 
 
-def _parse_kinetics(path: Path) -> list[_Row]:
+def _parse_kinetics(path: Path) -> _Parsed:
     """Kinetics annotations (`label,youtube_id,time_start,time_end,split`, extra columns ignored, no
     label in the test set) name clips `<youtube_id>_<start:06d>_<end:06d>.<ext>`."""
     with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -123,16 +172,50 @@ def _parse_kinetics(path: Path) -> list[_Row]:
             except (TypeError, ValueError):
                 raise InputError(f"line {reader.line_num}: times are not numbers") from None
             rows.append(_Row(f"{row['youtube_id'].strip()}_{start:06d}_{end:06d}",
-                             (row.get("label") or "").strip() or None, _split(row.get("split") or "")))
-    return rows
+                             (row.get("label") or "").strip() or None, _split(row.get("split") or ""),
+                             f"{path} line {reader.line_num}"))
+    return _Parsed(rows)
 
 
-def _parse_ucf(path: Path) -> list[_Row]:
+def _ucf_classes(list_file: Path) -> tuple[str, ...] | None:
+    """UCF101's `classInd.txt` (`<index> <class>`, from 1) beside the list, in its order."""
+    index_file = list_file.parent / "classInd.txt"
+    if not index_file.is_file():
+        return None
+    numbered = []
+    for n, line in enumerate(_read_text(index_file).splitlines(), 1):
+        cells = line.split()
+        if not cells:
+            continue
+        if len(cells) != 2 or not cells[0].isdigit():
+            raise InputError(f"{index_file} line {n}: expected '<index> <class>', got {line.strip()!r}")
+        numbered.append((int(cells[0]), cells[1]))
+    numbered.sort()
+    if [number for number, _ in numbered] != list(range(1, len(numbered) + 1)):
+        raise InputError(f"{index_file}: class indices are not 1..{len(numbered)}")
+    return tuple(name for _, name in numbered)
+
+
+def _parse_ucf(path: Path) -> _Parsed:
     """UCF101 trainlistNN.txt (`Class/v_Class_g08_c01.avi 1`) or testlistNN.txt (path only); the label
-    is the folder, the split the file name's."""
+    is the folder, the split the file name's. With classInd.txt beside it, the classes are its classes
+    and a trainlist's class index is checked against it."""
     split = "train" if path.name.lower().startswith("trainlist") else "test"
-    refs = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    return [_Row(ref, PurePosixPath(ref).parent.name or None, split) for ref in refs]
+    classes = _ucf_classes(path)
+    rows = []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        cells = line.split()
+        if not cells:
+            continue
+        label = PurePosixPath(cells[0]).parent.name or None
+        if classes is not None:
+            if label not in classes:
+                raise InputError(f"line {n}: class {label!r} is not in classInd.txt")
+            if len(cells) > 1 and cells[1] != str(classes.index(label) + 1):
+                raise InputError(f"line {n}: class index {cells[1]} of {label} disagrees with classInd.txt "
+                                 f"({classes.index(label) + 1})")
+        rows.append(_Row(cells[0], label, split, f"{path} line {n}"))
+    return _Parsed(rows, classes=classes)
 
 
 def _hmdb_files(spec: Path) -> list[Path]:
@@ -146,43 +229,46 @@ def _hmdb_files(spec: Path) -> list[Path]:
     return [f for f in files if f.name.endswith(f"_test_split{min(numbers)}.txt")]
 
 
-def _parse_hmdb(spec: Path) -> list[_Row]:
-    """HMDB51 split files: lines `<video>.avi <0|1|2>` (1 train, 2 test, 0 not in this split, skipped);
-    the label is the file name's class prefix."""
-    rows = []
+def _parse_hmdb(spec: Path) -> _Parsed:
+    """HMDB51 split files: lines `<video>.avi <0|1|2>` (1 train, 2 test, 0 not in this split); the label
+    is the file name's class prefix. File names may start with `#`: these files have no comments."""
+    parsed, unused = _Parsed([]), 0
     for file in _hmdb_files(spec):
         label = _HMDB_FILE.split(file.name)[0]
-        for n, line in enumerate(file.read_text().splitlines(), 1):
+        for n, line in enumerate(_read_text(file).splitlines(), 1):
             cells = line.split()
             if cells and (len(cells) != 2 or cells[1] not in ("0", "1", "2")):
                 raise InputError(f"{file.name} line {n}: expected '<video> <0|1|2>', got {line.strip()!r}")
-            if cells and cells[1] != "0":
-                rows.append(_Row(cells[0], label, "train" if cells[1] == "1" else "test"))
-    return rows
+            if cells and cells[1] == "0":
+                unused += 1
+            elif cells:
+                parsed.rows.append(_Row(cells[0], label, "train" if cells[1] == "1" else "test", f"{file} line {n}"))
+    if unused:
+        parsed.skipped.append(f"{spec}: {unused} rows marked 0 (not in this split)")
+    return parsed
 
 
-def _parse_ssv2(path: Path) -> list[_Row]:
+def _parse_ssv2(path: Path) -> _Parsed:
     """Something-Something v2 JSON (`[{"id", "template": "Holding [something]", ...}]`) names videos
     `<id>.<ext>`; the label is the template without brackets (the test set has none), the split the
     file name's."""
-    items = json.loads(path.read_text(encoding="utf-8-sig"))
+    items = json.loads(_read_text(path))
     if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
         raise InputError('expected a JSON list of {"id": ..., "template": ...} objects')
     found = _SSV2_SPLIT.search(path.name)
     split = _split(found.group(1)) if found else ""
-    return [_Row(str(item["id"]), re.sub(r"[\[\]]", "", item["template"]) if "template" in item else None, split)
-            for item in items]
+    return _Parsed([_Row(str(item["id"]), re.sub(r"[\[\]]", "", item["template"]) if "template" in item else None,
+                         split, f"{path} item {n}") for n, item in enumerate(items, 1)])
 
 
-def _parser(list_file: Path) -> tuple[Callable[[Path], list[_Row]], bool]:
+def _parser(list_file: Path) -> tuple[Callable[[Path], _Parsed], bool]:
     """The list's format, from its name and first characters, and whether its videos are looked up by
     name anywhere under root (named lists) rather than only at the listed path (plain tables)."""
     if list_file.is_dir() or _HMDB_FILE.search(list_file.name) or _GLOB.search(list_file.name):
         return _parse_hmdb, True
     if not list_file.exists():
         raise InputError("no such file")
-    with list_file.open(encoding="utf-8-sig") as handle:
-        head = handle.read(4096).lstrip()
+    head = _read_text(list_file)[:4096].lstrip()
     if head.startswith(("[", "{")):
         return _parse_ssv2, True
     if "youtube_id" in head.partition("\n")[0]:
@@ -217,42 +303,73 @@ def _by_name(paths: Sequence[str]) -> dict[str, list[str]]:
     return index
 
 
-def _resolve(rows: list[_Row], root: Path, paths: list[str], anywhere: bool) -> tuple[list[VideoEntry], list[str]]:
+def choose_copy(copies: list[str], extensions: tuple[str, ...]) -> str:
+    """The copy of a clip present several times under root (Kinetics' cvdfoundation layout has
+    `replacement/` files for broken originals, and some clips as both .mp4 and .mkv): a copy inside a
+    folder named replacement* first, then the extension listed first in --extensions, then the
+    shortest path, then the first in sorted order."""
+    def rank(path: str) -> tuple[bool, int, int, str]:
+        parts = PurePosixPath(path)
+        replacement = any(folder.lower().startswith("replacement") for folder in parts.parts[:-1])
+        suffix = parts.suffix.lower().lstrip(".")
+        return not replacement, extensions.index(suffix) if suffix in extensions else len(extensions), len(path), path
+    return min(copies, key=rank)
+
+
+def _resolve(rows: list[_Row], root: Path, paths: list[str], anywhere: bool, extensions: tuple[str, ...]
+             ) -> tuple[list[VideoEntry], list[str]]:
     """Rows to entries at their relative path, or (named lists) by file name then stem anywhere under
-    root; a name matching several videos or a video listed twice is ambiguous, so an error."""
+    root, choosing one copy of a clip present several times; returns the entries (missing ones too)
+    and the comment rows left out."""
     known, index = set(paths), _by_name(paths) if anywhere else {}
-    entries, missing, seen = [], [], set()
+    entries, comments = [], []
     for row in rows:
         relative = _relative(row.ref, root)
         name = PurePosixPath(relative).name
-        found = [relative] if relative in known else index.get(name) or index.get(PurePosixPath(name).stem, [])
-        if len(found) > 1:
-            raise InputError(f"{row.ref} matches several videos: {', '.join(found)}")
-        if not found:
-            missing.append(row.ref)
+        copies = [relative] if relative in known else index.get(name) or index.get(PurePosixPath(name).stem, [])
+        if row.comment and not copies:
+            comments.append(row.where)
             continue
-        if found[0] in seen:
-            raise InputError(f"{found[0]} is listed twice")
-        seen.add(found[0])
-        entries.append(VideoEntry(found[0], row.label, row.split))
-    return entries, missing
+        note = ""
+        if len(copies) > 1:
+            chosen = choose_copy(copies, extensions)
+            note = f"listed clip present {len(copies)} times, used {chosen} (others: " \
+                   f"{', '.join(c for c in copies if c != chosen)})"
+            copies = [chosen]
+        entries.append(VideoEntry(copies[0] if copies else relative, row.label, row.split, relative, bool(copies),
+                                  note))
+    return entries, comments
 
 
-def _from_list(list_file: Path, root: Path, paths: list[str]) -> tuple[list[VideoEntry], list[str]]:
+def locate_list(list_file: Path, root: Path) -> Path:
+    """A list file as given (relative to the working directory), else relative to the videos root where
+    datasets keep their split files."""
+    def exists(path: Path) -> bool:
+        return any(path.parent.glob(path.name)) if _GLOB.search(path.name) else path.exists()
+    if list_file.is_absolute() or exists(list_file) or not exists(root / list_file):
+        return list_file
+    return root / list_file
+
+
+def _from_list(list_file: Path, root: Path, paths: list[str], extensions: tuple[str, ...]
+               ) -> tuple[list[VideoEntry], _Parsed]:
     """Parse and resolve a list file; every problem becomes one error line naming the file."""
     try:
         parse, anywhere = _parser(list_file)
-        rows = parse(list_file)
-        if not rows:
-            raise InputError("no rows")
-        entries, missing = _resolve(rows, root, paths, anywhere)
+        parsed = parse(list_file)
+        entries, comments = _resolve(parsed.rows, root, paths, anywhere, extensions)
+        if not entries:
+            raise InputError("no rows" if not parsed.rows else "only comments")
     except OSError as error:
         raise InputError(f"{list_file}: cannot read ({error.strerror or error})") from None
     except ValueError as error:
         raise InputError(f"{list_file}: {error}") from None
-    if not entries:
-        raise InputError(f"{list_file}: none of its {len(missing)} rows found under {root}")
-    return entries, missing
+    if not any(e.found for e in entries):
+        raise InputError(f"{list_file}: none of its {len(entries)} rows found under {root}")
+    if comments:
+        parsed.skipped.append(f"{', '.join(comments[:3])}{' ...' if len(comments) > 3 else ''}: "
+                              f"{len(comments)} rows starting with # and naming no video, taken as comments")
+    return entries, parsed
 
 
 def _classes(labels: set[str]) -> tuple[str, ...]:
@@ -261,23 +378,56 @@ def _classes(labels: set[str]) -> tuple[str, ...]:
     return tuple(sorted(labels, key=(lambda label: (int(label), label)) if numeric else None))
 
 
-def discover_videos(root: Path, list_file: Path | None = None,
-                    extensions: Sequence[str] = VIDEO_EXTENSIONS) -> VideoList:
-    """The videos of a run, sorted by path, with labels, splits, classes and the list's missing rows.
-    `list_file` may be a CSV/TSV/TXT table, a Kinetics CSV, a UCF101 train/testlist, an HMDB51 split
-    folder (or glob, or one split file) or a Something-Something v2 JSON; without it root's folders
-    give labels and splits."""
+def _merge(lists: list[tuple[Path, list[VideoEntry], _Parsed]]) -> tuple[list[VideoEntry], tuple[str, ...] | None]:
+    """Entries of several lists (official train and test lists into one store): a video or a listed
+    name may appear once in all of them, and lists that bring their own classes must agree."""
+    entries, seen, fixed = [], {}, None
+    for list_file, found, parsed in lists:
+        if parsed.classes is not None:
+            if fixed is not None and parsed.classes != fixed:
+                raise InputError(f"{list_file}: its class list differs from the other lists'")
+            fixed = parsed.classes
+        for entry in found:
+            for key in {entry.listed, entry.path} if entry.found else {entry.listed}:
+                if key in seen:
+                    where = "" if seen[key] == list_file else f" (also in {seen[key]})"
+                    raise InputError(f"{list_file}: {key} is listed twice{where}")
+                seen[key] = list_file
+            entries.append(entry)
+    if fixed is not None:
+        outside = sorted({e.label for e in entries if e.label is not None} - set(fixed))
+        if outside:
+            raise InputError(f"labels {outside[:3]} are not among the classes of the UCF101 classInd.txt")
+    return entries, fixed
+
+
+def discover_videos(root: Path, lists: Sequence[Path] = (), extensions: Sequence[str] = VIDEO_EXTENSIONS
+                    ) -> VideoList:
+    """The videos of a run with labels, splits and classes, sorted by what the lists name. Each of
+    `lists` may be a CSV/TSV/TXT table, a Kinetics CSV, a UCF101 train/testlist, an HMDB51 split folder
+    (or glob, or one split file) or a Something-Something v2 JSON; without lists root's folders give
+    labels and splits."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
     allowed = _extensions(extensions)
     paths = _video_paths(root, allowed)
-    if list_file is None:
+    skipped: list[str] = []
+    classes = None
+    if not lists:
         if not paths:
             raise InputError(f"{root}: no videos ({', '.join(sorted(allowed))})")
-        entries, missing = [_folder_entry(p) for p in paths], []
+        entries = [_folder_entry(p) for p in paths]
     else:
-        entries, missing = _from_list(Path(list_file), root, paths)
-    entries.sort(key=lambda e: e.path)
-    classes = _classes({e.label for e in entries if e.label is not None})
-    return VideoList(root, tuple(entries), classes, tuple(missing))
+        parsed = []
+        for given in lists:
+            list_file = locate_list(Path(given), root)
+            found, result = _from_list(list_file, root, paths, allowed)
+            parsed.append((list_file, found, result))
+            skipped += result.skipped
+        entries, classes = _merge(parsed)
+    entries.sort(key=lambda e: e.listed)
+    if classes is None:
+        classes = _classes({e.label for e in entries if e.label is not None})
+    return VideoList(root, tuple(entries), classes, tuple(skipped))
+

@@ -27,7 +27,6 @@ class RunCounts:
 @dataclass
 class ExtractSummary:
     info: dict[str, Any]  # cache.info.store_info of the store after this run (counts over the whole store)
-    missing: list[str]  # listed rows whose video was not found
     run: RunCounts
     seconds: float
 
@@ -62,13 +61,14 @@ def _listed(title: str, rows: list[str]) -> list[str]:
 def format_extract_summary(summary: ExtractSummary) -> str:
     info = summary.info
     lines = [
-        f"{info['store']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending "
+        f"{info['store']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending, "
+        f"{info['missing']} missing "
         f"({summary.processed} processed in {summary.seconds:.1f}s, {summary.videos_per_second:.2f} videos/s)"
     ]
     if info["failures"]:
         lines += _listed("failed", [f"{row['path']}: {row['reason']}" for row in info["failures"]])
     if info["notes"]:
         lines += _listed("notes", [f"{row['path']}: {row['note']}" for row in info["notes"]])
-    if summary.missing:
-        lines += _listed("listed but not found", summary.missing)
+    if info["missing_videos"]:
+        lines += _listed("listed but not found (extracted by a later run once they appear)", info["missing_videos"])
     return "\n".join(lines)
