@@ -45,6 +45,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "missing": int((status == MISSING).sum()),
         "model": s.model,
         "pretrained": s.pretrained or "none (random init)",
+        "pretrained_sha256": s.pretrained_sha256,
         "layers": list(s.layers),
         "num_blocks": s.num_blocks,
         "frames": s.frames,
@@ -84,7 +85,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"store        {info['store']}  ({info['format']})",
         f"videos       {info['videos']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending, "
         f"{info['missing']} missing",
-        f"model        {info['model']}  pretrained: {info['pretrained']}",
+        f"model        {info['model']}  pretrained: {info['pretrained']}"
+        + (f" (sha256 {info['pretrained_sha256'][:12]}...)" if info["pretrained_sha256"] else ""),
         f"layers       {info['layers']} of {info['num_blocks']} blocks, {info['tokens']} tokens x {info['width']}",
         f"frames       {info['frames']} per view, {info['sampling']}",
         f"views        {views['clips']} clips x {views['crops']} crops + {views['augmented']} augmented",

@@ -105,6 +105,7 @@ class StoreSettings:
     num_videos: int
     classes: tuple[str, ...]
     inputs_digest: str
+    pretrained_sha256: str = ""  # of a checkpoint file (format 2); "" for tags and random weights
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,19 +145,27 @@ class StoreSettings:
             raise InputError(f"{where}: attribute {key!r} is not a list ({values[key]!r})") from None
         return cls(**values)
 
-    def fingerprint(self) -> str:
-        """Hash of the content-defining settings (not `extras`, which only records provenance)."""
+    def identity(self) -> dict[str, Any]:
+        """The content-defining settings: not `extras` (provenance), and a checkpoint file by its content,
+        not by where it lies. `pretrained_sha256` enters only when set, so stores made before it keep
+        their fingerprint."""
         content = {k: v for k, v in asdict(self).items() if k != "extras"}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        if self.pretrained_sha256:
+            del content["pretrained"]
+        else:
+            del content["pretrained_sha256"]
+        return content
+
+    def fingerprint(self) -> str:
+        """Hash of `identity()`."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
 
     def differences(self, other: "StoreSettings") -> list[str]:
         """Human-readable `key: stored -> requested` lines for every content setting that differs."""
-        mine, theirs = asdict(self), asdict(other)
-        return [
-            f"{key}: {_short(mine[key])} -> {_short(theirs[key])}"
-            for key in mine
-            if key != "extras" and mine[key] != theirs[key]
-        ]
+        mine, theirs = self.identity(), other.identity()
+        shown, wanted = asdict(self), asdict(other)
+        return [f"{key}: {_short(shown[key])} -> {_short(wanted[key])}" for key in shown
+                if (key in mine or key in theirs) and mine.get(key) != theirs.get(key)]
 
 
 def _short(value: Any, limit: int = 60) -> str:

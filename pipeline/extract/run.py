@@ -77,7 +77,8 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
     grid = tuple(int(g) for g in visual.grid_size)
     _, labels, splits = _columns(listing)
     return StoreSettings(
-        model=loaded.name, pretrained=loaded.pretrained, model_config=loaded.config,
+        model=loaded.name, pretrained=loaded.pretrained, pretrained_sha256=loaded.pretrained_sha256,
+        model_config=loaded.config,
         image_size=loaded.preprocess["image_size"], mean=loaded.preprocess["mean"], std=loaded.preprocess["std"],
         interpolation=loaded.preprocess["interpolation"], resize_mode=loaded.preprocess["resize_mode"],
         frames=cfg.frames, sampling=str(cfg.sampling), stride=cfg.stride if cfg.sampling == "dense" else 1,
