@@ -49,33 +49,38 @@ def prepare_video(path: Path, video_index: int, recipe: PrepareRecipe) -> Prepar
     def choose(num_frames: int) -> np.ndarray:
         return _view_indices(num_frames, recipe, np.random.default_rng([recipe.seed, video_index, 0]))
 
-    decoded, remapped = decode_frames(path, choose)
-    num_frames = decoded.info.num_frames
-    notes = list(decoded.notes)
+    views = _Views(recipe, [recipe.seed, video_index, 1])
+    notes = decode_frames(path, choose, views)
+    num_frames = views.info.num_frames
     if needs_repetition(num_frames, recipe.plan):
         notes.append(f"only {num_frames} frames for {recipe.plan.frames} per clip: frames repeated")
-    spatial_rng = np.random.default_rng([recipe.seed, video_index, 1])
-    pixels = _crop_all(decoded.frames, remapped, recipe, spatial_rng)
-    return PreparedVideo(pixels, choose(num_frames).astype(np.int32), decoded.info, notes)
+    return PreparedVideo(views.out, choose(num_frames).astype(np.int32), views.info, notes)
 
 
-def _crop_all(frames: np.ndarray, remapped: np.ndarray, recipe: PrepareRecipe,
-              rng: np.random.Generator) -> np.ndarray:
-    """Crop every (view, time) slot; each decoded frame is resized once for all its eval crops."""
-    crops = recipe.views.crops
-    eval_count = recipe.plan.clips * crops
-    size = recipe.views.image_size
-    out = np.empty((remapped.shape[0], remapped.shape[1], size, size, 3), dtype=np.uint8)
-    images = [Image.fromarray(frame) for frame in frames]
-    eval_cache: dict[int, list[np.ndarray]] = {}
-    for v in range(eval_count):
-        for t, k in enumerate(remapped[v]):
-            if k not in eval_cache:
-                eval_cache[k] = eval_views(images[k], recipe.views)
-            out[v, t] = eval_cache[k][v % crops]
-    height, width = frames.shape[1:3]
-    for v in range(eval_count, remapped.shape[0]):
-        params = draw_augment(width, height, rng)
-        for t, k in enumerate(remapped[v]):
-            out[v, t] = augmented_view(images[k], params, recipe.views)
-    return out
+class _Views:
+    """Crops each decoded frame into every (view, time) slot that uses it as the frame arrives (a FrameSink),
+    so no more than the decoder's batch of full-size frames is ever held. Each frame is resized once for
+    all its eval crops; an augmented view's crop is drawn once per view, so its frames move coherently."""
+
+    def __init__(self, recipe: PrepareRecipe, seed: list[int]) -> None:
+        self.recipe, self.seed = recipe, seed  # the augmented crops' draws: the same on every (re)start
+
+    def start(self, info: VideoInfo, index: np.ndarray) -> None:
+        recipe = self.recipe
+        size, self.eval_count = recipe.views.image_size, recipe.plan.clips * recipe.views.crops
+        self.info, self.out = info, np.empty((*index.shape, size, size, 3), dtype=np.uint8)
+        rng = np.random.default_rng(self.seed)
+        self.params = [draw_augment(info.width, info.height, rng) for _ in range(index.shape[0] - self.eval_count)]
+        self.slots: dict[int, list[tuple[int, int]]] = {}
+        for (v, t), k in np.ndenumerate(index):
+            self.slots.setdefault(int(k), []).append((v, t))
+
+    def frame(self, k: int, rgb: np.ndarray) -> None:
+        image = Image.fromarray(rgb)
+        slots = self.slots[k]
+        crops = eval_views(image, self.recipe.views) if any(v < self.eval_count for v, _ in slots) else []
+        for v, t in slots:
+            if v < self.eval_count:
+                self.out[v, t] = crops[v % self.recipe.views.crops]
+            else:
+                self.out[v, t] = augmented_view(image, self.params[v - self.eval_count], self.recipe.views)
