@@ -106,6 +106,7 @@ class StoreSettings:
     classes: tuple[str, ...]
     inputs_digest: str
     pretrained_sha256: str = ""  # of a checkpoint file (format 2); "" for tags and random weights
+    batch_size: int = 0  # frames per encoder batch, every batch padded to it (format 2); 0: not recorded
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -147,13 +148,15 @@ class StoreSettings:
 
     def identity(self) -> dict[str, Any]:
         """The content-defining settings: not `extras` (provenance), and a checkpoint file by its content,
-        not by where it lies. `pretrained_sha256` enters only when set, so stores made before it keep
-        their fingerprint."""
+        not by where it lies. `pretrained_sha256` and `batch_size` enter only when set, so stores made
+        before them keep their fingerprint."""
         content = {k: v for k, v in asdict(self).items() if k != "extras"}
         if self.pretrained_sha256:
             del content["pretrained"]
         else:
             del content["pretrained_sha256"]
+        if not self.batch_size:
+            del content["batch_size"]
         return content
 
     def fingerprint(self) -> str:

@@ -531,3 +531,60 @@ def test_missing_rows_are_kept_and_extracted_once_they_appear(tmp_path: Path) ->
     fresh = tmp_path / "fresh.zarr"
     assert run_cli(*tiny_extract_args(root, fresh, "--list", train, "--list", val)).code == 0
     assert_stores_equal(store, fresh)
+
+
+def test_encoding_does_not_depend_on_which_videos_share_a_batch(tmp_path: Path) -> None:
+    """A video retried alone is encoded in a batch of the same shape as in a full run (padded), so the
+    store equals an uninterrupted one byte for byte; the batch size itself is part of the identity."""
+    root = tmp_path / "v"
+    for i in range(6):
+        write_video(root / "c" / f"{i}.mp4", shape_frames(12, 40, 56, (40 * i, 255 - 40 * i, 90), "circle", seed=i))
+    fresh = tmp_path / "fresh.zarr"
+    assert run_cli(*tiny_extract_args(root, fresh, "--frames", "7", "--batch-size", "24")).code == 0
+    saved = (root / "c" / "4.mp4").read_bytes()
+    (root / "c" / "4.mp4").write_bytes(b"")
+    store = tmp_path / "s.zarr"
+    args = tiny_extract_args(root, store, "--frames", "7", "--batch-size", "24")
+    assert run_cli(*args).code == 0
+    (root / "c" / "4.mp4").write_bytes(saved)
+    assert run_cli(*args, "--retry-failed").code == 0
+    assert_stores_equal(store, fresh)
+    other = run_cli(*tiny_extract_args(root, store, "--frames", "7", "--batch-size", "8"))
+    assert other.code == 2 and "batch_size: 24 -> 8" in other.stderr, other
+
+
+def test_a_video_encodes_to_the_same_bytes_alone_or_in_a_full_batch() -> None:
+    """48 one-frame videos of random pixels: each encoded alone (as a retry or a found missing video is)
+    stores the same float16 values as in the full group's batch (unpadded, 2 of them differed)."""
+    from dataclasses import replace as with_fields
+
+    from test_cache_format import _settings
+
+    from clipcache.pipeline.extract.decode_pool import Outcome, Task
+    from clipcache.pipeline.extract.encoder import FrozenImageEncoder
+    from clipcache.pipeline.extract.groups import GroupEncoder
+    from clipcache.pipeline.extract.plan import GroupWork
+    from clipcache.pipeline.extract.prepare import PreparedVideo
+    from clipcache.pipeline.extract.sources import VideoEntry
+    from clipcache.pipeline.extract.video import VideoInfo
+    from clipcache.pipeline.models import load_model
+
+    loaded = load_model("", None, TINY_CONFIG)
+    size = loaded.preprocess["image_size"]
+    settings = with_fields(_settings(), frames=1, tokens=17, width=64, embed_dim=32, image_size=size, num_videos=48,
+                           shard_videos=48, batch_size=48)
+    entries = tuple(VideoEntry(f"{i}.mp4", None, "", f"{i}.mp4") for i in range(48))
+    encode = GroupEncoder(FrozenImageEncoder(loaded, settings.layers, torch.device("cpu")), settings, 48, entries)
+    pixels = np.random.default_rng(1).integers(0, 256, (48, 1, 1, size, size, 3), dtype=np.uint8)
+    info = VideoInfo(1, 10.0, size, size, 0.1)
+    outcomes = {i: Outcome(Task(i, Path(f"{i}.mp4")), PreparedVideo(pixels[i], np.zeros((1, 1), np.int32), info, []),
+                           None) for i in range(48)}
+    full = encode(GroupWork(0, tuple(range(48)), None), outcomes)
+    for i in range(48):
+        keep = np.ones(48, dtype=bool)
+        keep[i] = False
+        alone = encode(GroupWork(0, (i,), keep), {i: outcomes[i]})
+        np.testing.assert_array_equal(alone.pooled[i].astype(np.float16), full.pooled[i].astype(np.float16))
+        for layer in settings.layers:
+            np.testing.assert_array_equal(alone.tokens[layer][i].astype(np.float16),
+                                          full.tokens[layer][i].astype(np.float16))

@@ -58,8 +58,15 @@ class GroupEncoder:
         return result
 
     def _encode(self, result: GroupResult, rows: list[int], pixels: list[np.ndarray]) -> None:
+        """Every batch the encoder sees has `batch_size` frames (the last is padded with black frames), so
+        a frame's features do not depend on how many frames share its batch: a video retried alone
+        stores the bytes a full run stores (small or odd batch shapes take other matrix kernels)."""
         s = self.settings
         frames = torch.from_numpy(np.stack(pixels).reshape(-1, s.image_size, s.image_size, 3))
+        count = len(frames)
+        padding = -count % self.batch_size
+        if padding:
+            frames = torch.cat([frames, frames.new_zeros((padding, *frames.shape[1:]))])
         if self.pin:
             frames = frames.pin_memory()
         token_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in s.layers}
@@ -71,5 +78,5 @@ class GroupEncoder:
             pooled_parts.append(pooled)
         shape = (len(rows), s.views, s.frames)
         for layer, parts in token_parts.items():
-            result.tokens[layer][rows] = torch.cat(parts).numpy().reshape(*shape, s.tokens, s.width)
-        result.pooled[rows] = torch.cat(pooled_parts).numpy().reshape(*shape, s.embed_dim)
+            result.tokens[layer][rows] = torch.cat(parts)[:count].numpy().reshape(*shape, s.tokens, s.width)
+        result.pooled[rows] = torch.cat(pooled_parts)[:count].numpy().reshape(*shape, s.embed_dim)

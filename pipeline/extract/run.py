@@ -87,7 +87,7 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
         width=int(blocks[0].ln_1.normalized_shape[0]), heads=int(blocks[0].attn.num_heads),
         embed_dim=int(loaded.model.visual.output_dim), tokens=1 + grid[0] * grid[1], grid=grid,
         dtype=str(cfg.dtype), compression=str(cfg.compression), shard_videos=cfg.shard_videos,
-        num_videos=len(listing.entries), classes=listing.classes,
+        batch_size=cfg.batch_size, num_videos=len(listing.entries), classes=listing.classes,
         inputs_digest=inputs_digest([e.listed for e in listing.entries], labels, splits),
         extras={"versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     )
