@@ -18,9 +18,9 @@ def _bytes_on_disk(path: Path) -> int:
 def _feature_bytes_per_video(reader: CacheReader) -> int:
     """Uncompressed bytes of one video's features, as the arrays' dtypes hold them."""
     total = 0
-    for name, array in reader.root["tokens"].arrays():
+    for name, array in reader.array("tokens").arrays():
         total += int(np.prod(array.shape[1:])) * array.dtype.itemsize
-    pooled = reader.root["pooled"]
+    pooled = reader.array("pooled")
     return total + int(np.prod(pooled.shape[1:])) * pooled.dtype.itemsize
 
 

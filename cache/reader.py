@@ -163,9 +163,9 @@ class CacheReader:
     def column(self, name: str) -> np.ndarray:
         """One per-video column (videos/<name>) read whole."""
         array = self.array(f"videos/{name}")
-        at_creation = name in TABLE_AT_CREATION and self.format_version >= 2
-        written = (lambda block: True) if at_creation else self._written
-        return read_rows(array, np.arange(array.shape[0]), written)
+        if name in TABLE_AT_CREATION:  # in format 1 a chunk of zeros (pending, label 0) was not written
+            return read_rows(array, np.arange(array.shape[0]), lambda block: self.format_version >= 2)
+        return read_rows(array, np.arange(array.shape[0]), self._written)
 
     @cached_property
     def status(self) -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +164,11 @@ def read_settings(path: Path) -> StoreSettings:
 
 
 def check_settings(path: Path, wanted: StoreSettings) -> None:
-    """Refuse to resume a store whose content settings differ from this run's."""
+    """Refuse to resume a store whose content settings differ from this run's. A store that did not record
+    its batch size (made before it was recorded) is resumed with any."""
     stored = read_settings(path)
+    if not stored.batch_size:
+        wanted = replace(wanted, batch_size=0)
     if stored.fingerprint() != wanted.fingerprint():
         diffs = "; ".join(stored.differences(wanted))
         raise StoreMismatchError(

@@ -554,8 +554,8 @@ def test_encoding_does_not_depend_on_which_videos_share_a_batch(tmp_path: Path) 
 
 
 def test_a_video_encodes_to_the_same_bytes_alone_or_in_a_full_batch() -> None:
-    """48 one-frame videos of random pixels: each encoded alone (as a retry or a found missing video is)
-    stores the same float16 values as in the full group's batch (unpadded, 2 of them differed)."""
+    """16 one-frame videos of random pixels: each encoded alone (as a retry or a found missing video is)
+    stores the same float16 values as in the full group's batch (unpadded, one value differed)."""
     from dataclasses import replace as with_fields
 
     from test_cache_format import _settings
@@ -571,20 +571,34 @@ def test_a_video_encodes_to_the_same_bytes_alone_or_in_a_full_batch() -> None:
 
     loaded = load_model("", None, TINY_CONFIG)
     size = loaded.preprocess["image_size"]
-    settings = with_fields(_settings(), frames=1, tokens=17, width=64, embed_dim=32, image_size=size, num_videos=48,
-                           shard_videos=48, batch_size=48)
-    entries = tuple(VideoEntry(f"{i}.mp4", None, "", f"{i}.mp4") for i in range(48))
-    encode = GroupEncoder(FrozenImageEncoder(loaded, settings.layers, torch.device("cpu")), settings, 48, entries)
-    pixels = np.random.default_rng(1).integers(0, 256, (48, 1, 1, size, size, 3), dtype=np.uint8)
+    settings = with_fields(_settings(), frames=1, tokens=17, width=64, embed_dim=32, image_size=size, num_videos=16,
+                           shard_videos=16, batch_size=16)
+    entries = tuple(VideoEntry(f"{i}.mp4", None, "", f"{i}.mp4") for i in range(16))
+    encode = GroupEncoder(FrozenImageEncoder(loaded, settings.layers, torch.device("cpu")), settings, 16, entries)
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 1, 1, size, size, 3), dtype=np.uint8)
     info = VideoInfo(1, 10.0, size, size, 0.1)
     outcomes = {i: Outcome(Task(i, Path(f"{i}.mp4")), PreparedVideo(pixels[i], np.zeros((1, 1), np.int32), info, []),
-                           None) for i in range(48)}
-    full = encode(GroupWork(0, tuple(range(48)), None), outcomes)
-    for i in range(48):
-        keep = np.ones(48, dtype=bool)
+                           None) for i in range(16)}
+    full = encode(GroupWork(0, tuple(range(16)), None), outcomes)
+    for i in range(16):
+        keep = np.ones(16, dtype=bool)
         keep[i] = False
         alone = encode(GroupWork(0, (i,), keep), {i: outcomes[i]})
         np.testing.assert_array_equal(alone.pooled[i].astype(np.float16), full.pooled[i].astype(np.float16))
         for layer in settings.layers:
             np.testing.assert_array_equal(alone.tokens[layer][i].astype(np.float16),
                                           full.tokens[layer][i].astype(np.float16))
+
+
+def test_a_store_of_the_previous_format_is_read_and_resumed(reference_store: Path, demo_videos: Path,
+                                                           tmp_path: Path) -> None:
+    """The attributes of a clipcache/1 store: no batch size recorded; same options otherwise."""
+    store = tmp_path / "old.zarr"
+    shutil.copytree(reference_store, store)
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"]["format"] = "clipcache/1"
+    del meta["attributes"]["batch_size"]
+    (store / "zarr.json").write_text(json.dumps(meta))
+    assert CacheReader(store).format_version == 1
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--batch-size", "7"))
+    assert result.code == 0 and "0 processed" in result.stdout, result
