@@ -78,7 +78,7 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
     per video (a job-array shard checks its own share)."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: no such store")
+        raise InputError(f"{path}: {'not a store (a store is a folder)' if path.exists() else 'no such store'}")
     try:
         root = open_root(path)
         attrs = dict(root.attrs)

@@ -128,7 +128,7 @@ def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
 
 
 def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, frozen: dict[str, np.ndarray],
-                split: WorkSplit, quiet: bool) -> StoreLock:
+                split: WorkSplit) -> StoreLock:
     """Take the store's lock and prepare the store under it. Under torchrun rank 0 does both for every
     rank and shares the outcome, so all ranks refuse together or go on together."""
     if cfg.overwrite and split.world > 1 and not split.torchrun:
@@ -142,7 +142,7 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
         me = Holder.this_process(_job(cfg, settings), shard, split.world if split.torchrun else 1)
         try:
             for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen, split)):
-                note(f"{cfg.store}: removed the stale lock of a run that died ({stale.describe()})", quiet)
+                note(f"{cfg.store}: removed the stale lock of a run that died ({stale.describe()})", cfg.quiet)
         except InputError as error:
             refusal = str(error)
     refusal = split.share(refusal)
@@ -170,7 +170,7 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
         augment=cfg.augment, seed=cfg.seed,
     )
     frozen = frozen_parameters(loaded.model, settings.layers)
-    with _lock_store(cfg, settings, listing, frozen, split, cfg.quiet):
+    with _lock_store(cfg, settings, listing, frozen, split):
         found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
