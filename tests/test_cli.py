@@ -7,7 +7,7 @@ import pytest
 import typer
 
 from clipcache import __version__
-from clipcache.cli import InfoConfig, app
+from clipcache.cli import InfoConfig, VerifyConfig, app
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.extract.config import ExtractConfig
@@ -15,8 +15,8 @@ from clipcache.pipeline.options import cli_of
 from clipcache.pipeline.train.config import TrainConfig
 from conftest import run_cli
 
-COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "train-head": TrainConfig, "eval": EvalConfig,
-            "demo": DemoConfig}
+COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainConfig,
+            "eval": EvalConfig, "demo": DemoConfig}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -10,7 +10,7 @@ import zarr
 
 import clipcache.pipeline.train.dataset
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import DONE, FAILED, PENDING
+from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
@@ -147,7 +147,7 @@ def test_splits_use_done_videos_only_and_report_the_rest_once(store: Path) -> No
     splits = train_val_test(reader)  # 0,1,2 train, 3,4,5 train, 6,7,8 val, 9,10,11 test; 4 failed, 5 pending
     assert splits["train"].tolist() == [0, 1, 2, 3] and splits["val"].tolist() == [6, 7, 8]
     assert splits["test"].tolist() == [9, 10, 11]
-    assert left_out(reader) == {"failed": 1, "pending": 1}
+    assert left_out(reader) == {"failed": 1, "pending": 1, "missing": 0}
     assert left_out_note(left_out(reader), "s.zarr") == \
         "s.zarr: 1 failed and 1 pending videos left out (clipcache info s.zarr lists them)"
     assert left_out_note({"failed": 0, "pending": 0}, "s.zarr") is None
@@ -155,9 +155,9 @@ def test_splits_use_done_videos_only_and_report_the_rest_once(store: Path) -> No
 
 def test_left_out_names_every_status_but_done(tmp_path: Path) -> None:
     """One table names the statuses that are not done; `left_out` counts each of them by that name."""
-    assert set(NOT_DONE) == {FAILED, PENDING} and DONE not in NOT_DONE
-    store = synthetic_store(tmp_path / "s.zarr", status={0: FAILED, 1: FAILED, 2: PENDING})
-    assert left_out(CacheReader(store)) == {NOT_DONE[FAILED]: 2, NOT_DONE[PENDING]: 1}
+    assert set(NOT_DONE) == {FAILED, PENDING, MISSING} and DONE not in NOT_DONE
+    store = synthetic_store(tmp_path / "s.zarr", status={0: FAILED, 1: FAILED, 2: PENDING, 3: MISSING})
+    assert left_out(CacheReader(store)) == {NOT_DONE[FAILED]: 2, NOT_DONE[PENDING]: 1, NOT_DONE[MISSING]: 1}
 
 
 def test_evaluation_split_is_the_one_test_to_val_fallback(store: Path, tmp_path: Path) -> None:

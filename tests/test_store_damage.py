@@ -125,3 +125,11 @@ def test_damaged_or_foreign_attributes_are_one_line(store: Path, tmp_path: Path)
         result = run_cli(command, foreign)
         assert result.code == 2 and result.stderr.count("\n") == 1, result
         assert "not a complete clipcache store (attributes missing: pretrained, model_config," in result.stderr
+
+
+def test_training_on_a_deleted_token_chunk_stops_with_one_line(store: Path, tmp_path: Path) -> None:
+    (store / "tokens/2/c/0/0/0/0/0").unlink()
+    result = run_cli("train-head", store, "--head", "attnpool", "--out", tmp_path / "run", "--epochs", "1",
+                     "--device", "cpu", "--no-preload", "--quiet")
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "tokens/2 of video 0 (train/0.mp4) and 3 more videos is damaged (chunk file missing)" in result.stderr

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 import zarr
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, get_worker_info
-from zarr.core.buffer.cpu import NDBuffer
 
 from clipcache import InputError
-from clipcache.cache.reader import CacheReader, read_rows
+from clipcache.cache.reader import CacheReader, read_chunk, read_rows
 from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
@@ -93,7 +92,7 @@ class CacheDataset(Dataset):
         self._fixed_views = None if train else np.tile(np.arange(self.views), count)
         self._sources = self._source_arrays(settings.dtype == "int8")
         self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
-        self._dtypes = {key: reader.root[names[0]].dtype for key, names in self._sources.items()}
+        self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
         self._arrays: dict[str, zarr.Array] = {}
         self._pid = -1
         self.set_epoch(0)
@@ -112,7 +111,7 @@ class CacheDataset(Dataset):
 
     def _view_shape(self, reader: CacheReader, name: str) -> tuple[int, ...]:
         """(T, ...) of one view of array `name`: only the CLS token where the head asks for that."""
-        shape = reader.root[name].shape[2:]
+        shape = reader.array(name).shape[2:]
         return (shape[0], 1, *shape[2:]) if self.request.cls_only and name.startswith("tokens/") else shape
 
     def _selection(self, key: str) -> tuple[slice, ...]:
@@ -147,10 +146,10 @@ class CacheDataset(Dataset):
         target = out.numpy()
         selection = (slice(0, self.views), *self._selection(key))
         for m, name in enumerate(names):
-            array = reader.root[name]
+            array = reader.array(name)
             if array.chunks[0] == 1:
                 for i, video in enumerate(self.videos):
-                    array.get_basic_selection((int(video), *selection), out=NDBuffer.from_numpy_array(target[i, :, m]))
+                    read_chunk(array, (int(video), *selection), target[i, :, m])
             else:
                 target[:, :, m] = read_rows(array, self.videos)[(slice(None), *selection)]
         return out
@@ -218,9 +217,9 @@ class CacheDataset(Dataset):
             for b, (row, view) in enumerate(zip(rows, views)):
                 selection = (int(self.videos[row]), int(view), *tail)
                 if frames is None:
-                    array.get_basic_selection(selection, out=NDBuffer.from_numpy_array(target[b, m]))
+                    read_chunk(array, selection, target[b, m])
                 else:
-                    np.take(array.get_basic_selection(selection), frames[b], axis=0, out=target[b, m])
+                    np.take(read_chunk(array, selection), frames[b], axis=0, out=target[b, m])
         return out
 
     def _array(self, name: str) -> zarr.Array:

@@ -8,10 +8,10 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import FAILED, PENDING
+from clipcache.cache.schema import FAILED, MISSING, PENDING
 
 # Every status but done, by the name reports use: `left_out` counts each (a new status is one line here).
-NOT_DONE = {FAILED: "failed", PENDING: "pending"}
+NOT_DONE = {FAILED: "failed", PENDING: "pending", MISSING: "missing"}
 TEST, VAL = "test", "val"
 # how datasets spell the three splits (MSR-VTT's "validate", ...), as stage one reads them from lists and folders
 SPELLINGS = {"training": "train", "valid": "val", "validate": "val", "validation": "val", "testing": "test"}
