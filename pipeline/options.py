@@ -10,7 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from functools import cache
+from typing import Any, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,34 @@ def cli_of(f: dataclasses.Field) -> Cli | None:
     return f.metadata.get("cli")
 
 
+class Options:
+    """Base of every option group: paths given as text (from Python: `store="features.zarr"`) become
+    `Path`s, as the command line makes them, so the stages can rely on the field's type."""
+
+    def __post_init__(self) -> None:
+        for name, kind in _path_fields(type(self)):
+            value = getattr(self, name)
+            if kind == "path" and isinstance(value, str):
+                setattr(self, name, Path(value))
+            elif kind == "paths" and value is not None:
+                values = [value] if isinstance(value, (str, Path)) else value
+                setattr(self, name, tuple(Path(v) for v in values))
+
+
+@cache
+def _path_fields(config: type) -> tuple[tuple[str, str], ...]:
+    """(field, "path" | "paths") for the fields typed `Path`, `Path | None` or `tuple[Path, ...]`."""
+    found = []
+    for name, hint in get_type_hints(config).items():
+        if hint in (Path, Path | None):
+            found.append((name, "path"))
+        elif hint == tuple[Path, ...]:
+            found.append((name, "paths"))
+    return tuple(found)
+
+
 @dataclass(kw_only=True)
-class RunOptions:
+class RunOptions(Options):
     """Where models run and how much is printed."""
 
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
@@ -58,12 +85,12 @@ class RunOptions:
 
 
 @dataclass(kw_only=True)
-class JsonOutput:
+class JsonOutput(Options):
     as_json: bool = option(False, "Machine-readable output on stdout.", flags=("--json",))
 
 
 @dataclass(kw_only=True)
-class TextOptions:
+class TextOptions(Options):
     """How class names become text for heads and zero-shot that read class names."""
 
     templates: str = option("text4vis", "Prompt templates for class names: text4vis ('a video of a person {}.'), "
@@ -73,7 +100,7 @@ class TextOptions:
 
 
 @dataclass(kw_only=True)
-class SplitOptions:
+class SplitOptions(Options):
     """Which videos train and select (split names of the store, or files of video paths)."""
 
     train_split: str = option("train", "Training split name, or a file of video paths.")
@@ -82,7 +109,7 @@ class SplitOptions:
 
 
 @dataclass(kw_only=True)
-class ShotOptions:
+class ShotOptions(Options):
     """K-shot training sets, drawn per class with seeds 0..N-1."""
 
     shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.")
