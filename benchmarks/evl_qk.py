@@ -88,9 +88,9 @@ def main() -> None:
     labels = torch.arange(args.batch_size, device=device) % len(settings.classes)
     recompute = seconds_per_step(head, tokens, labels, args.repeats)
     with torch.no_grad(), autocast(device):
-        stored = [enrich.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+        stored = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
     for enrich, (q, k) in zip(head.enrich, stored):
-        enrich.qk = StoredQK(q, k)
+        enrich.affinity.qk = StoredQK(q, k)
     from_cache = seconds_per_step(head, tokens, labels, args.repeats)
 
     block = args.frames * settings.tokens * settings.width * 2  # one block's tokens per video, float16

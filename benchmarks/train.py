@@ -71,7 +71,7 @@ def evl_cache_vs_encoder(store: Path, model: str, batch_size: int, device: torch
     def qk_only() -> None:
         with torch.no_grad(), autocast(device):
             for i, enrich in enumerate(head.enrich):
-                enrich.qk(tokens[:, i, :, 1:])
+                enrich.affinity.qk(tokens[:, i, :, 1:])
 
     cached = _timed_steps(lambda: train_step(tokens), repeats, device)
     online = _timed_steps(encoder_step, repeats, device)

@@ -1,4 +1,5 @@
-"""The EVL head against the paper's equations written out independently with loops (float64)."""
+"""The EVL head against the paper's equations written out independently with loops (float64), and against
+its earlier implementation (a gathered relative-position weight) in outputs and gradients (float32)."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from clipcache.heads.base import HeadContext
 from clipcache.heads.evl import EVLHead
@@ -14,7 +16,7 @@ GRID, WIDTH, HEADS, FRAMES, M, CLASSES = (2, 3), 128, 2, 3, 2, 4
 DECODER_HEADS = WIDTH // 64  # EVL's decoder heads are 64 channels wide, as CLIP's
 
 
-def _context() -> HeadContext:
+def _context(grid: tuple[int, int] = GRID, frames: int = FRAMES) -> HeadContext:
     rng = torch.Generator().manual_seed(0)
     frozen = {}
     for block in range(5):
@@ -22,8 +24,8 @@ def _context() -> HeadContext:
         frozen[f"blocks.{block}.ln_1.bias"] = 0.1 * torch.randn(WIDTH, generator=rng)
         frozen[f"blocks.{block}.attn.in_proj_weight"] = torch.randn(3 * WIDTH, WIDTH, generator=rng) / math.sqrt(WIDTH)
         frozen[f"blocks.{block}.attn.in_proj_bias"] = 0.1 * torch.randn(3 * WIDTH, generator=rng)
-    return HeadContext(classes=tuple("abcd"), frames=FRAMES, embed_dim=8, width=WIDTH, heads=HEADS,
-                       tokens=1 + GRID[0] * GRID[1], grid=GRID, layers=(1, 2, 3), num_blocks=4, frozen=frozen)
+    return HeadContext(classes=tuple("abcd"), frames=frames, embed_dim=8, width=WIDTH, heads=HEADS,
+                       tokens=1 + grid[0] * grid[1], grid=grid, layers=(1, 2, 3), num_blocks=4, frozen=frozen)
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -109,6 +111,66 @@ def test_forward_matches_the_equations() -> None:
     with torch.no_grad():
         ours = head({"tokens": tokens}).double().numpy()
     np.testing.assert_allclose(ours, _reference(head, ctx, tokens.double().numpy()), atol=1e-5, rtol=1e-5)
+
+
+def _earlier_forward(head: EVLHead, ctx: HeadContext, tokens: torch.Tensor) -> torch.Tensor:
+    """The head's forward as it was before the relative-position map became windowed GEMMs (kept here as the
+    slow reference): q/k recomputed per layer, the (N, N, C) weight gathered by relative index, one batched
+    matmul per query patch, the XA term added frame pair by frame pair."""
+    h, w = ctx.grid
+    ys, xs = torch.arange(h * w) // w, torch.arange(h * w) % w
+    index = (ys[:, None] - ys[None, :] + h - 1) * (2 * w - 1) + (xs[:, None] - xs[None, :] + w - 1)  # (N, N) offset
+
+    def mapped(q: torch.Tensor, k: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        affinity = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1).mean(dim=2)
+        b, t, n, _ = affinity.shape
+        per_query = affinity.permute(2, 0, 1, 3).reshape(n, b * t, n)
+        return torch.bmm(per_query, F.embedding(index, weight)).reshape(n, b, t, -1).permute(1, 2, 0, 3)
+
+    z = head.query.expand(len(tokens), -1, -1)
+    for i, (enrich, block) in enumerate(zip(head.enrich, head.decoder)):
+        x, block_input = tokens[:, i + 1], tokens[:, i, :, 1:]
+        frozen = {name[len(f"blocks.{head.request.layers[i + 1]}."):]: value for name, value in ctx.frozen.items()
+                  if name.startswith(f"blocks.{head.request.layers[i + 1]}.")}
+        normed = F.layer_norm(block_input, (WIDTH,), frozen["ln_1.weight"], frozen["ln_1.bias"])
+        q, k = F.linear(normed, frozen["attn.in_proj_weight"][:2 * WIDTH],
+                        frozen["attn.in_proj_bias"][:2 * WIDTH]).chunk(2, dim=-1)
+        b, t, length, c = x.shape
+        q, k = (u.reshape(b, t, length - 1, HEADS, c // HEADS).transpose(2, 3) for u in (q, k))
+        conv = enrich.conv(x.permute(0, 2, 3, 1).reshape(b * length, c, t)).reshape(b, length, c, t)
+        y = x + conv.permute(0, 3, 1, 2) + enrich.position[:, None, :]
+        cross = q.new_zeros(b, t, length - 1, c)
+        if t > 1:
+            cross[:, 1:] += mapped(q[:, 1:], k[:, :-1], enrich.cross.weight_prev)
+            cross[:, :-1] += mapped(q[:, :-1], k[:, 1:], enrich.cross.weight_next)
+        z = block(z, torch.cat([y[:, :, :1], y[:, :, 1:] + cross], dim=2).flatten(1, 2))
+    return head.fc(head.dropout(head.norm(z[:, 0])))
+
+
+@pytest.mark.parametrize(("grid", "frames"), [((2, 3), 3), ((3, 2), 4), ((2, 2), 1)])
+def test_outputs_and_gradients_equal_the_earlier_implementation(grid: tuple[int, int], frames: int) -> None:
+    ctx = _context(grid, frames)
+    torch.manual_seed(0)
+    head = EVLHead(ctx).eval()
+    with torch.no_grad():
+        for name, param in head.named_parameters():
+            if "position" in name or "cross" in name:
+                param.normal_(0, 0.5)
+    tokens = torch.randn(3, M + 1, frames, ctx.tokens, WIDTH, generator=torch.Generator().manual_seed(1))
+    probe = torch.randn(3, CLASSES, generator=torch.Generator().manual_seed(2))
+    results = []
+    for forward in (lambda: head({"tokens": tokens}), lambda: _earlier_forward(head, ctx, tokens)):
+        head.zero_grad()
+        logits = forward()
+        (logits * probe).sum().backward()
+        # an unused parameter (the decoder's key bias, which cancels in the softmax) has no gradient: zero
+        results.append((logits.detach(), {name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                                          for name, p in head.named_parameters()}))
+    (ours, grads), (earlier, earlier_grads) = results
+    torch.testing.assert_close(ours, earlier, atol=1e-5, rtol=1e-5)
+    for name in grads:
+        torch.testing.assert_close(grads[name], earlier_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+    assert (grads["enrich.0.cross.weight_prev"].abs().sum() > 0) == (frames > 1)
 
 
 def test_cross_frame_term_changes_the_output() -> None:
