@@ -1,10 +1,16 @@
 """`attnpool` (CoCa): learned queries attend over every spatio-temporal token of one block, then a
 softmax classifier. As open_clip's AttentionalPooler: LayerNorm on queries and on context, 8 heads,
-queries drawn from N(0, 1), projections initialised as nn.MultiheadAttention does."""
+queries drawn from N(0, 1), projections initialised as nn.MultiheadAttention does.
+
+The context's LayerNorm scale g and shift b are folded into the projections, an exact rewrite:
+keys W_k(g*n + b) + b_k differ from (W_k g) n by a constant that cancels in the softmax, and values
+give (W_v g) n + (W_v b + b_v). The context is then only normalised: nothing in it is trained, so the
+backward pass never touches the (B, T*L, D) tokens, only the few queries."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from clipcache import InputError
 from clipcache.heads.base import FeatureRequest, Head, HeadContext, Recipe
@@ -39,8 +45,11 @@ class AttentionalPoolerHead(Head):
         self.fc = nn.Linear(width, ctx.num_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        context = self.ln_context(batch["tokens"][:, 0].flatten(1, 2))  # (B, T*L, D), never projected
+        tokens = batch["tokens"][:, 0].flatten(1, 2)  # (B, T*L, D): normalised, never projected
+        context = F.layer_norm(tokens, tokens.shape[-1:], eps=self.ln_context.eps)
+        scale, shift = self.ln_context.weight, self.ln_context.bias
         queries = self.q_proj(self.ln_query(self.query)).expand(len(context), -1, -1)
         key_weight, value_weight = self.kv_proj.weight.chunk(2)
-        pooled = attend(queries, context, key_weight, value_weight, self.kv_proj.bias.chunk(2)[1], self.heads)
+        value_bias = self.kv_proj.bias.chunk(2)[1] + value_weight @ shift
+        pooled = attend(queries, context, key_weight * scale, value_weight * scale, value_bias, self.heads)
         return self.fc(self.out_proj(pooled).mean(dim=1))

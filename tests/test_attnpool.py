@@ -1,4 +1,4 @@
-"""The CoCa attentional-pooler head: the same function as open_clip's AttentionalPooler, CoCa's recipe
+"""The CoCa attentional-pooler head: the same function and gradients as open_clip's AttentionalPooler, CoCa's recipe
 as its defaults, and it learns on a real store."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _context() -> HeadContext:
                        grid=(2, 2), layers=(1, 2), num_blocks=3)
 
 
-def test_pooling_matches_open_clips_attentional_pooler() -> None:
+def test_pooling_and_gradients_match_open_clips_attentional_pooler() -> None:
     torch.manual_seed(0)
     head = AttentionalPoolerHead(_context(), queries=3, layer=0).eval()
     reference = AttentionalPooler(WIDTH, WIDTH, n_head=8, n_queries=3).eval()
@@ -38,9 +38,22 @@ def test_pooling_matches_open_clips_attentional_pooler() -> None:
         reference.attn.in_proj_weight.copy_(torch.cat([head.q_proj.weight, head.kv_proj.weight]))
         reference.attn.in_proj_bias.copy_(torch.cat([head.q_proj.bias, head.kv_proj.bias]))
         reference.attn.out_proj.load_state_dict(head.out_proj.state_dict())
-        tokens = torch.randn(2, 1, FRAMES, TOKENS, WIDTH)
-        expected = head.fc(reference(tokens[:, 0].flatten(1, 2)).mean(dim=1))
-        torch.testing.assert_close(head({"tokens": tokens}), expected, atol=1e-5, rtol=1e-5)
+    tokens = torch.randn(2, 1, FRAMES, TOKENS, WIDTH)
+    probe = torch.randn(2, 4)
+    ours = head({"tokens": tokens})
+    expected = head.fc(reference(tokens[:, 0].flatten(1, 2)).mean(dim=1))
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    # gradients of the same parameters (open_clip keeps q, k and v in one in-projection)
+    pairs = [(head.query, reference.query), (head.ln_query.weight, reference.ln_q.weight),
+             (head.ln_context.weight, reference.ln_k.weight), (head.ln_context.bias, reference.ln_k.bias),
+             (head.out_proj.weight, reference.attn.out_proj.weight)]
+    ours_grads = torch.autograd.grad((ours * probe).sum(),
+                                     [p for p, _ in pairs] + [head.q_proj.weight, head.kv_proj.weight])
+    theirs_grads = torch.autograd.grad((expected * probe).sum(),
+                                       [p for _, p in pairs] + [reference.attn.in_proj_weight])
+    for got, want in zip([*ours_grads[:-2], torch.cat(ours_grads[-2:])], theirs_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert ours_grads[3].abs().max() > 1e-3  # the context's LayerNorm shift, folded into the values, still learns
     assert head.request.layers == (1,)
 
 
