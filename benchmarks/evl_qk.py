@@ -1,7 +1,9 @@
-"""EVL's cross-frame term needs each tapped block's attention q and k. Two ways to get them from a cache:
-recompute them in the training step from the block's cached input with its frozen ln_1 and qkv projection
-(what clipcache does: one more block stored), or store q and k at extract time. This measures both on the
-same head, batch and device: bytes per video, the training step, and how fast this machine reads the cache.
+"""EVL's cross-frame term needs each tapped block's attention between adjacent frames, from its q and k.
+Three ways to get it from a cache: recompute q/k in the training step from the block's cached input with
+its frozen ln_1 and qkv projection (what clipcache does: one more block stored), store q and k at extract
+time, or store the adjacent-frame affinities themselves (2(T-1) N x N maps per block, nothing recomputed).
+This measures all three on the same head, batch and device: bytes per video, the training step, and how
+fast this machine reads the cache.
 
     python benchmarks/evl_qk.py                                 # ViT-B-16 shapes, 8 frames, 4 decoder layers
     python benchmarks/evl_qk.py --model ViT-B-32 --batch-size 16 --device cuda
@@ -9,16 +11,17 @@ same head, batch and device: bytes per video, the training step, and how fast th
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from steps import interleaved, machine, training_step
 from torch import nn
 
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import build_head
-from clipcache.heads.evl import EVLHead
 from clipcache.pipeline.common import autocast, resolve_device
 from clipcache.pipeline.train.build import head_context
 from synthetic_store import make_store
@@ -35,26 +38,15 @@ class StoredQK(nn.Module):
         return self.q, self.k
 
 
-def seconds_per_step(head: EVLHead, tokens: torch.Tensor, labels: torch.Tensor, repeats: int) -> float:
-    """One AdamW training step (bf16 autocast on GPU), timed after a warm-up step."""
-    optimizer = torch.optim.AdamW([p for p in head.parameters() if p.requires_grad], lr=1e-4)
+class StoredAffinity(nn.Module):
+    """Stands in for a layer's FrozenAffinity with the adjacent-frame affinities read from a cache."""
 
-    def step() -> None:
-        with autocast(tokens.device):
-            loss = nn.functional.cross_entropy(head({"tokens": tokens}).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def __init__(self, prev: torch.Tensor, next_: torch.Tensor) -> None:
+        super().__init__()
+        self.prev, self.next = prev, next_
 
-    step()
-    if tokens.device.type == "cuda":
-        torch.cuda.synchronize()
-    began = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    if tokens.device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - began) / repeats
+    def forward(self, _block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.prev, self.next
 
 
 def read_rate(reader: CacheReader, layer: int) -> float:
@@ -72,7 +64,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--decoder-layers", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds, after a warm-up round")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -86,23 +78,30 @@ def main() -> None:
         tokens = torch.stack([torch.from_numpy(reader.tokens(layer, slice(None))[:, 0]) for layer in settings.layers],
                              dim=1).to(device).float()  # (B, M+1, T, L, D), view 0
     labels = torch.arange(args.batch_size, device=device) % len(settings.classes)
-    recompute = seconds_per_step(head, tokens, labels, args.repeats)
     with torch.no_grad(), autocast(device):
-        stored = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
-    for enrich, (q, k) in zip(head.enrich, stored):
+        stored_qk = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+        stored_affinity = [enrich.affinity(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+    given_qk, given_affinity = copy.deepcopy(head), copy.deepcopy(head)
+    for enrich, (q, k) in zip(given_qk.enrich, stored_qk):
         enrich.affinity.qk = StoredQK(q, k)
-    from_cache = seconds_per_step(head, tokens, labels, args.repeats)
+    for enrich, (prev, next_) in zip(given_affinity.enrich, stored_affinity):
+        enrich.affinity = StoredAffinity(prev, next_)
+    seconds = interleaved({name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
+                           for name, h in (("recompute", head), ("qk", given_qk), ("affinity", given_affinity))},
+                          args.repeats)
 
+    patches = settings.tokens - 1
     block = args.frames * settings.tokens * settings.width * 2  # one block's tokens per video, float16
-    qk = 2 * args.frames * (settings.tokens - 1) * settings.width * 2  # q and k of the patch tokens, float16
-    layouts = {"recompute q/k (store M+1 blocks)": ((m + 1) * block, recompute),
-               "store q/k (M blocks + q, k)": (m * block + m * qk, from_cache)}
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"{name}; {args.model} shapes, {args.frames} frames, {m} decoder layers, batch {args.batch_size}; "
+    qk = 2 * args.frames * patches * settings.width * 2  # q and k of the patch tokens, float16
+    affinity = 2 * (args.frames - 1) * patches * patches * 2  # both directions' N x N maps, float16
+    layouts = {"recompute q/k (store M+1 blocks)": ((m + 1) * block, seconds["recompute"]),
+               "store q/k (M blocks + q, k)": (m * block + m * qk, seconds["qk"]),
+               "store affinities (M blocks + maps)": (m * block + m * affinity, seconds["affinity"])}
+    print(f"{machine(device)}; {args.model} shapes, {args.frames} frames, {m} decoder layers, batch {args.batch_size}; "
           f"cache read at {rate / 1e6:.0f} MB/s")
-    for layout, (nbytes, seconds) in layouts.items():
-        compute = args.batch_size / seconds
-        print(f"{layout:34s} {nbytes / 1e6:6.1f} MB/video  step {seconds * 1e3:8.1f} ms = {compute:8.1f} videos/s"
+    for layout, (nbytes, step) in layouts.items():
+        compute = args.batch_size / step
+        print(f"{layout:36s} {nbytes / 1e6:6.1f} MB/video  step {step * 1e3:8.1f} ms = {compute:8.1f} videos/s"
               f"  read-bound at {rate / nbytes:8.1f} videos/s  -> {min(compute, rate / nbytes):8.1f} videos/s")
 
 
