@@ -3,6 +3,7 @@ its earlier implementation (a gathered relative-position weight) in outputs and 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from torch.nn import functional as F
 
 from clipcache.heads.base import HeadContext
 from clipcache.heads.evl import EVLHead
+from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.loop import with_recipe
 
 GRID, WIDTH, HEADS, FRAMES, M, CLASSES = (2, 3), 128, 2, 3, 2, 4
 DECODER_HEADS = WIDTH // 64  # EVL's decoder heads are 64 channels wide, as CLIP's
@@ -195,3 +198,14 @@ def test_weights_hold_only_what_trains() -> None:
     """The frozen ln_1/qkv come from the store each time; saved weights are the decoder's own."""
     head = EVLHead(_context())
     assert set(head.state_dict()) == {name for name, _ in head.named_parameters()}
+
+
+def test_defaults_are_the_papers(tmp_path: Path) -> None:
+    """4 decoder layers when 5 blocks are stored, dropout 0.5, and EVL's optimiser settings as the recipe."""
+    ctx = _context()
+    ctx.layers = (0, 1, 2, 3, 4)
+    head = EVLHead(ctx)
+    assert len(head.decoder) == 4 and head.request.layers == (0, 1, 2, 3, 4)
+    assert head.dropout.p == 0.5 and all(block.mlp[2].p == 0.5 for block in head.decoder)
+    cfg = with_recipe(TrainConfig(store=tmp_path / "store.zarr", head="evl", out=tmp_path / "run"))
+    assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.label_smoothing, cfg.grad_clip) == (4e-4, 0.05, 256, 0, 0)
