@@ -86,9 +86,10 @@ def main() -> None:
         enrich.affinity.qk = StoredQK(q, k)
     for enrich, (prev, next_) in zip(given_affinity.enrich, stored_affinity):
         enrich.affinity = StoredAffinity(prev, next_)
-    seconds = interleaved({name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
-                           for name, h in (("recompute", head), ("qk", given_qk), ("affinity", given_affinity))},
-                          args.repeats)
+    times = interleaved({name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
+                         for name, h in (("recompute", head), ("qk", given_qk), ("affinity", given_affinity))},
+                        args.repeats)
+    seconds = {name: timing.wall for name, timing in times.items()}
 
     patches = settings.tokens - 1
     block = args.frames * settings.tokens * settings.width * 2  # one block's tokens per video, float16

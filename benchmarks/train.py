@@ -31,7 +31,7 @@ from reference_heads import (
     fresh,
     load_evl,
 )
-from steps import interleaved, machine, timed, training_step
+from steps import compared, interleaved, machine, timed, training_step
 from torch import nn
 
 from clipcache.cache.reader import CacheReader
@@ -76,7 +76,8 @@ def evl_cache_vs_encoder(store: Path, model: str, batch_size: int, device: torch
 
     cached = training_step(lambda _: head({"tokens": tokens}), head.parameters(), labels, device)
     online = training_step(encoded, head.parameters(), labels, device)
-    return interleaved({"cached_s": cached, "online_s": online, "qk_s": timed(qk_only, device)}, repeats)
+    times = interleaved({"cached_s": cached, "online_s": online, "qk_s": timed(qk_only, device)}, repeats)
+    return {name: timing.wall for name, timing in times.items()}
 
 
 def _largest_differences(ours: nn.Module, ours_logits: Callable[[], torch.Tensor], theirs: nn.Module,
@@ -135,12 +136,12 @@ def _evl_against_reference(evl_module: ModuleType, ctx: HeadContext, tokens: tor
     steps = {name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
              for name, h in contenders.items()}
     steps["reference"] = training_step(reference, reference.parameters(), labels, device, lambda: fresh(features))
-    seconds = interleaved(steps, repeats)
-    reference_s = seconds.pop("reference")
-    print(f"EVL step, reference EVLDecoder given each block's out, q and k: {reference_s * 1e3:.0f} ms")
-    for name, ours_s in seconds.items():
-        print(f"EVL step, ours {name}: ours {ours_s * 1e3:.0f} ms, reference {reference_s * 1e3:.0f} ms, "
-              f"ratio {reference_s / ours_s:.2f} ({where}, {layers} layers, batch {len(tokens)})")
+    times = interleaved(steps, repeats)
+    reference_time = times.pop("reference")
+    print("EVL step; reference: EVLDecoder given each block's out, q and k")
+    for name, ours in times.items():
+        print(f"EVL step, ours {name}: {compared(ours, reference_time, device)} ({where}, {layers} layers, "
+              f"batch {len(tokens)})")
 
 
 def _attnpool_against_open_clip(ctx: HeadContext, tokens: torch.Tensor, labels: torch.Tensor, repeats: int,
@@ -150,12 +151,12 @@ def _attnpool_against_open_clip(ctx: HeadContext, tokens: torch.Tensor, labels: 
     reference = attnpool_reference(head, ctx).to(tokens.device)
     print("attnpool, same function: " + _largest_differences(
         head, lambda: head({"tokens": tokens}), reference, lambda: reference(tokens), attnpool_as_reference))
-    seconds = interleaved({
+    times = interleaved({
         "reference": training_step(lambda _: reference(tokens), reference.parameters(), labels, tokens.device),
         "ours": training_step(lambda _: head({"tokens": tokens}), head.parameters(), labels, tokens.device)}, repeats)
-    ours_s, reference_s = seconds["ours"], seconds["reference"]
-    print(f"attnpool step: ours {ours_s * 1e3:.0f} ms, open_clip AttentionalPooler {reference_s * 1e3:.0f} ms, ratio "
-          f"{reference_s / ours_s:.2f} ({where}, {len(head.query)} query, {head.heads} heads, batch {len(tokens)})")
+    print(f"attnpool step; reference: open_clip's AttentionalPooler: "
+          f"{compared(times['ours'], times['reference'], tokens.device)} ({where}, {len(head.query)} query, "
+          f"{head.heads} heads, batch {len(tokens)})")
 
 
 def against_references(args: argparse.Namespace) -> None:
