@@ -89,21 +89,21 @@ def main() -> None:
     times = interleaved({name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
                          for name, h in (("recompute", head), ("qk", given_qk), ("affinity", given_affinity))},
                         args.repeats)
-    seconds = {name: timing.wall for name, timing in times.items()}
 
     patches = settings.tokens - 1
     block = args.frames * settings.tokens * settings.width * 2  # one block's tokens per video, float16
     qk = 2 * args.frames * patches * settings.width * 2  # q and k of the patch tokens, float16
     affinity = 2 * (args.frames - 1) * patches * patches * 2  # both directions' N x N maps, float16
-    layouts = {"recompute q/k (store M+1 blocks)": ((m + 1) * block, seconds["recompute"]),
-               "store q/k (M blocks + q, k)": (m * block + m * qk, seconds["qk"]),
-               "store affinities (M blocks + maps)": (m * block + m * affinity, seconds["affinity"])}
+    layouts = {"recompute q/k (store M+1 blocks)": ((m + 1) * block, times["recompute"]),
+               "store q/k (M blocks + q, k)": (m * block + m * qk, times["qk"]),
+               "store affinities (M blocks + maps)": (m * block + m * affinity, times["affinity"])}
     print(f"{machine(device)}; {args.model} shapes, {args.frames} frames, {m} decoder layers, batch {args.batch_size}; "
           f"cache read at {rate / 1e6:.0f} MB/s")
     for layout, (nbytes, step) in layouts.items():
-        compute = args.batch_size / step
-        print(f"{layout:36s} {nbytes / 1e6:6.1f} MB/video  step {step * 1e3:8.1f} ms = {compute:8.1f} videos/s"
-              f"  read-bound at {rate / nbytes:8.1f} videos/s  -> {min(compute, rate / nbytes):8.1f} videos/s")
+        compute = args.batch_size / step.wall
+        cpu = f" (CPU {step.cpu * 1e3:.0f} ms)" if device.type == "cpu" else ""
+        print(f"{layout:36s} {nbytes / 1e6:6.1f} MB/video  step {step.wall * 1e3:8.1f} ms{cpu} = {compute:8.1f} "
+              f"videos/s  read-bound at {rate / nbytes:8.1f} videos/s  -> {min(compute, rate / nbytes):8.1f} videos/s")
 
 
 if __name__ == "__main__":
