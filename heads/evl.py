@@ -69,8 +69,9 @@ class FrozenQK(nn.Module):
 
 class FrozenAffinity(nn.Module):
     """Block j's own attention between adjacent frames: for every patch of frame t, the softmax over the
-    patches of frame t-1 (and of t+1) of q·k/sqrt(d), averaged over heads. Cached tokens and frozen
-    parameters in, nothing trained: no gradient flows through it."""
+    patches of frame t-1 (and of t+1) of q·k/sqrt(d), averaged over heads. It depends on cached tokens and
+    frozen parameters only, so training records no graph here. The two directions are different products
+    (q_t k_{t-1}ᵀ and q_{t-1} k_tᵀ): no frame pair's map serves both."""
 
     def __init__(self, ctx: HeadContext, block: int) -> None:
         super().__init__()
@@ -104,7 +105,7 @@ class CrossFrameAttention(nn.Module):
     offsets (half of them zero) by 2h(2w-1) x C windows of the table. That is (2w-1)/w ~ 2x the
     multiply-adds of the sparse sum, all in dense GEMMs, and neither pass materialises an (N, N, C)
     gathered weight (118 MB at ViT-B/16, fp32): the backward is the transposed GEMM into the windows,
-    folded back onto the table. Measured 3.8x faster than the gather (fwd + bwd, ViT-B/16, 2 videos, CPU).
+    folded back onto the table. Measured 3.8x faster than the gather (fwd + bwd, ViT-B/16, 2 videos, 1 core).
     """
 
     def __init__(self, grid: tuple[int, int], width: int) -> None:
