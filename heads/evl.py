@@ -117,7 +117,8 @@ class CrossFrameAttention(nn.Module):
         self.register_buffer("index", window_index(grid), persistent=False)
 
     def forward(self, prev: torch.Tensor, next_: torch.Tensor) -> torch.Tensor:
-        """Affinities as FrozenAffinity gives them -> (B, T, N, C), zero where a neighbour does not exist."""
+        """Affinities as FrozenAffinity gives them -> (B, T, h, w, C), zero where a neighbour does not exist
+        (a view of the GEMMs' output: adding it where it goes is the only pass over it)."""
         h, w = self.grid
         b, pairs, n, _ = prev.shape
         t, c, span = pairs + 1, self.weight_prev.shape[1], 2 * h * (2 * w - 1)
@@ -129,25 +130,30 @@ class CrossFrameAttention(nn.Module):
         spread[:, :, 1:].scatter_(-1, index, prev.view(b, pairs, h, w, n).permute(2, 0, 1, 3, 4))
         spread[:, :, :-1].scatter_(-1, index + (2 * w - 1), next_.view(b, pairs, h, w, n).permute(2, 0, 1, 3, 4))
         out = torch.bmm(spread.view(h, b * t * w, span), windows)
-        return out.view(h, b, t, w, c).permute(1, 2, 0, 3, 4).reshape(b, t, n, c)
+        return out.view(h, b, t, w, c).permute(1, 2, 0, 3, 4)
 
 
 class TemporalEnrichment(nn.Module):
-    """Y = X + DWConv_t(X) + P + XA(A); the XA term on patch tokens only (CLS rows get nothing)."""
+    """Y = X + DWConv_t(X) + P + XA(A); the XA term on patch tokens only (CLS rows get nothing).
+
+    X + DWConv_t(X) is one depthwise conv whose middle tap is the conv's plus one, run as a (3, 1) conv2d on
+    (B, C, T, L) viewed channels-last: no copy of the tokens in or out (nn.Conv1d holds the parameters,
+    initialised as EVL's)."""
 
     def __init__(self, ctx: HeadContext, block: int) -> None:
         super().__init__()
         width = ctx.width
         self.conv = nn.Conv1d(width, width, kernel_size=3, padding=1, groups=width)
+        self.register_buffer("identity", torch.tensor([0.0, 1.0, 0.0]), persistent=False)
         self.position = nn.Parameter(torch.zeros(ctx.frames, width))
         self.affinity = FrozenAffinity(ctx, block)
         self.cross = CrossFrameAttention(ctx.grid, width)
 
     def forward(self, x: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
-        b, t, length, c = x.shape
-        conv = self.conv(x.permute(0, 2, 3, 1).reshape(b * length, c, t)).reshape(b, length, c, t)
-        y = x + conv.permute(0, 3, 1, 2) + self.position[:, None, :]
-        y[:, :, 1:] += self.cross(*self.affinity(block_input[:, :, 1:]))
+        kernel = (self.conv.weight + self.identity).unsqueeze(-1)  # (C, 1, 3, 1)
+        y = F.conv2d(x.permute(0, 3, 1, 2), kernel, self.conv.bias, padding=(1, 0), groups=x.shape[-1])
+        y = y.permute(0, 2, 3, 1) + self.position[:, None, :]
+        y[:, :, 1:].unflatten(2, self.cross.grid).add_(self.cross(*self.affinity(block_input[:, :, 1:])))
         return y
 
 
