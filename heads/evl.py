@@ -67,6 +67,14 @@ class FrozenQK(nn.Module):
         return q, k
 
 
+SCORES_IN_CACHE = 24 * 2**20  # bytes of float32 attention scores computed at once: a CPU's last-level cache
+
+
+def _head_mean_attention(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(..., heads, N, d) scaled queries and keys -> (..., N, N) softmax attention averaged over heads."""
+    return (q @ k.transpose(-1, -2)).softmax(dim=-1).mean(dim=-3)
+
+
 class FrozenAffinity(nn.Module):
     """Block j's own attention between adjacent frames: for every patch of frame t, the softmax over the
     patches of frame t-1 (and of t+1) of q·k/sqrt(d), averaged over heads. It depends on cached tokens and
@@ -80,9 +88,13 @@ class FrozenAffinity(nn.Module):
     def forward(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, N, D) patch tokens -> affinities of frames 1.. to their previous frame and of frames ..T-2
         to their next, each (B, T-1, N, N) (rows: the frame's patches, columns: its neighbour's)."""
-        q, k = self.qk(block_input)
-        prev = (q[:, 1:] @ k[:, :-1].transpose(-1, -2)).softmax(dim=-1).mean(dim=2)
-        next_ = (q[:, :-1] @ k[:, 1:].transpose(-1, -2)).softmax(dim=-1).mean(dim=2)
+        _, t, n, _ = block_input.shape
+        videos = max(1, SCORES_IN_CACHE // (2 * max(t - 1, 1) * self.qk.heads * n * n * 4))
+        maps = []
+        for chunk in block_input.split(videos):  # a few videos at a time: their q, k and scores stay in cache
+            q, k = self.qk(chunk)
+            maps.append((_head_mean_attention(q[:, 1:], k[:, :-1]), _head_mean_attention(q[:, :-1], k[:, 1:])))
+        prev, next_ = (torch.cat(direction) for direction in zip(*maps))
         return prev, next_
 
 

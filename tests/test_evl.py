@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from clipcache.heads.base import HeadContext
-from clipcache.heads.evl import EVLHead
+from clipcache.heads.evl import SCORES_IN_CACHE, EVLHead, FrozenAffinity
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import with_recipe
 
@@ -209,3 +209,26 @@ def test_defaults_are_the_papers(tmp_path: Path) -> None:
     assert head.dropout.p == 0.5 and all(block.mlp[2].p == 0.5 for block in head.decoder)
     cfg = with_recipe(TrainConfig(store=tmp_path / "store.zarr", head="evl", out=tmp_path / "run"))
     assert (cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.label_smoothing, cfg.grad_clip) == (4e-4, 0.05, 256, 0, 0)
+
+
+def test_affinities_computed_a_few_videos_at_a_time_equal_the_whole_batch() -> None:
+    """A 30x30 grid makes one video's attention scores fill the cache budget: 3 videos are 3 chunks."""
+    grid, width, heads, frames = (30, 30), 64, 2, 3
+    rng = torch.Generator().manual_seed(0)
+    frozen = {"blocks.1.ln_1.weight": 1 + 0.1 * torch.randn(width, generator=rng),
+              "blocks.1.ln_1.bias": 0.1 * torch.randn(width, generator=rng),
+              "blocks.1.attn.in_proj_weight": torch.randn(3 * width, width, generator=rng) / math.sqrt(width),
+              "blocks.1.attn.in_proj_bias": 0.1 * torch.randn(3 * width, generator=rng)}
+    ctx = HeadContext(classes=("a", "b"), frames=frames, embed_dim=8, width=width, heads=heads, tokens=901, grid=grid,
+                      layers=(0, 1), num_blocks=2, frozen=frozen)
+    affinity = FrozenAffinity(ctx, block=1)
+    assert 2 * (frames - 1) * heads * 900 ** 2 * 4 > SCORES_IN_CACHE / 2  # so each chunk holds one video
+    patches = torch.randn(3, frames, 900, width, generator=rng)
+    normed = F.layer_norm(patches, (width,), frozen["blocks.1.ln_1.weight"], frozen["blocks.1.ln_1.bias"])
+    q, k = F.linear(normed, frozen["blocks.1.attn.in_proj_weight"][:2 * width],
+                    frozen["blocks.1.attn.in_proj_bias"][:2 * width]).chunk(2, dim=-1)
+    q, k = (u.reshape(3, frames, 900, heads, width // heads).transpose(2, 3) for u in (q, k))
+    scores = q[:, 1:] @ k[:, :-1].transpose(-1, -2) / math.sqrt(width // heads), \
+        q[:, :-1] @ k[:, 1:].transpose(-1, -2) / math.sqrt(width // heads)
+    for got, score in zip(affinity(patches), scores):
+        torch.testing.assert_close(got, score.softmax(dim=-1).mean(dim=2), atol=1e-6, rtol=1e-5)
