@@ -88,12 +88,11 @@ class FrozenAffinity(nn.Module):
     def forward(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, N, D) patch tokens -> affinities of frames 1.. to their previous frame and of frames ..T-2
         to their next, each (B, T-1, N, N) (rows: the frame's patches, columns: its neighbour's)."""
-        _, t, n, _ = block_input.shape
-        videos = max(1, SCORES_IN_CACHE // (2 * max(t - 1, 1) * self.qk.heads * n * n * 4))
-        maps = []
-        for chunk in block_input.split(videos):  # a few videos at a time: their q, k and scores stay in cache
-            q, k = self.qk(chunk)
-            maps.append((_head_mean_attention(q[:, 1:], k[:, :-1]), _head_mean_attention(q[:, :-1], k[:, 1:])))
+        q, k = self.qk(block_input)
+        _, t, heads, n, _ = q.shape
+        videos = max(1, SCORES_IN_CACHE // (2 * max(t - 1, 1) * heads * n * n * 4))
+        maps = [(_head_mean_attention(qc[:, 1:], kc[:, :-1]), _head_mean_attention(qc[:, :-1], kc[:, 1:]))
+                for qc, kc in zip(q.split(videos), k.split(videos))]  # a few videos at a time: scores stay in cache
         prev, next_ = (torch.cat(direction) for direction in zip(*maps))
         return prev, next_
 
