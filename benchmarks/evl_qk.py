@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import torch
-from steps import interleaved, machine, training_step
 from torch import nn
 
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import build_head
 from clipcache.pipeline.common import autocast, resolve_device
 from clipcache.pipeline.train.build import head_context
+from steps import interleaved, machine, training_step
 from synthetic_store import make_store
 
 

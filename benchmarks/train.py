@@ -20,18 +20,6 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from evl_qk import StoredAffinity, StoredQK
-from reference_heads import (
-    CPU_PATCH,
-    attnpool_as_reference,
-    attnpool_reference,
-    evl_as_reference,
-    evl_reference,
-    evl_reference_inputs,
-    fresh,
-    load_evl,
-)
-from steps import compared, interleaved, machine, timed, training_step
 from torch import nn
 
 from clipcache.cache.reader import CacheReader
@@ -45,6 +33,18 @@ from clipcache.pipeline.train.build import build_for_store, head_context
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import train_head
+from evl_qk import StoredAffinity, StoredQK
+from reference_heads import (
+    CPU_PATCH,
+    attnpool_as_reference,
+    attnpool_reference,
+    evl_as_reference,
+    evl_reference,
+    evl_reference_inputs,
+    fresh,
+    load_evl,
+)
+from steps import compared, interleaved, machine, timed, training_step
 from synthetic_store import make_store
 
 
