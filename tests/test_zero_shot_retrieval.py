@@ -13,7 +13,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from retrieval_data import CaptionedStore, captioned_store  # noqa: F401 - the session's captioned store
 from scipy.stats import rankdata
 from test_text_faults import read_only
 
@@ -24,6 +23,7 @@ from clipcache.pipeline.evaluate.retrieval import RANK_COLUMNS
 from clipcache.pipeline.models import load_model
 from clipcache.pipeline.train.text_embeddings import CAPTIONS, sentence_embeddings
 from conftest import TINY_CONFIG, run_cli
+from retrieval_data import CaptionedStore, captioned_store  # noqa: F401 - the session's captioned store
 
 
 def _eval(store: Path, captions: Path, out: Path, *extra: str | Path) -> tuple[dict, str]:
