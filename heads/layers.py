@@ -7,20 +7,24 @@
   and the constant drops out of the softmax; Σ_s a_s (W_v,h m_s + b_v,h) = W_v,h (Σ_s a_s m_s) + b_v,h
   since the weights sum to one. For one query and 64-wide heads that is D/64 times fewer operations
   (12x for ViT-B, 16x for ViT-L), the same function.
-- `TemporalTransformer`: a small pre-LN transformer over per-frame embeddings with learned frame
-  positions, built like CLIP's blocks (QuickGELU, 64-wide heads), then the mean over time. The text head
-  (Text4Vis adds the input frames back around the transformer: `residual`) and the prompt head
-  (Efficient-Prompt does not) share it.
+- `TemporalTransformer`: CLIP-style pre-LN blocks (QuickGELU) over per-frame embeddings with learned frame
+  positions, then the mean over time. The text head (Text4Vis: LayerNorm eps 1e-12, N(0, 0.02) init, the
+  input frames added back around the blocks) and the prompt head (Efficient-Prompt: eps 1e-5, PyTorch's
+  init, no outer residual) share it with their references' settings.
 - `LayerNormFp32` and `QuickGELU` are open_clip's own (EVL and CLIP use them).
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from open_clip.transformer import LayerNormFp32, QuickGELU
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["LayerNormFp32", "QuickGELU", "TemporalTransformer", "attend"]
+from clipcache import InputError
+
+__all__ = ["LayerNormFp32", "QuickGELU", "ResidualAttentionBlock", "TemporalTransformer", "attend"]
 
 
 def attend(queries: torch.Tensor, memory: torch.Tensor, key_weight: torch.Tensor, value_weight: torch.Tensor,
@@ -39,18 +43,45 @@ def attend(queries: torch.Tensor, memory: torch.Tensor, key_weight: torch.Tensor
     return out.reshape(b, q, d) + value_bias
 
 
-class TemporalTransformer(nn.Module):
-    def __init__(self, dim: int, frames: int, depth: int, residual: bool = True, position_std: float = 0.02) -> None:
+class ResidualAttentionBlock(nn.Module):
+    """CLIP's pre-LN block: x + MHA(LN1(x)), then x + c_proj(QuickGELU(c_fc(LN2(x)))) with a 4x MLP; no mask,
+    no dropout. The parameter names are CLIP's, as in both references' temporal modules."""
+
+    def __init__(self, dim: int, heads: int, eps: float) -> None:
         super().__init__()
-        heads = dim // 64 if dim % 64 == 0 else 1  # CLIP's 64-wide attention heads
+        self.ln_1, self.ln_2 = LayerNormFp32(dim, eps=eps), LayerNormFp32(dim, eps=eps)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(OrderedDict(c_fc=nn.Linear(dim, 4 * dim), gelu=QuickGELU(),
+                                             c_proj=nn.Linear(4 * dim, dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class TemporalTransformer(nn.Module):
+    """h = x + P[:T]; h = Blocks(h); h = h + x when `residual`; the mean of h over time: (B, T, E) -> (B, E).
+
+    `linear_std`: Linear weights (the MLP's and the attention's output projection) from N(0, std^2) with
+    zero biases (Text4Vis); None keeps PyTorch's initialisation (Efficient-Prompt). The packed q/k/v
+    projection keeps nn.MultiheadAttention's Xavier initialisation in both references.
+    """
+
+    def __init__(self, dim: int, frames: int, depth: int, heads: int, *, residual: bool, eps: float,
+                 position_std: float, linear_std: float | None = None) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads:
+            raise InputError(f"temporal transformer: {heads} heads do not divide the width {dim}")
         self.residual = residual
-        self.position = nn.Parameter(torch.zeros(frames, dim))
-        nn.init.normal_(self.position, std=position_std)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation=QuickGELU(),
-                                           batch_first=True, norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.position = nn.Parameter(torch.randn(frames, dim) * position_std)
+        self.blocks = nn.Sequential(*(ResidualAttentionBlock(dim, heads, eps) for _ in range(depth)))
+        if linear_std is not None:
+            for module in self.blocks.modules():
+                if isinstance(module, nn.Linear):  # out_proj is one too
+                    nn.init.normal_(module.weight, std=linear_std)
+                    nn.init.zeros_(module.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, E) -> (B, E)."""
-        encoded = self.layers(frames + self.position)
-        return (frames + encoded if self.residual else encoded).mean(dim=1)
+        encoded = self.blocks(frames + self.position[: frames.shape[1]].to(frames.dtype))
+        return (encoded + frames if self.residual else encoded).mean(dim=1)

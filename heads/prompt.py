@@ -3,7 +3,13 @@ CLIP's frozen text encoder, against a temporal transformer over the frame embedd
 
 Each class is read as [SOT] a_1..a_P <name tokens> b_1..b_S [EOT] and pooled at [EOT]; the prompt
 vectors are shared by all classes, so any class name can be scored, seen in training or not. The text
-tower stays frozen (and out of the checkpoint) while gradients flow through it into the prompts.
+tower stays frozen (and out of the checkpoint) while gradients flow through it into the prompts. The
+video side is the reference's temporal module, h = Blocks(x + P) averaged over time (no outer residual),
+and logits are cosine / 0.07.
+
+One difference from the reference code, kept on purpose: its suffix vectors are rows of one table
+indexed by sequence position, so the suffix a class gets shifts with the length of its name; here
+the S suffix vectors are the same for every class, as the paper describes them.
 """
 from __future__ import annotations
 
@@ -15,31 +21,46 @@ from clipcache import InputError
 from clipcache.heads.base import FeatureRequest, Head, HeadContext
 from clipcache.heads.layers import TemporalTransformer
 
-TEMPERATURE = 0.07
+TEMPERATURE = 0.07  # fixed, as the reference
+DEFAULT_PROMPTS = 16
+NAME_ROOM = 8  # tokens of class name the default prompt counts leave room for
 
 
 class PromptHead(Head):
-    """`prefix`/`suffix` prompt vectors (default 16 each), `depth` temporal transformer layers (default 1,
-    0: the frame mean). Initialised as the reference: prompts and frame positions from N(0, 0.01^2)."""
+    """`prefix`/`suffix` prompt vectors (default 16 each, as the reference's README run; fewer, equally on
+    both sides, when the text context cannot hold them and an 8-token name), `depth` temporal
+    transformer layers (default 2 as the reference's code; 0: the frame mean) with `heads` attention heads
+    (default 8). Initialised as the reference: prompts and frame positions from N(0, 0.01^2), the rest
+    PyTorch's defaults."""
 
     uses_text_tower = True
 
-    def __init__(self, ctx: HeadContext, prefix: int = 16, suffix: int = 16, depth: int = 1) -> None:
+    def __init__(self, ctx: HeadContext, prefix: int | None = None, suffix: int | None = None, depth: int = 2,
+                 heads: int = 8) -> None:
         super().__init__()
         if ctx.text_tower is None:
             raise InputError("the prompt head needs the store's text encoder")
-        if prefix < 0 or suffix < 0 or prefix + suffix == 0:
-            raise InputError(f"prompt head: prefix={prefix}, suffix={suffix}: at least one prompt vector")
         model, self._tokenizer = ctx.text_tower
         self._tower = [model.eval().requires_grad_(False)]  # a list: not a submodule, not in the state dict
         width = model.token_embedding.weight.shape[1]
         self.context_length = model.positional_embedding.shape[0]
+        prefix, suffix = self._fitting(prefix, suffix)
+        if prefix < 0 or suffix < 0 or prefix + suffix == 0:
+            raise InputError(f"prompt head: prefix={prefix}, suffix={suffix}: at least one prompt vector")
+        if depth < 0:
+            raise InputError(f"prompt head depth={depth}: 0 (the frame mean) or more layers")
         self.request = FeatureRequest(pooled=True)
         self.prefix = nn.Parameter(torch.randn(prefix, width) * 0.01)
         self.suffix = nn.Parameter(torch.randn(suffix, width) * 0.01)
-        self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth, residual=False, position_std=0.01) \
-            if depth > 0 else None
+        self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth, heads, residual=False, eps=1e-5,
+                                            position_std=0.01) if depth > 0 else None
         self.set_classes(list(ctx.class_names or ctx.classes))
+
+    def _fitting(self, prefix: int | None, suffix: int | None) -> tuple[int, int]:
+        """The prompt counts asked for, else 16 each, or fewer where the text context is too short to hold
+        them and a name of NAME_ROOM tokens (the tower alone decides: a checkpoint fits any class names)."""
+        default = max(1, min(DEFAULT_PROMPTS, (self.context_length - 2 - NAME_ROOM) // 2))
+        return (default if prefix is None else prefix), (default if suffix is None else suffix)
 
     def set_classes(self, names: list[str]) -> None:
         """Tokenise class names once and lay out where each sequence position reads from: a token

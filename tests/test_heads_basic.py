@@ -64,7 +64,7 @@ def test_text_head_without_temporal_layers_is_scaled_cosine_to_frozen_class_text
 def test_text_head_trains_scale_and_temporal_transformer_but_never_the_classifier() -> None:
     head = TextHead(_context(), depth=2, learn_scale=True)
     assert head.log_scale.item() == pytest.approx(math.log(50.0))
-    assert len(head.temporal.layers.layers) == 2 and head.temporal.position.shape == (FRAMES, EMBED)
+    assert len(head.temporal.blocks) == 2 and head.temporal.position.shape == (FRAMES, EMBED)
     classifier = head.classifier.clone()
     optimizer = torch.optim.SGD([p for p in head.parameters() if p.requires_grad], lr=0.1)
     nn.functional.cross_entropy(head(_batch()), torch.tensor([0, 1, 2, 0, 1])).backward()

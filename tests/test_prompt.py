@@ -70,7 +70,7 @@ def test_prompt_head_learns(appearance_store: Path, tmp_path: Path) -> None:
 
 def test_prompt_options_are_checked(appearance_store: Path, tmp_path: Path) -> None:
     result = run_cli("train-head", appearance_store, "--head", "prompt", "--out", tmp_path / "p", "--device", "cpu",
-                     "--quiet", "--epochs", "1")
+                     "--quiet", "--epochs", "1", "--option", "prefix=16", "--option", "suffix=16")
     assert result.code == 2 and "exceed the text context of 24" in result.stderr  # 16 + 16 do not fit the tiny tower
     with pytest.raises(ValueError, match="at least one prompt vector"):
         _head(appearance_store, prefix=0, suffix=0)
