@@ -1,5 +1,6 @@
-"""The one interface every head has: what it reads from the cache, how it is trained by default, what
-it needs from the store, and logits from a batch.
+"""The one interface every head has: what it reads from the cache, what it needs from the store, what it
+learns from the training set before the first step, and logits from a batch. How each head is trained
+by default is the table in `heads.recipes`.
 
 Heads never open files: the dataset loads exactly the features a head's `FeatureRequest` names, and
 whatever a head needs from the store (class text embeddings, the text tower, frozen encoder parameters,
@@ -7,11 +8,16 @@ sizes) arrives in a `HeadContext` built once from the store.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+from clipcache.heads.recipes import Recipe
+
+__all__ = ["Batch", "FeatureRequest", "Head", "HeadContext", "Recipe"]
 
 Batch = dict[str, torch.Tensor]
 
@@ -56,27 +62,22 @@ class HeadContext:
         return len(self.classes)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Training defaults of a head (its paper's, where published); the user's options override them."""
-
-    lr: float = 1e-3
-    batch_size: int = 64
-    label_smoothing: float = 0.0
-    grad_clip: float = 1.0
-
-
 class Head(nn.Module):
     """Base of every head: `Head(ctx, **options)` builds it for a store, `head(batch)` gives (B, C) logits.
 
-    Subclasses set `request` in `__init__` and may override the class attributes below; the training
-    loop and evaluation read nothing else about a head.
+    Subclasses set `request` in `__init__` and may override the class attributes and `prepare` below; the
+    training loop and evaluation read nothing else about a head.
     """
 
-    recipe: ClassVar[Recipe] = Recipe()
     uses_text_embeddings: ClassVar[bool] = False  # the context carries class-name text embeddings
     uses_text_tower: ClassVar[bool] = False  # the context carries the store's frozen text encoder
+    lr_scales: ClassVar[dict[str, float]] = {}  # parameter name -> multiple of the learning rate
     request: FeatureRequest
+
+    def prepare(self, batches: Iterable[Batch]) -> None:
+        """Called once before the first training step with the training set's batches (on the head's
+        device), for what a head takes from the data rather than learns (e.g. input statistics, kept as
+        buffers so checkpoints carry them). Default: nothing."""
 
     @classmethod
     def scores_class_names(cls) -> bool:

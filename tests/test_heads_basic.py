@@ -1,16 +1,21 @@
 """The head registry and the linear and text heads on a hand-made context (no store, no CLIP)."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from clipcache.heads import HEADS, build_head
+from clipcache.heads import HEADS, build_head, head_class
 from clipcache.heads.base import FeatureRequest, HeadContext
 from clipcache.heads.linear import LinearHead
 from clipcache.heads.text import TextHead
+from clipcache.pipeline.options import cli_of
+from clipcache.pipeline.train.config import TrainConfig
 
 EMBED, FRAMES = 64, 4
 
@@ -39,13 +44,24 @@ def test_registry_builds_heads_by_name_and_refuses_clearly() -> None:
         build_head("text", _context(text=False))
 
 
-def test_linear_head_is_a_linear_layer_on_the_frame_mean() -> None:
-    head = LinearHead(_context(), normalize=True)
+def test_linear_head_is_a_linear_layer_on_the_standardised_frame_mean() -> None:
+    head = LinearHead(_context())
     assert head.request == FeatureRequest(pooled=True)
     batch = _batch()
     mean = batch["pooled"].mean(dim=1)
-    torch.testing.assert_close(head(batch), head.fc(nn.functional.normalize(mean, dim=-1)))
-    raw = LinearHead(_context(), normalize=False)
+    training = [{"pooled": 3 + torch.randn(4, FRAMES, EMBED, generator=torch.Generator().manual_seed(i))}
+                for i in range(3)]
+    head.prepare(iter(training))  # a generator, as the loop passes it: read once
+    videos = nn.functional.normalize(torch.cat([b["pooled"] for b in training]).mean(dim=1), dim=-1).double()
+    torch.testing.assert_close(head.mean, videos.mean(dim=0).float())
+    rms = (videos - videos.mean(dim=0)).pow(2).mean().sqrt()  # over videos and channels
+    torch.testing.assert_close(head.scale, rms.float())
+    assert {"mean", "scale"} <= set(head.state_dict())  # checkpoints carry the training set's statistics
+    expected = head.fc((nn.functional.normalize(mean, dim=-1) - head.mean) / head.scale)
+    torch.testing.assert_close(head(batch), expected)
+    raw = LinearHead(_context(), normalize=False, standardize=False)
+    raw.prepare(iter(training))
+    assert not raw.mean.any() and raw.scale.item() == 1
     torch.testing.assert_close(raw(batch), raw.fc(mean))
     assert head(batch).shape == (5, 3)
 
@@ -83,3 +99,14 @@ def test_text_head_scores_classes_it_never_saw() -> None:
     video = nn.functional.normalize(novel.temporal(_batch()["pooled"]), dim=-1)
     expected = novel.log_scale.exp() * video @ nn.functional.normalize(ctx.text_embeddings, dim=-1).t()
     torch.testing.assert_close(logits, expected)
+
+
+def test_the_option_help_states_every_heads_defaults() -> None:
+    """`--option`'s help lists each head's option defaults, and they are the constructors' (None: derived)."""
+    text = next(cli_of(f).help for f in dataclasses.fields(TrainConfig) if f.name == "head_options")
+    for name in HEADS:
+        defaults = {p.name: p.default for p in inspect.signature(head_class(name)).parameters.values() if p.name != "ctx"}
+        section = text.split(f"{name}: ", 1)[1]
+        for option, default in defaults.items():
+            if default is not None:
+                assert f"{option}={json.dumps(default)}" in section, (name, option)

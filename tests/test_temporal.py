@@ -1,9 +1,9 @@
 """Temporal modelling works: classes that differ only in the direction of motion (the same frames,
-in opposite order) are learned by the EVL head, while the frame-mean linear head stays near chance."""
+in opposite order) are learned by the EVL head with its default options (the paper's recipe, dropout
+0.5 included), while the frame-mean linear head stays near chance."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -29,22 +29,19 @@ def motion_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
-def _train_and_eval(store: Path, out: Path, head: str, *options: str) -> tuple[float, float]:
-    """(held-out top-1, last epoch's training loss) of a head trained through the CLI."""
-    trained = run_cli("train-head", store, "--head", head, "--out", out, "--device", "cpu", "--quiet", "--preload",
-                      "--batch-size", "8", *options)
+def _train_and_eval(store: Path, out: Path, head: str) -> float:
+    """Held-out top-1 of a head trained through the CLI with default options."""
+    trained = run_cli("train-head", store, "--head", head, "--out", out, "--device", "cpu", "--quiet")
     assert trained.code == 0, trained
     report = run_cli("eval", store, "--checkpoint", out, "--device", "cpu", "--json")
     assert report.code == 0, report
-    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    return json.loads(report.stdout)["top1"], last["loss"]
+    return json.loads(report.stdout)["top1"]
 
 
 def test_evl_learns_motion_direction_linear_cannot(motion_store: Path, tmp_path: Path) -> None:
-    evl, _ = _train_and_eval(motion_store, tmp_path / "evl", "evl", "--epochs", "20", "--lr", "2e-3")  # dropout 0.5
-    linear, linear_loss = _train_and_eval(motion_store, tmp_path / "linear", "linear", "--epochs", "20", "--lr", "1e-2")
+    evl = _train_and_eval(motion_store, tmp_path / "evl", "evl")
+    linear = _train_and_eval(motion_store, tmp_path / "linear", "linear")
     assert evl >= 0.9
-    # the frame means of a video and of its reverse are the same up to codec noise: the linear head cannot
-    # even fit its training set (loss stays at ln 2) and guesses on held-out videos
-    assert linear_loss > 0.9 * math.log(2)
+    # the frame means of a video and of its reverse are the same up to codec noise: standardised, the linear
+    # head can memorise that noise on its training videos, but it guesses on held-out ones
     assert linear <= 0.7

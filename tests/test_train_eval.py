@@ -1,17 +1,19 @@
-"""Stage two on a real extracted store: heads learn, checkpoints round-trip, resume is exact, zero-shot
-runs end to end, and bad input or a mismatched store is refused clearly."""
+"""Stage two on a real extracted store: a head trained with the default options learns and reports its
+progress, checkpoints round-trip, resuming refuses changed options, zero-shot runs end to end, and bad
+input or a mismatched store is refused clearly. (Resuming after real kills and a full disk:
+test_training_state.py; every head's defaults against a probe: test_defaults_learn.py.)"""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import clipcache.pipeline.train.loop
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import FAILED
+from clipcache.cache.schema import FAILED, PENDING
 from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import LAST, load_weights, read_run
@@ -20,7 +22,7 @@ from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import train_head
 from conftest import assert_choice_refused, run_cli, synthetic_store
 
-FAST = dict(epochs=12, batch_size=6, lr=1e-2, device="cpu", quiet=True)
+SHORT = dict(epochs=2, min_steps=0, device="cpu", quiet=True)  # mechanics, not learning: the defaults, shorter
 
 
 def _eval(store: Path, *args: str | Path) -> dict:
@@ -33,26 +35,34 @@ def _losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("head, options", [("linear", {}), ("text", {"depth": 1})])
-def test_heads_reach_90_percent_on_held_out_videos(appearance_store: Path, tmp_path: Path, head: str,
-                                                   options: dict) -> None:
-    run = train_head(TrainConfig(store=appearance_store, head=head, out=tmp_path / head, head_options=options, **FAST))
+def test_linear_head_with_default_options_reaches_90_percent_and_shows_its_progress(appearance_store: Path,
+                                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "linear"
+    trained = run_cli("train-head", appearance_store, "--head", "linear", "--out", out, "--device", "cpu")
+    assert trained.code == 0, trained
+    # 18 videos in one batch, passed over 25 times per epoch to make the recipe's 500 steps in 20 epochs
+    assert "linear: batch 18, 1 steps per pass x 25 passes x 20 epochs = 500 steps" in trained.stderr
+    assert "AdamW lr 0.01, weight decay 0.05, 1 warm-up epochs, cosine schedule" in trained.stderr
+    epochs = re.findall(r"epoch (\d+)/20  step (\d+)/500  loss ([\d.]+)  lr \S+  val top-1 ([\d.]+)", trained.stderr)
+    assert [(int(e), int(s)) for e, s, _, _ in epochs] == [(e, 25 * e) for e in range(1, 21)]
+    assert float(epochs[-1][2]) < 0.5 * float(epochs[0][2])  # the loss visibly fell
+    run = read_run(out)
     assert run["splits"] == {"train": 18, "val": 6, "test": 12} and "preloaded on cpu" in run["features"]
-    report = _eval(appearance_store, "--checkpoint", tmp_path / head)
+    assert run["config"]["lr"] == 0.01 and run["config"]["batch_size"] == 64 and run["config"]["min_steps"] == 500
+    report = _eval(appearance_store, "--checkpoint", out)
     assert report["top1"] >= 0.9 and report["videos"] == 12 and report["split"] == "test" and report["held_out"]
     assert {"top5", "mean_class_accuracy", "per_class"} <= set(report)
-    folder = tmp_path / head / "eval" / f"features-test-head-{head}-best"
+    folder = out / "eval" / "features-test-head-linear-best"
     assert report["output"] == str(folder)
     for name in ("result.json", "predictions.csv", "confusion.png", "per_class.png"):
         assert (folder / name).stat().st_size > 0
-    saved = read_run(tmp_path / head)
-    assert saved["store_fingerprint"] == CacheReader(appearance_store).settings.fingerprint()
-    assert saved["classes"] == list(CacheReader(appearance_store).classes) and saved["best"]["val_top1"] >= 0.9
-    assert len(_losses(tmp_path / head)) == FAST["epochs"]
+    assert run["store_fingerprint"] == CacheReader(appearance_store).settings.fingerprint()
+    assert run["classes"] == list(CacheReader(appearance_store).classes) and run["best"]["val_top1"] >= 0.9
+    assert len(_losses(out)) == 20
 
 
 def test_checkpoint_round_trips_to_identical_predictions(appearance_store: Path, tmp_path: Path) -> None:
-    train_head(TrainConfig(store=appearance_store, head="text", out=tmp_path / "r", **{**FAST, "epochs": 2}))
+    train_head(TrainConfig(store=appearance_store, head="text", out=tmp_path / "r", **SHORT))
     reader = CacheReader(appearance_store)
     heads = []
     for seed in (1, 2):  # two differently initialised heads, both loaded from the checkpoint
@@ -65,41 +75,25 @@ def test_checkpoint_round_trips_to_identical_predictions(appearance_store: Path,
                                   predict(heads[1], data, torch.device("cpu"))[0])
 
 
-def test_resume_after_an_interruption_continues_exactly(appearance_store: Path, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stopped in the worst place (epoch 3's metrics written, its state not saved), `--resume` redoes
-    epoch 3 and ends with the uninterrupted run's losses (features streamed from the store)."""
-    cfg = TrainConfig(store=appearance_store, head="text", out=tmp_path / "whole", preload=False,
-                      **{**FAST, "epochs": 5})
-    train_head(cfg)
-    saves = []
-    real_save = clipcache.pipeline.train.loop.save_state
-
-    def dies_on_third(run_dir: Path, state: dict) -> None:
-        saves.append(state["epoch"])
-        if len(saves) == 3:
-            raise KeyboardInterrupt
-        real_save(run_dir, state)
-
-    monkeypatch.setattr(clipcache.pipeline.train.loop, "save_state", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        train_head(TrainConfig(**{**cfg.__dict__, "out": tmp_path / "cut"}))
-    monkeypatch.undo()
-    assert len(_losses(tmp_path / "cut")) == 3
-    run = train_head(TrainConfig(**{**cfg.__dict__, "out": tmp_path / "cut", "resume": True}))
-    assert run["epochs_done"] == 5
-    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-6)
-    args = ["train-head", appearance_store, "--head", "text", "--out", tmp_path / "cut", "--device", "cpu", "--quiet",
-            "--epochs", "5", "--batch-size", "6", "--lr", "1e-2"]
+def test_resume_refuses_other_options_and_a_finished_run_is_not_overwritten(appearance_store: Path,
+                                                                           tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    args = ["train-head", appearance_store, "--head", "linear", "--out", out, "--device", "cpu", "--quiet",
+            "--epochs", "2", "--min-steps", "0"]
+    assert run_cli(*args).code == 0
+    before = (out / LAST).read_bytes()
     again = run_cli(*args)
     assert again.code == 2 and "holds a run already; use --resume" in again.stderr
-    changed = run_cli(*args[:-1], "1e-3", "--resume")
+    changed = run_cli(*args, "--lr", "1e-3", "--resume")
     assert changed.code == 2 and "was trained with other options (lr: 0.01 -> 0.001)" in changed.stderr
+    assert (out / LAST).read_bytes() == before
+    longer = run_cli(*args[:-4], "--epochs", "3", "--min-steps", "0", "--resume")  # more epochs: allowed
+    assert longer.code == 0 and len(_losses(out)) == 3
 
 
 def test_early_stopping(appearance_store: Path, tmp_path: Path) -> None:
     run = train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "e", patience=2,
-                                 **{**FAST, "epochs": 40}))
+                                 epochs=40, device="cpu", quiet=True))
     assert run["stopped_early"] < 40 and read_run(tmp_path / "e")["stopped_early"] == run["stopped_early"]
     assert len(_losses(tmp_path / "e")) == run["stopped_early"]
 
@@ -121,22 +115,35 @@ def test_eval_defaults_to_the_runs_test_split(appearance_store: Path, tmp_path: 
     listed = tmp_path / "my-test.txt"
     listed.write_text("\n".join(p for p, s in zip(paths, splits) if s == "test" and "red" in p) + "\n")
     train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "r", test_split=str(listed),
-                           **{**FAST, "epochs": 1}))
+                           **SHORT))
     assert read_run(tmp_path / "r")["splits"]["test"] == 4
     assert _eval(appearance_store, "--checkpoint", tmp_path / "r")["videos"] == 4
     assert _eval(appearance_store, "--checkpoint", tmp_path / "r", "--split", "val")["videos"] == 6
 
 
-def test_failed_videos_are_left_out_and_reported_once(tmp_path: Path) -> None:
-    store = synthetic_store(tmp_path / "s.zarr", status={1: FAILED, 7: FAILED})
+def test_failed_and_pending_videos_are_left_out_and_reported_once(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "s.zarr", status={1: FAILED, 7: FAILED, 4: PENDING})
     result = run_cli("train-head", store, "--head", "linear", "--out", tmp_path / "r", "--epochs", "2",
                      "--device", "cpu")
     assert result.code == 0, result
-    assert result.stderr.count("2 failed videos left out") == 1
-    assert read_run(tmp_path / "r")["splits"] == {"train": 5, "val": 2, "test": 3}
+    assert result.stderr.count("2 failed and 1 pending videos left out") == 1
+    assert read_run(tmp_path / "r")["splits"] == {"train": 4, "val": 2, "test": 3}
     evaluated = run_cli("eval", store, "--checkpoint", tmp_path / "r", "--device", "cpu")
-    assert evaluated.code == 0 and evaluated.stderr.count("2 failed videos left out") == 1
+    assert evaluated.code == 0 and evaluated.stderr.count("2 failed and 1 pending videos left out") == 1
     assert "2 failed" not in run_cli("eval", store, "--checkpoint", tmp_path / "r", "--quiet").stderr
+
+
+def test_an_empty_validation_set_is_refused_before_training(tmp_path: Path) -> None:
+    """One training video per class and no validation split leaves nothing to hold out; a validation split
+    without videos of the trained classes is refused too, never a silent val top-1 of 0."""
+    lonely = synthetic_store(tmp_path / "one.zarr", num_videos=3, splits=["train"] * 3)
+    result = run_cli("train-head", lonely, "--head", "linear", "--out", tmp_path / "a", "--device", "cpu")
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "no validation split 'val' and too few training videos to hold some out" in result.stderr
+    store = synthetic_store(tmp_path / "s.zarr", splits=["val" if i % 3 == 2 else "train" for i in range(12)])
+    with pytest.raises(ValueError, match="no validation videos of the classes being trained"):
+        train_head(TrainConfig(store=store, head="linear", out=tmp_path / "b", classes=("a", "b"), **SHORT))
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -146,6 +153,10 @@ def test_failed_videos_are_left_out_and_reported_once(tmp_path: Path) -> None:
     (["--head", "linear", "--train-split", "nosuch"], "no done videos in training split 'nosuch'"),
     (["--head", "linear", "--frames", "9"], "the head reads 9 frames per view, the store holds 4"),
     (["--head", "linear", "--shots", "0"], "--shots must be at least 1"),
+    (["--head", "linear", "--frames", "0"], "--frames must be at least 1, got 0"),
+    (["--head", "linear", "--warmup-epochs", "-5"], "--warmup-epochs must be 0 or more, got -5.0"),
+    (["--head", "linear", "--min-steps", "-1"], "--min-steps must be 0 or more, got -1"),
+    (["--head", "linear", "--weight-decay", "nan"], "--weight-decay must be 0 or more, got nan"),
 ])
 def test_bad_training_arguments(appearance_store: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli("train-head", appearance_store, "--out", tmp_path / "x", "--device", "cpu", "--quiet", *args)
@@ -159,7 +170,7 @@ def test_an_unknown_head_gets_the_list_of_heads(appearance_store: Path, tmp_path
 
 
 def test_eval_refuses_mismatched_stores_and_options(appearance_store: Path, tmp_path: Path) -> None:
-    train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "r", **{**FAST, "epochs": 1}))
+    train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "r", **SHORT))
     other = synthetic_store(tmp_path / "other.zarr")
     result = run_cli("eval", other, "--checkpoint", tmp_path / "r", "--device", "cpu")
     assert result.code == 2 and "other.zarr: made with model='synthetic'" in result.stderr

@@ -9,9 +9,15 @@ from typing import Any
 
 from clipcache import InputError
 from clipcache.heads import HEADS
+from clipcache.heads.recipes import RECIPES, Schedule
 from clipcache.pipeline.options import RunOptions, ShotOptions, SplitOptions, TextOptions, argument, internal, option
 
 HeadName = StrEnum("HeadName", {name: name for name in sorted(HEADS)})
+
+
+def per_head(field: str) -> str:
+    """The recipes' values of one field, for the help text: "linear 0.001, text 5e-05, ..."."""
+    return ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
 
 
 def parse_head_options(pairs: list[str]) -> dict[str, Any]:
@@ -34,16 +40,29 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions):
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")
     head_options: dict[str, Any] = option(
-        help="Head option key=value, repeatable (text: depth=6; evl: num_layers=4, dropout=0.5; attnpool: queries=1, "
-             "layer=-1, heads=8; prompt: prefix=16, suffix=16, depth=1).",
+        help="Head option key=value, repeatable; the defaults: linear: normalize=true, standardize=true; text: "
+             "depth=6, learn_scale=true; prompt: prefix=16, suffix=16 (fewer on short text contexts), depth=2, heads=8; "
+             "evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8.",
         factory=dict, flags=("--option",), text=list[str], parse=parse_head_options, metavar="KEY=VALUE")
-    epochs: int = option(20, "Training epochs.")
-    batch_size: int | None = option(None, "Videos per batch (default: the head's recipe).")
-    lr: float | None = option(None, "AdamW peak learning rate (default: the head's recipe).")
-    weight_decay: float = option(0.05, "AdamW weight decay.")
-    warmup_epochs: float = option(1.0, "Linear warm-up length before the cosine decay.")
-    label_smoothing: float | None = option(None, "Label smoothing (default: the head's recipe).")
-    grad_clip: float | None = option(None, "Gradient norm clip, 0: off (default: the head's recipe).")
+    epochs: int | None = option(None, "Epochs; validation and checkpoints after each (default: the head's recipe: "
+                                      f"{per_head('epochs')}).")
+    min_steps: int | None = option(None, "At least this many optimiser steps: a small training set is passed over "
+                                         "several times per epoch (as Text4Vis repeats few-shot sets), so a recipe's "
+                                         "learning rate gets the updates it was made for; 0: one pass per epoch "
+                                         f"(default: the head's recipe: {per_head('min_steps')}).")
+    batch_size: int | None = option(None, "Videos per batch; a smaller training set is one batch (default: the "
+                                          f"head's recipe: {per_head('batch_size')}).")
+    lr: float | None = option(None, f"AdamW peak learning rate (default: the head's recipe: {per_head('lr')}).")
+    weight_decay: float | None = option(None, f"AdamW weight decay (default: the head's recipe: "
+                                              f"{per_head('weight_decay')}).")
+    warmup_epochs: float | None = option(None, "Epochs of linear warm-up from 0 (default: the head's recipe: "
+                                               f"{per_head('warmup_epochs')}).")
+    schedule: Schedule | None = option(None, "Learning rate after the warm-up: cosine (decay to 0) or constant "
+                                             f"(default: the head's recipe: {per_head('schedule')}).")
+    label_smoothing: float | None = option(None, "Label smoothing (default: the head's recipe: "
+                                                 f"{per_head('label_smoothing')}).")
+    grad_clip: float | None = option(None, "Gradient norm clip, 0: off (default: the head's recipe: "
+                                           f"{per_head('grad_clip')}).")
     seed: int = option(0, "Seed of initialisation, shuffling, views, hold-out and shots.")
     frames: int | None = option(None, "Frames the head sees (a subset of the stored ones; default all).")
     test_split: str = option("test", "Test split or file of video paths, recorded for eval and scored by the "

@@ -1,0 +1,209 @@
+"""A run's state survives real faults: a process killed with SIGKILL at a chosen point resumes to the
+weights of an uninterrupted run (also with dropout on), any prefix of an epoch's writes resumes, and
+a full disk (a small tmpfs filled for real) stops the run with one line and it resumes once space is
+freed."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS, RUN_FILE, STATE
+from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.loop import train_head
+from conftest import REPO, run_cli
+
+SHORT = dict(epochs=6, min_steps=90, device="cpu", quiet=True)  # the defaults otherwise; short for speed
+
+
+def _command(store: Path, out: Path, head: str, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "cli.py"), "train-head", str(store), "--head", head, "--out", str(out),
+            "--epochs", str(SHORT["epochs"]), "--min-steps", str(SHORT["min_steps"]), "--device", "cpu", "--quiet",
+            *extra]
+
+
+def _start(command: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=preexec)
+
+
+def _lines(path: Path) -> int:
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def _when(process: subprocess.Popen, metrics: Path, lines: int, timeout: float = 120) -> None:
+    """Wait until the run's metrics hold `lines` finished epochs (the process still running)."""
+    deadline = time.monotonic() + timeout
+    while _lines(metrics) < lines:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not reach the epoch in time"
+        time.sleep(0.005)
+
+
+def _kill_after(command: list[str], metrics: Path, lines: int) -> None:
+    process = _start(command)
+    _when(process, metrics, lines)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """The same final weights (bit for bit) and the same metrics rows, timing aside."""
+    for name in (LAST, BEST):
+        wa, wb = load_file(str(a / name)), load_file(str(b / name))
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), (name, key)
+    rows = [[{k: v for k, v in row.items() if k != "samples_per_s"} for row in _rows(d)] for d in (a, b)]
+    assert rows[0] == rows[1]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("head, streamed", [("text", True), ("evl", False)])
+def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(appearance_store: Path, tmp_path: Path,
+                                                                       head: str, streamed: bool) -> None:
+    """SIGKILL once two epochs are finished; `--resume` redoes the rest exactly. EVL keeps its default
+    dropout (0.5), so this holds only if torch's random state is part of the saved state."""
+    options = dict(preload=False) if streamed else {}
+    train_head(TrainConfig(store=appearance_store, head=head, out=tmp_path / "whole", **options, **SHORT))
+    cut = tmp_path / "cut"
+    _kill_after(_command(appearance_store, cut, head, *(["--no-preload"] if streamed else [])), cut / METRICS, 2)
+    assert 2 <= _lines(cut / METRICS) < SHORT["epochs"]
+    again = run_cli(*_command(appearance_store, cut, head)[2:])  # without --resume: refused, nothing touched
+    assert again.code == 2 and "holds a run already; use --resume" in again.stderr
+    run = train_head(TrainConfig(store=appearance_store, head=head, out=cut, resume=True, **options, **SHORT))
+    assert run["epochs_done"] == SHORT["epochs"]
+    _assert_same_run(tmp_path / "whole", cut)
+
+
+def test_any_prefix_of_an_epochs_writes_resumes(appearance_store: Path, tmp_path: Path) -> None:
+    """The state file is replaced last-but-derived-first: whatever a kill leaves (a half-written temporary
+    file, the state without the files derived from it, a torn metrics line, or no finished epoch at
+    all), the run resumes or restarts to the uninterrupted result."""
+    train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "whole", **SHORT))
+    cut = tmp_path / "cut"
+    _kill_after(_command(appearance_store, cut, "linear"), cut / METRICS, 2)
+
+    def resumed(name: str, damage: Callable[[Path], None], resume: bool = True) -> None:
+        copy = tmp_path / name
+        shutil.copytree(cut, copy)
+        damage(copy)
+        train_head(TrainConfig(store=appearance_store, head="linear", out=copy, resume=resume, **SHORT))
+        _assert_same_run(tmp_path / "whole", copy)
+
+    def state_only(run_dir: Path) -> None:  # killed right after the state's rename
+        for name in (LAST, BEST, METRICS, RUN_FILE):
+            (run_dir / name).unlink()
+
+    def torn(run_dir: Path) -> None:  # killed while writing: a partial temporary file, a torn metrics line
+        (run_dir / f".{STATE}.tmp").write_bytes((run_dir / STATE).read_bytes()[:100])
+        with (run_dir / METRICS).open("a") as handle:
+            handle.write('{"epoch": 3, "lo')
+
+    def first_epoch(run_dir: Path) -> None:  # killed before the first epoch finished
+        for name in (STATE, LAST, BEST, METRICS):
+            (run_dir / name).unlink()
+        (run_dir / f".{LAST}.tmp").write_bytes(b"\0" * 10)
+
+    resumed("state-only", state_only)
+    resumed("torn", torn)
+    resumed("first-epoch-restart", first_epoch, resume=False)
+    resumed("first-epoch-resume", first_epoch)
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def _fill(path: Path) -> None:
+    """Write zeros into `path` until the file system is full."""
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    while True:  # the last partial page
+        try:
+            with open(path, "ab") as handle:
+                handle.write(b"\0")
+        except OSError:
+            return
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """For the child only: files may not grow beyond `limit` bytes (and the signal becomes an error)."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(appearance_store: Path, tmp_path: Path) -> None:
+    """On a 1 MB tmpfs filled once the first epoch is saved. Where mounting is not permitted, a file size
+    limit on the child process (RLIMIT_FSIZE) refuses the state file instead."""
+    train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "whole", **SHORT))
+    disk = tmp_path / "disk"
+    mounted = _mount_tmpfs(disk, "1m")
+    out = disk / "run"
+    try:
+        if mounted:
+            process = _start(_command(appearance_store, out, "linear"))
+            _when(process, out / METRICS, 1)
+            _fill(disk / "filler")
+            _, stderr = process.communicate(timeout=120)
+            expected = f"no space left on {out}"
+        else:
+            process = _start(_command(appearance_store, out, "linear"), preexec=_file_size_limit(4096))
+            _, stderr = process.communicate(timeout=120)
+            expected = f"file size limit reached writing {out}"
+        assert process.returncode == 2, stderr
+        assert stderr.startswith("clipcache: error: ") and stderr.count("\n") == 1 and expected in stderr, stderr
+        assert "--resume" in stderr and not list(out.glob(".*.tmp"))  # the partial file is gone
+        (disk / "filler").unlink(missing_ok=True)
+        train_head(TrainConfig(store=appearance_store, head="linear", out=out, resume=True, **SHORT))
+        _assert_same_run(tmp_path / "whole", out)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_damaged_checkpoints_and_bad_run_directories_are_one_line(appearance_store: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "r"
+    train_head(TrainConfig(store=appearance_store, head="linear", out=run_dir, **{**SHORT, "epochs": 1}))
+    best = run_dir / BEST
+    best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    result = run_cli("eval", appearance_store, "--checkpoint", run_dir, "--device", "cpu", "--quiet")
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert f"{best}: not a readable checkpoint" in result.stderr
+    (run_dir / STATE).write_bytes((run_dir / STATE).read_bytes()[:200])
+    resumed = run_cli("train-head", appearance_store, "--head", "linear", "--out", run_dir, "--resume", "--quiet",
+                      "--device", "cpu")
+    assert resumed.code == 2 and f"{run_dir / STATE}: damaged" in resumed.stderr and resumed.stderr.count("\n") == 1
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    refused = run_cli("train-head", appearance_store, "--head", "linear", "--out", a_file, "--device", "cpu")
+    assert refused.code == 2 and f"--out {a_file}: is a file" in refused.stderr and a_file.read_text() == "mine"
