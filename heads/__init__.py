@@ -39,3 +39,11 @@ def build_head(name: str, ctx: HeadContext, **options: Any) -> Head:
         known = ", ".join(p for p in signature(cls).parameters if p != "ctx") or "none"
         raise InputError(f"--head {name}: bad option ({exc}); its options: {known}") from None
     return cls(ctx, **options)
+
+
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options `build_head(name, ...)` uses, its defaults filled in: run.json records these, so a
+    checkpoint rebuilds the same head even after a default changes."""
+    bound = signature(head_class(name)).bind_partial(None, **options)
+    bound.apply_defaults()
+    return dict(list(bound.arguments.items())[1:])  # all but ctx

@@ -49,6 +49,7 @@ def test_linear_head_with_default_options_reaches_90_percent_and_shows_its_progr
     run = read_run(out)
     assert run["splits"] == {"train": 18, "val": 6, "test": 12} and "preloaded on cpu" in run["features"]
     assert run["config"]["lr"] == 0.01 and run["config"]["batch_size"] == 64 and run["config"]["min_steps"] == 500
+    assert run["options"] == {"normalize": True, "standardize": True}  # resolved: later defaults cannot change it
     report = _eval(appearance_store, "--checkpoint", out)
     assert report["top1"] >= 0.9 and report["videos"] == 12 and report["split"] == "test" and report["held_out"]
     assert {"top5", "mean_class_accuracy", "per_class"} <= set(report)

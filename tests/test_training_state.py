@@ -97,9 +97,9 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(appearan
 
 
 def test_any_prefix_of_an_epochs_writes_resumes(appearance_store: Path, tmp_path: Path) -> None:
-    """The state file is replaced last-but-derived-first: whatever a kill leaves (a half-written temporary
-    file, the state without the files derived from it, a torn metrics line, or no finished epoch at
-    all), the run resumes or restarts to the uninterrupted result."""
+    """An epoch ends by renaming the new state file into place; everything else is derived from it. Whatever
+    a kill leaves (a half-written temporary file, the state without the files derived from it, a torn
+    metrics line, or no finished epoch at all), the run resumes or restarts to the uninterrupted result."""
     train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "whole", **SHORT))
     cut = tmp_path / "cut"
     _kill_after(_command(appearance_store, cut, "linear"), cut / METRICS, 2)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.heads import resolved_options
 from clipcache.heads.base import Head
 from clipcache.heads.recipes import RECIPES, Schedule
 from clipcache.pipeline.common import autocast, note, resolve_device
@@ -143,9 +144,10 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     training = _build(cfg, reader, splits, frames, device)
     classes = cfg.classes or reader.classes
     run = json.loads(json.dumps({  # plain JSON values (paths and choices as text): run.json and the state hold it
-        "head": cfg.head, "options": cfg.head_options, "frames": frames, "templates": cfg.templates,
-        "class_names": str(cfg.class_names.resolve()) if cfg.class_names else None, "classes": list(classes),
-        "identity": model_identity(reader.settings), "store_fingerprint": reader.settings.fingerprint(),
+        "head": cfg.head, "options": resolved_options(cfg.head, cfg.head_options), "frames": frames,
+        "templates": cfg.templates, "class_names": str(cfg.class_names.resolve()) if cfg.class_names else None,
+        "classes": list(classes), "identity": model_identity(reader.settings),
+        "store_fingerprint": reader.settings.fingerprint(),
         "request_layers": list(training.head.request.layers), "config": asdict(cfg),
         "splits": {name: int(len(videos)) for name, videos in splits.items()}, "left_out": left_out(reader),
         "features": _where(training.train_set), "best": None, "epochs_done": 0,
