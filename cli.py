@@ -166,7 +166,7 @@ def verify(cfg: VerifyConfig) -> None:
 
 
 @command(TrainConfig, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
-                                           "--epochs 30 --option depth=6")
+                                           "--shots 8 --seeds 3")
 def train_head(cfg: TrainConfig) -> None:
     """Train a light head on cached features (no video is decoded, no image encoder runs).
 

@@ -230,8 +230,8 @@ def main() -> None:
         for head in args.heads.split(","):
             out = Path(tmp) / head
             train_head(TrainConfig(store=store, head=head, out=out, head_options=options.get(head, {}),
-                                   epochs=args.epochs, batch_size=args.batch_size, device=args.device, preload=True,
-                                   quiet=True))
+                                   epochs=args.epochs, min_steps=0, batch_size=args.batch_size, device=args.device,
+                                   preload=True, quiet=True))  # a throughput measurement: one pass per epoch
             metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             rows.append((head, max(m["samples_per_s"] for m in metrics)))
         evl = evl_cache_vs_encoder(store, args.model, args.evl_batch, resolve_device(args.device)) \

@@ -13,15 +13,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from clipcache import InputError
-from clipcache.heads.base import FeatureRequest, Head, HeadContext, Recipe
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
 from clipcache.heads.layers import attend
 
 
 class AttentionalPoolerHead(Head):
     """`queries` learned queries (default 1), `layer` which stored block (index into the stored ones,
     default the last), `heads` attention heads (default 8)."""
-
-    recipe = Recipe(lr=5e-4, batch_size=128, label_smoothing=0.1, grad_clip=1.0)  # CoCa's frozen-feature recipe
 
     def __init__(self, ctx: HeadContext, queries: int = 1, layer: int = -1, heads: int = 8) -> None:
         super().__init__()

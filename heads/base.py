@@ -15,10 +15,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from clipcache.heads.recipes import Recipe
-
-__all__ = ["Batch", "FeatureRequest", "Head", "HeadContext", "Recipe"]
-
 Batch = dict[str, torch.Tensor]
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from clipcache import InputError
-from clipcache.heads.base import FeatureRequest, Head, HeadContext, Recipe
+from clipcache.heads.base import FeatureRequest, Head, HeadContext
 from clipcache.heads.layers import LayerNormFp32, QuickGELU, attend
 
 
@@ -200,10 +200,6 @@ class DecoderBlock(nn.Module):
 class EVLHead(Head):
     """`num_layers` decoder layers M (default 4, or fewer when fewer blocks are stored), `dropout` in the
     decoder MLPs and before the classifier (0.5 as in the paper)."""
-
-    # EVL's released recipe: AdamW at 4e-4 (weight decay 0.05, the loop's default) with cosine decay, global
-    # batch 256, no label smoothing, no gradient clipping
-    recipe = Recipe(lr=4e-4, batch_size=256, label_smoothing=0.0, grad_clip=0.0)
 
     def __init__(self, ctx: HeadContext, num_layers: int | None = None, dropout: float = 0.5) -> None:
         super().__init__()

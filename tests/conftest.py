@@ -15,6 +15,10 @@ from clipcache.cli import app
 from clipcache.pipeline.demo.synthetic import write_demo_videos
 
 REPO = Path(__file__).resolve().parents[1]
+# before any test imports torch (nothing above does): the tests' models are tiny, so an op costs thread wake-ups
+# rather than arithmetic; on shared cores torch's one-thread-per-core default made a 500-step linear run 6x slower
+# (14.4 s vs 2.4 s). Processes the tests start inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY_CONFIG = REPO / "tests" / "tiny-vit.json"
 
 

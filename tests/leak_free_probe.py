@@ -39,5 +39,5 @@ def probe_top1(store: Path, folds: int = 3) -> float:
     def cross_validated(c: float) -> float:
         return float(np.mean([(_fit(x[a], y[a], c).predict(x[b]) == y[b]).mean() for a, b in splits]))
 
-    model = _fit(x, y, search_c(cross_validated))
+    model = _fit(x, y, search_c(cross_validated)[0])
     return float((model.predict(video_features(reader, test)) == reader.column("label")[test]).mean())

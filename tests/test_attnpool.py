@@ -68,7 +68,7 @@ def test_attnpool_learns_with_cocas_recipe(appearance_store: Path, tmp_path: Pat
     cfg = with_recipe(TrainConfig(store=appearance_store, head="attnpool", out=tmp_path / "a"))
     assert (cfg.lr, cfg.batch_size, cfg.label_smoothing, cfg.grad_clip) == (5e-4, 128, 0.1, 1.0)
     trained = run_cli("train-head", appearance_store, "--head", "attnpool", "--out", tmp_path / "a", "--device",
-                      "cpu", "--quiet", "--preload", "--epochs", "15", "--batch-size", "6", "--lr", "2e-3")
+                      "cpu", "--quiet")
     assert trained.code == 0, trained
     report = json.loads(run_cli("eval", appearance_store, "--checkpoint", tmp_path / "a", "--device", "cpu",
                                 "--json").stdout)

@@ -105,7 +105,8 @@ def test_the_option_help_states_every_heads_defaults() -> None:
     """`--option`'s help lists each head's option defaults, and they are the constructors' (None: derived)."""
     text = next(cli_of(f).help for f in dataclasses.fields(TrainConfig) if f.name == "head_options")
     for name in HEADS:
-        defaults = {p.name: p.default for p in inspect.signature(head_class(name)).parameters.values() if p.name != "ctx"}
+        parameters = inspect.signature(head_class(name)).parameters.values()
+        defaults = {p.name: p.default for p in parameters if p.name != "ctx"}
         section = text.split(f"{name}: ", 1)[1]
         for option, default in defaults.items():
             if default is not None:

@@ -56,8 +56,7 @@ def run_demo(cfg: DemoConfig) -> str:
     write_demo_videos(videos, DEMO_SPLITS)
     summary = extract(ExtractConfig(videos=videos, store=store, model="clipcache-demo", frames=8, layers="-4:",
                                     device=device, workers=2, quiet=quiet))
-    train_head(TrainConfig(store=store, head="text", out=run_dir, epochs=15, batch_size=8, lr=1e-2,
-                           device=device, quiet=quiet))
+    train_head(TrainConfig(store=store, head="text", out=run_dir, device=device, quiet=quiet))  # the defaults
     rows = [result.record for result in (zero_shot(store, device=device), linear_probe(CacheReader(store)),
                                          evaluate_checkpoint(store, run_dir, device=device))]
     table = [f"method                 top-1   mean class acc   (split {rows[0]['split']}, {rows[0]['videos']} videos; "

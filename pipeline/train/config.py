@@ -40,9 +40,9 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions):
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")
     head_options: dict[str, Any] = option(
-        help="Head option key=value, repeatable; the defaults: linear: normalize=true, standardize=true; text: "
-             "depth=6, learn_scale=true; prompt: prefix=16, suffix=16 (fewer on short text contexts), depth=2, heads=8; "
-             "evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8.",
+        help="Head option key=value, repeatable; the defaults: linear: normalize=true, standardize=true; "
+             "text: depth=6, learn_scale=true; prompt: prefix=16, suffix=16 (fewer on short text contexts), "
+             "depth=2, heads=8; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8.",
         factory=dict, flags=("--option",), text=list[str], parse=parse_head_options, metavar="KEY=VALUE")
     epochs: int | None = option(None, "Epochs; validation and checkpoints after each (default: the head's recipe: "
                                       f"{per_head('epochs')}).")
