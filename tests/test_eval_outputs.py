@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_text_faults import read_only
 
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.figures import DPI, MAX_INCHES, per_class_figure
@@ -18,6 +17,7 @@ from clipcache.pipeline.evaluate.metrics import classification_metrics
 from clipcache.pipeline.evaluate.report import write_figures, write_result
 from clipcache.pipeline.evaluate.results import Result, Scores
 from conftest import run_cli
+from mounts import read_only
 
 
 def _eval(store: Path, *args: str | Path) -> dict:

@@ -30,6 +30,7 @@ from conftest import (
     run_cli_process,
     tiny_extract_args,
 )
+from mounts import read_only
 
 
 @pytest.fixture(scope="module")
@@ -473,32 +474,17 @@ def test_leftovers_of_killed_creations_are_removed(demo_videos: Path, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.tmp-mine", ".t.zarr.tmp-0123abcd", "s.zarr"]
 
 
-def _mount_read_only(folder: Path) -> bool:
-    """A small tmpfs made read-only after `folder`'s content is copied in (root ignores file modes)."""
-    content = folder.with_name(folder.name + "-content")
-    shutil.copytree(folder, content)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True).returncode:
-        return False
-    shutil.copytree(content, folder, dirs_exist_ok=True)
-    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
-    return True
-
-
 def test_a_read_only_store_is_refused_with_nothing_deleted(reference_store: Path, demo_videos: Path,
                                                           tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shutil.copytree(reference_store, shared / "store.zarr")
-    if not _mount_read_only(shared):
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
+    with read_only(shared):
         for extra in ([], ["--overwrite", "--frames", "6"]):
             result = run_cli(*tiny_extract_args(demo_videos, shared / "store.zarr", "--shard-videos", "2", *extra))
             assert result.code == 2 and result.stderr.count("\n") == 1, result
             assert "store.zarr: the store is not writable (read-only file system or no permission)" in result.stderr
         assert run_cli("verify", shared / "store.zarr").code == 0
         assert_stores_equal(shared / "store.zarr", reference_store)
-    finally:
-        subprocess.run(["umount", str(shared)], check=True)
 
 
 # rows of a list whose video is missing

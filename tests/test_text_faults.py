@@ -5,13 +5,10 @@ without writing to the store."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from clipcache.cache.reader import CacheReader
 from clipcache.cache.text import PARTIAL, read_text_embeddings, text_key
 from clipcache.pipeline.train.text_embeddings import TEMPLATE_SETS, class_names, text_embeddings, user_cache
 from conftest import run_cli
+from mounts import fill, mounted, read_only
 
 # Runs in a child process (zarr and numpy only, so it starts fast): publishes embeddings into a store under a
 # key, and kills itself with SIGKILL when zarr is about to write the array's data, its metadata on disk.
@@ -70,33 +68,6 @@ def _entries(store: Path) -> list[str]:
     return json.loads(run_cli("info", store, "--json").stdout)["text_templates"]
 
 
-@contextmanager
-def _mounted(*command: str | Path) -> Iterator[None]:
-    done = subprocess.run(["mount", *map(str, command)], capture_output=True, text=True, check=False)
-    if done.returncode:
-        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(command[-1])], check=True)
-
-
-@contextmanager
-def read_only(folder: Path) -> Iterator[None]:
-    """`folder` read-only for real: root ignores permission bits, so as root a read-only bind mount."""
-    if os.geteuid() == 0:
-        with _mounted("--bind", "-o", "ro", folder, folder):
-            yield
-        return
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~0o222)
-    try:
-        yield
-    finally:
-        for path in [folder, *folder.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-
-
 @pytest.mark.filterwarnings("ignore:Object at .partial-")  # zarr notes the dead writer's folder while it is there
 def test_a_writer_killed_mid_entry_leaves_nothing_readers_use(store: Path, reference: np.ndarray,
                                                                tmp_path: Path) -> None:
@@ -131,15 +102,10 @@ def test_a_full_disk_leaves_the_store_without_an_entry(store: Path, reference: n
                                                        capsys: pytest.CaptureFixture) -> None:
     disk = tmp_path / "small-disk"
     disk.mkdir()
-    with _mounted("-t", "tmpfs", "-o", "size=4m", "tmpfs", disk):
+    with mounted("-t", "tmpfs", "-o", "size=4m", "tmpfs", disk):
         shutil.copytree(store, disk / "features.zarr")
         filler = disk / "filler"
-        with filler.open("wb") as handle:  # fill what is left of the disk
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-            except OSError:
-                pass
+        fill(filler)
         reader = CacheReader(disk / "features.zarr")
         np.testing.assert_allclose(text_embeddings(reader, "ensemble"), reference, atol=1e-6)
         err = capsys.readouterr().err

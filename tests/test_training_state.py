@@ -4,7 +4,6 @@ a full disk (a small tmpfs filled for real) stops the run with one line and it r
 freed."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 import resource
@@ -24,6 +23,7 @@ from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS, RUN_FILE, S
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
 from conftest import REPO, run_cli
+from mounts import fill, mount
 
 SHORT = dict(epochs=6, min_steps=90, device="cpu", quiet=True)  # the defaults otherwise; short for speed
 
@@ -131,29 +131,6 @@ def test_any_prefix_of_an_epochs_writes_resumes(appearance_store: Path, tmp_path
     resumed("first-epoch-resume", first_epoch)
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    return done.returncode == 0
-
-
-def _fill(path: Path) -> None:
-    """Write zeros into `path` until the file system is full."""
-    with open(path, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-                handle.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    while True:  # the last partial page
-        try:
-            with open(path, "ab") as handle:
-                handle.write(b"\0")
-        except OSError:
-            return
-
-
 def _file_size_limit(limit: int) -> Callable[[], None]:
     """For the child only: files may not grow beyond `limit` bytes (and the signal becomes an error)."""
     def apply() -> None:
@@ -167,13 +144,14 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(appearance_store
     limit on the child process (RLIMIT_FSIZE) refuses the state file instead."""
     train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "whole", **SHORT))
     disk = tmp_path / "disk"
-    mounted = _mount_tmpfs(disk, "1m")
+    disk.mkdir()
+    mounted = mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", disk)
     out = disk / "run"
     try:
         if mounted:
             process = _start(_command(appearance_store, out, "linear"))
             _when(process, out / METRICS, 1)
-            _fill(disk / "filler")
+            fill(disk / "filler")
             _, stderr = process.communicate(timeout=120)
             expected = f"no space left on {out}"
         else:

@@ -14,7 +14,6 @@ import open_clip
 import pytest
 import torch
 from scipy.stats import rankdata
-from test_text_faults import read_only
 
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.text import publish, read_text_embeddings, text_key
@@ -23,6 +22,7 @@ from clipcache.pipeline.evaluate.retrieval import RANK_COLUMNS
 from clipcache.pipeline.models import load_model
 from clipcache.pipeline.train.text_embeddings import CAPTIONS, sentence_embeddings
 from conftest import TINY_CONFIG, run_cli
+from mounts import read_only
 from retrieval_data import CaptionedStore, captioned_store  # noqa: F401 - the session's captioned store
 
 
