@@ -1,6 +1,7 @@
 """`pip install .` (a wheel, not an editable checkout) gives one import name and a working `clipcache demo`."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -11,8 +12,10 @@ from conftest import REPO
 
 
 def test_the_wheel_installs_one_package_and_runs_the_demo(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info/ beside the sources
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "*.zarr"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("clipcache-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"clipcache", wheel.name.split("-py3")[0] + ".dist-info"}
