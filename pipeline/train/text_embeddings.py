@@ -21,7 +21,7 @@ from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings
 from clipcache.cache.text import publish, read_text_embeddings, text_key
 from clipcache.pipeline.common import note
-from clipcache.pipeline.models import load_model, register_config
+from clipcache.pipeline.models import load_model, register_config, resolve_pretrained
 
 CAPTIONS = "captions"  # the name of caption entries in the text table (text/captions-<hash>)
 SENTENCE_BATCH = 256  # sentences per forward of the text tower
@@ -67,10 +67,12 @@ def class_names(reader: CacheReader, names_file: Path | None = None) -> list[str
 
 
 def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn.Module, object]:
-    """The model and tokenizer that made the store (a custom config is re-registered from the store)."""
+    """The model and tokenizer that made the store (a custom config is re-registered from the store); a
+    checkpoint file that moved or changed since is refused with one line, never loaded silently."""
     settings = reader.settings
     register_config(settings.model, settings.model_config)
-    loaded = load_model(settings.model, settings.pretrained or None, device=device)
+    pretrained = resolve_pretrained(settings.pretrained, settings.pretrained_sha256, None)
+    loaded = load_model(settings.model, pretrained or None, device=device)
     return loaded.model, open_clip.get_tokenizer(settings.model)
 
 
