@@ -19,6 +19,16 @@ FORMAT_VERSION = 2  # 2: crc32c on every chunk, chunks written even when all zer
 PENDING, DONE, FAILED, MISSING = 0, 1, 2, 3  # MISSING: listed, but the file was not found (format 2)
 STATUSES = (PENDING, DONE, FAILED, MISSING)
 
+# How datasets spell the three splits (MSR-VTT's "validate", ...): stored as train/val/test, so every source
+# (folders, lists, caption files) agrees with `--split val`.
+SPLIT_SPELLINGS = {"training": "train", "valid": "val", "validate": "val", "validation": "val", "testing": "test"}
+
+
+def canonical_split(name: str) -> str:
+    """A split name as the store spells it: train, val, test (other names unchanged, lower case)."""
+    name = name.strip().lower()
+    return SPLIT_SPELLINGS.get(name, name)
+
 DTYPES = ("float16", "int8")
 COMPRESSIONS = ("none", "zstd")
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from clipcache import InputError
+from clipcache.cache.schema import canonical_split
 
 VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "avi", "mkv", "webm", "mov")
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-           "validation": "val", "test": "test", "testing": "test"}
 _SPLIT_FOLDERS = ("train", "val", "validation", "test")
 _HMDB_FILE = re.compile(r"_test_split(\d+)\.txt$")
 _GLOB = re.compile(r"[*?\[]")
@@ -74,12 +73,6 @@ class _Parsed:
     classes: tuple[str, ...] | None = None  # the dataset's own class list, when the list comes with one
 
 
-def _split(name: str) -> str:
-    """Known split spellings to train/val/test, so every source agrees with `--split val`."""
-    name = name.strip().lower()
-    return _SPLITS.get(name, name)
-
-
 def _extensions(extensions: Sequence[str]) -> tuple[str, ...]:
     """"mp4", ".MP4" and " mp4" alike, as users type them on the command line, in the order given."""
     return tuple(dict.fromkeys(e.strip().lower().lstrip(".") for e in extensions))
@@ -118,7 +111,7 @@ def _folder_entry(path: str) -> VideoEntry:
     """root/<class>/<video>, root/<split>/<class>/<video> or root/<video> (no label); deeper folders:
     the label is the video's parent folder, the split still the first folder when it is a split name."""
     parts = PurePosixPath(path).parts
-    split = _split(parts[0]) if len(parts) > 1 and parts[0].lower() in _SPLIT_FOLDERS else ""
+    split = canonical_split(parts[0]) if len(parts) > 1 and parts[0].lower() in _SPLIT_FOLDERS else ""
     folders = parts[1:-1] if split else parts[:-1]
     return VideoEntry(path, folders[-1] if folders else None, split, listed=path)
 
@@ -151,7 +144,7 @@ def _parse_table(path: Path) -> _Parsed:
                 continue
             raise InputError(f"line {n}: expected path[,label[,split]], got {line.strip()!r}")
         cells += [""] * (3 - len(cells))
-        parsed.rows.append(_Row(cells[0], cells[1] or None, _split(cells[2]), f"{path} line {n}", comment))
+        parsed.rows.append(_Row(cells[0], cells[1] or None, canonical_split(cells[2]), f"{path} line {n}", comment))
     if comments:
         parsed.skipped.append(f"{path} {_lines(comments)}: comments")
     return parsed
@@ -172,7 +165,7 @@ def _parse_kinetics(path: Path) -> _Parsed:
             except (TypeError, ValueError):
                 raise InputError(f"line {reader.line_num}: times are not numbers") from None
             rows.append(_Row(f"{row['youtube_id'].strip()}_{start:06d}_{end:06d}",
-                             (row.get("label") or "").strip() or None, _split(row.get("split") or ""),
+                             (row.get("label") or "").strip() or None, canonical_split(row.get("split") or ""),
                              f"{path} line {reader.line_num}"))
     return _Parsed(rows)
 
@@ -256,7 +249,7 @@ def _parse_ssv2(path: Path) -> _Parsed:
     if not isinstance(items, list) or not all(isinstance(i, dict) and "id" in i for i in items):
         raise InputError('expected a JSON list of {"id": ..., "template": ...} objects')
     found = _SSV2_SPLIT.search(path.name)
-    split = _split(found.group(1)) if found else ""
+    split = canonical_split(found.group(1)) if found else ""
     return _Parsed([_Row(str(item["id"]), re.sub(r"[\[\]]", "", item["template"]) if "template" in item else None,
                          split, f"{path} item {n}") for n, item in enumerate(items, 1)])
 

@@ -8,19 +8,11 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import FAILED, MISSING, PENDING
+from clipcache.cache.schema import FAILED, MISSING, PENDING, canonical_split  # noqa: F401 (captions.py)
 
 # Every status but done, by the name reports use: `left_out` counts each (a new status is one line here).
 NOT_DONE = {FAILED: "failed", PENDING: "pending", MISSING: "missing"}
 TEST, VAL = "test", "val"
-# how datasets spell the three splits (MSR-VTT's "validate", ...), as stage one reads them from lists and folders
-SPELLINGS = {"training": "train", "valid": "val", "validate": "val", "validation": "val", "testing": "test"}
-
-
-def canonical_split(name: str) -> str:
-    """A split name as the store and `--split` spell it: train, val, test (other names unchanged)."""
-    name = name.strip().lower()
-    return SPELLINGS.get(name, name)
 
 
 def split_videos(reader: CacheReader, spec: str, splits: np.ndarray | None = None) -> np.ndarray:
