@@ -9,6 +9,7 @@ import numpy as np
 
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
+from clipcache.cache.text import CAPTIONS
 
 
 def _bytes_on_disk(path: Path) -> int:
@@ -25,7 +26,8 @@ def _feature_bytes_per_video(reader: CacheReader) -> int:
 
 
 def store_info(path: Path) -> dict[str, Any]:
-    """A JSON-ready summary; `done`, `failed` and `pending` are the per-video status counts."""
+    """A JSON-ready summary; `done`, `failed`, `pending` and `missing` are the per-video status counts,
+    `text_templates` and `text_captions` the class-name and sentence entries of the text table."""
     reader = CacheReader(path)
     s = reader.settings
     status = reader.status
@@ -35,6 +37,7 @@ def store_info(path: Path) -> dict[str, Any]:
     feature_disk = _bytes_on_disk(tokens_dir) + _bytes_on_disk(reader.path / "pooled")
     logical = _feature_bytes_per_video(reader) * done
     paths, errors, notes = reader.column("path"), reader.column("error"), reader.column("note")
+    text_keys = sorted(reader.root["text"].group_keys()) if "text" in reader.root else []
     return {
         "store": str(reader.path),
         "format": reader.attrs["format"],
@@ -60,7 +63,8 @@ def store_info(path: Path) -> dict[str, Any]:
         "bytes_on_disk": on_disk,
         "bytes_per_video": feature_disk // done if done else 0,
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
-        "text_templates": sorted(reader.root["text"].group_keys()) if "text" in reader.root else [],
+        "text_templates": [key for key in text_keys if not key.startswith(f"{CAPTIONS}-")],
+        "text_captions": [key for key in text_keys if key.startswith(f"{CAPTIONS}-")],
         "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
         "missing_videos": [str(paths[i]) for i in np.flatnonzero(status == MISSING)],
         "notes": [{"path": str(paths[i]), "note": str(notes[i])}
@@ -97,6 +101,8 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"ratio        {info['compression_ratio']}x (uncompressed / on disk)")
     if info["text_templates"]:
         lines.append(f"text         {', '.join(info['text_templates'])}")
+    if info["text_captions"]:
+        lines.append(f"captions     {', '.join(info['text_captions'])}")
     for failure in info["failures"]:
         lines.append(f"failed       {failure['path']}: {failure['reason']}")
     for path in info["missing_videos"]:

@@ -25,6 +25,7 @@ from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate, open_root
 
 PARTIAL = ".partial-"
+CAPTIONS = "captions"  # the name of caption entries in the text table (text/captions-<hash>)
 UNIT = 1e-3  # how far from 1 the norm of a stored row may be
 
 

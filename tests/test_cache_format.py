@@ -10,9 +10,12 @@ import zarr
 
 from clipcache import InputError
 from clipcache.cache import quant
+from clipcache.cache.info import format_info, store_info
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, FORMAT, PENDING, StoreSettings
+from clipcache.cache.text import CAPTIONS, publish
 from clipcache.cache.writer import GroupResult, StoreMismatchError, StoreWriter, check_settings, create_store
+from conftest import synthetic_store
 
 
 def _settings(**overrides) -> StoreSettings:
@@ -131,3 +134,14 @@ def test_concurrent_creation_keeps_first_store(tmp_path: Path) -> None:
     _make(tmp_path, settings)  # a second creator loses the rename and must not touch the store
     assert CacheReader(path).status[0] == DONE
     assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
+
+
+def test_info_lists_class_name_and_caption_entries_of_the_text_table_apart(tmp_path: Path) -> None:
+    store = synthetic_store(tmp_path / "s.zarr")
+    unit = np.eye(3, dtype=np.float32)
+    publish(store, "ensemble-0123abcd", unit, {"templates": ["{}"]})
+    publish(store, f"{CAPTIONS}-4567ef01", unit, {"sentences": ["a", "b", "c"]})
+    info = store_info(store)
+    assert info["text_templates"] == ["ensemble-0123abcd"] and info["text_captions"] == [f"{CAPTIONS}-4567ef01"]
+    lines = format_info(info).splitlines()
+    assert "text         ensemble-0123abcd" in lines and f"captions     {CAPTIONS}-4567ef01" in lines

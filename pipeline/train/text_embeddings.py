@@ -19,11 +19,10 @@ from open_clip import build_zero_shot_classifier
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings
-from clipcache.cache.text import publish, read_text_embeddings, text_key
+from clipcache.cache.text import CAPTIONS, publish, read_text_embeddings, text_key
 from clipcache.pipeline.common import note
 from clipcache.pipeline.models import load_model, register_config, resolve_pretrained
 
-CAPTIONS = "captions"  # the name of caption entries in the text table (text/captions-<hash>)
 SENTENCE_BATCH = 256  # sentences per forward of the text tower
 
 TEMPLATE_SETS: dict[str, list[str]] = {
