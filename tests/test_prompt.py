@@ -24,7 +24,7 @@ def _head(store: Path, **options: int) -> PromptHead:
 def test_sequences_are_sot_prefix_name_suffix_eot(appearance_store: Path) -> None:
     """Against the sequences written out one class at a time, pooled at [EOT] as CLIP pools."""
     head = _head(appearance_store, prefix=3, suffix=2)
-    tower, tokenizer = head._tower[0], head._tokenizer
+    tower, tokenizer = head.prompts.tower, head.prompts.tokenizer
     names = ["a juggling person", "surfing", "red square"]
     head.set_classes(names)
     rows, eot = [], []
@@ -43,9 +43,9 @@ def test_sequences_are_sot_prefix_name_suffix_eot(appearance_store: Path) -> Non
 def test_only_the_prompts_train_and_unseen_classes_score(appearance_store: Path) -> None:
     reader = CacheReader(appearance_store)
     head = _head(appearance_store, prefix=4, suffix=4)
-    tower = head._tower[0]
+    tower = head.prompts.tower
     before = {k: v.clone() for k, v in tower.state_dict().items()}
-    assert {"prefix", "suffix"} <= set(head.state_dict()) and not any("token_embedding" in k for k in head.state_dict())
+    assert {"prompts.prefix", "prompts.suffix"} <= set(head.state_dict()) and not any("token_embedding" in k for k in head.state_dict())
     batch = next(iter(torch.utils.data.DataLoader(CacheDataset(reader, head.request, reader.done, 4, train=True),
                                                   batch_size=8)))
     loss = torch.nn.functional.cross_entropy(head({"pooled": batch["pooled"].float()}), batch["label"])
