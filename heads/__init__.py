@@ -21,6 +21,9 @@ HEADS: dict[str, str] = {  # name -> module:class
     "prompt": "prompt:PromptHead",
     "text": "text:TextHead",
 }
+# heads that also train text-video retrieval (`train-head --captions`): they have `sentences`, `encode_text`,
+# `encode_video` and `retrieval_scale` (see heads/prompt.py)
+RETRIEVAL_HEADS = ("prompt",)
 
 
 def head_class(name: str) -> type[Head]:

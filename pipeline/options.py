@@ -1,7 +1,7 @@
 """Options, declared once: each config field carries its default and its help, and the command line is
 derived from the config dataclasses (cli.py), so the two can never disagree.
 
-The option groups shared by several commands (device, templates, splits, shots) are declared here once
+The option groups shared by several commands (device, templates, splits, shots, captions) are declared here once
 and mixed into the stages' configs.
 """
 from __future__ import annotations
@@ -114,3 +114,13 @@ class ShotOptions(Options):
 
     shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.")
     seeds: int = option(3, "With --shots: K-shot sets drawn with seeds 0..N-1; mean ± std over them.")
+
+
+@dataclass(kw_only=True)
+class CaptionOptions(Options):
+    """Text-video retrieval instead of classification: the sentences that describe the videos."""
+
+    captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
+                                         "CSV/TSV lines): train (prompt head) or evaluate text-video retrieval "
+                                         "instead of classification; scored in both directions (R@1, R@5, R@10, "
+                                         "median and mean rank).")

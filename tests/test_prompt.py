@@ -45,7 +45,8 @@ def test_only_the_prompts_train_and_unseen_classes_score(appearance_store: Path)
     head = _head(appearance_store, prefix=4, suffix=4)
     tower = head.prompts.tower
     before = {k: v.clone() for k, v in tower.state_dict().items()}
-    assert {"prompts.prefix", "prompts.suffix"} <= set(head.state_dict()) and not any("token_embedding" in k for k in head.state_dict())
+    keys = set(head.state_dict())
+    assert {"prompts.prefix", "prompts.suffix"} <= keys and not any("token_embedding" in k for k in keys)
     batch = next(iter(torch.utils.data.DataLoader(CacheDataset(reader, head.request, reader.done, 4, train=True),
                                                   batch_size=8)))
     loss = torch.nn.functional.cross_entropy(head({"pooled": batch["pooled"].float()}), batch["label"])

@@ -163,7 +163,8 @@ def test_the_caption_files_splits_choose_the_videos(captioned_store: CaptionedSt
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--captions", "CAPTIONS"), "--captions evaluates zero-shot retrieval: add --zero-shot"),
+    (("--captions", "CAPTIONS"),
+     "--captions scores text-video retrieval: add --zero-shot, or --checkpoint of a retrieval run"),
     (("--zero-shot", "--captions", "CAPTIONS", "--half-classes", "2"),
      "--half-classes and --base-to-novel are classification protocols: not with --captions"),
     (("--zero-shot", "--captions", "nothing.csv"), "--captions nothing.csv: no such file"),

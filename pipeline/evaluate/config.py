@@ -5,20 +5,28 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from clipcache.pipeline.options import JsonOutput, RunOptions, ShotOptions, SplitOptions, TextOptions, argument, option
+from clipcache.pipeline.options import (
+    CaptionOptions,
+    JsonOutput,
+    RunOptions,
+    ShotOptions,
+    SplitOptions,
+    TextOptions,
+    argument,
+    option,
+)
 
 Probe = StrEnum("Probe", {"linear": "linear"})
 Weights = StrEnum("Weights", {"best": "best", "last": "last"})
 
 
 @dataclass(kw_only=True)
-class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions):
+class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions):
     store: Path = argument("A store made by `clipcache extract`.")
-    checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view).")
+    checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view); a retrieval run "
+                                           "reads the caption file it was trained with (--captions names a moved "
+                                           "copy).")
     zero_shot: bool = option(False, "CLIP zero-shot with class-name prompts (with --captions: text-video retrieval).")
-    captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
-                                         "CSV/TSV lines): evaluate text-video retrieval in both directions (R@1, "
-                                         "R@5, R@10, median and mean rank) instead of classification.")
     probe: Probe | None = option(None, "linear: scikit-learn logistic regression on frame-mean embeddings; C "
                                        "chosen on validation, or by cross-validation on train when validation is "
                                        "the split scored. Never scores a video it was fitted on.")

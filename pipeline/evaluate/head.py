@@ -1,33 +1,48 @@
-"""A trained head on a split of a store: multi-view predictions and metrics, and whether the split is
-really held out from that head."""
+"""A trained head on a split of a store: multi-view predictions and metrics (classification), or ranks both ways
+between the split's videos and captions (a retrieval run), and whether the split is really held out from that
+head."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.evaluate.predict import predict
-from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
+from clipcache.pipeline.evaluate.results import Result, Scores, describe, ranked, single
+from clipcache.pipeline.evaluate.retrieval import Retrieval, ranks_from_embeddings
 from clipcache.pipeline.train.build import build_for_store
+from clipcache.pipeline.train.captions import CaptionFile, match_captions, read_captions
 from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import evaluation_split, train_val_test
+from clipcache.pipeline.train.task import retrieval_embeddings, retrieval_splits, truncation_note
+
+CLASSIFICATION, RETRIEVAL = "classification", "retrieval"  # a run's task (runs without one are classification)
 
 
-def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weights: str) -> bool | None:
+def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weights: str,
+             captions: CaptionFile | None = None) -> bool | None:
     """Whether none of `videos` trained the head or selected its weights (validation selects the best
     epoch, and with early stopping the last one too); None when that cannot be known: a store other than
-    the one the head was trained on, or training splits that no longer resolve."""
+    the one the head was trained on, training splits that no longer resolve, or (retrieval) no caption file
+    with the content it was trained on."""
     if run["store_fingerprint"] != reader.settings.fingerprint():
         return None
     config = run["config"]
     try:
-        fit = train_val_test(reader, config["train_split"], config["val_split"], config["test_split"],
-                             config["shots"], config["seed"])
+        if run.get("task", CLASSIFICATION) == RETRIEVAL:
+            if captions is None:
+                return None
+            fit = retrieval_splits(reader, match_captions(captions, reader), config["train_split"],
+                                   config["val_split"], config["test_split"], config["seed"])
+        else:
+            fit = train_val_test(reader, config["train_split"], config["val_split"], config["test_split"],
+                                 config["shots"], config["seed"])
     except InputError:
         return None
     used = [fit["train"]] + ([fit["val"]] if weights == BEST or config.get("patience") else [])
@@ -35,13 +50,19 @@ def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weigh
 
 
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
-                        weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True) -> Result:
+                        weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
+                        captions: Path | None = None) -> Result:
     """Multi-view metrics of a trained head on a split of `store` (default: the run's test split; any store
     made by the same model), over the run's classes or, for heads that score by class name (text, prompt),
-    any other classes."""
+    any other classes. A retrieval run is scored on captions instead (see `evaluate_retrieval`)."""
     run = read_run(run_dir)
     reader = CacheReader(store)
     check_compatible(run, reader.settings, store)
+    if run.get("task", CLASSIFICATION) == RETRIEVAL:
+        return evaluate_retrieval(reader, run, run_dir, split, resolve_device(device), weights, captions, quiet)
+    if captions is not None:
+        raise InputError(f"{run_dir}: a classification run; --captions scores retrieval runs (train-head "
+                         "--captions) or, with --zero-shot, CLIP itself")
     scored = evaluation_split(reader, split or run["config"]["test_split"])
     classes = classes or tuple(run["classes"])
     torch_device = resolve_device(device)
@@ -62,3 +83,54 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
                            held_out=held_out(reader, run, dataset.videos, weights), options=options,
                            classes=len(classes))
     return single(description, Scores(dataset.videos, labels, probs, classes))
+
+
+def run_captions(run: dict[str, Any], run_dir: Path, given: Path | None) -> tuple[CaptionFile, CaptionFile | None]:
+    """(the captions to score, the caption file the run was trained on or None where none is at hand with
+    that content). Without `given`, the run's own file, refused when it is gone or changed."""
+    recorded = run["captions"]
+    trained, sha = Path(recorded["captions"]), recorded["captions_sha256"]
+    if given is not None:
+        file = read_captions(given)
+        if file.sha256 == sha:
+            return file, file
+        original = read_captions(trained) if trained.is_file() else None
+        return file, original if original is not None and original.sha256 == sha else None
+    if not trained.is_file():
+        raise InputError(f"{run_dir}: its caption file {trained} is gone; name it (or a copy) with --captions")
+    file = read_captions(trained)
+    if file.sha256 != sha:
+        raise InputError(f"{trained}: changed since {run_dir} was trained on it (sha256 {file.sha256[:12]}..., "
+                         f"trained on {sha[:12]}...); name the captions to score with --captions")
+    return file, file
+
+
+def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, split: str | None,
+                       device: torch.device, weights: str, given: Path | None, quiet: bool) -> Result:
+    """Text-video retrieval of a trained head on a split: every caption of the split's videos through the trained
+    prompts and the frozen text tower, against the videos (their test views averaged); the split from the caption
+    file when it gives splits, else the store's."""
+    file, trained_on = run_captions(run, run_dir, given)
+    captions = match_captions(file, reader)
+    named_by = file.path if captions.splits is not None else None
+    scored = evaluation_split(reader, split or run["config"]["test_split"], captions.splits, named_by, labels=False)
+    videos = captions.captioned(scored.videos)
+    if len(videos) == 0:
+        raise InputError(f"{file.path}: no caption names a done video of split {scored.name!r} of {reader.path}")
+    rows, caption_video = captions.of(videos)
+    sentences = [file.sentences[r] for r in rows]
+    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None, device)
+    load_weights(head, run_dir / weights)
+    layout = head.sentences(sentences)
+    note(truncation_note(head, layout.truncated, len(sentences), file.path), quiet)
+    dataset = CacheDataset(reader, head.request, videos, run["frames"], train=False, device=device)
+    video, text = retrieval_embeddings(head, dataset, layout, device, run["config"]["batch_size"], quiet=quiet)
+    description = describe(reader, method=f"head {run['head']}", split=scored, checkpoint=run_dir / weights,
+                           held_out=held_out(reader, run, videos, weights, trained_on),
+                           options={**file.source, "weights": weights.removesuffix(".safetensors")})
+    paths = reader.column("path")
+    left = scored.videos[~np.isin(scored.videos, videos)]
+    return ranked(description, Retrieval(videos, rows, tuple(sentences), ranks_from_embeddings(text, video,
+                                                                                               caption_video)),
+                  unknown_captions=captions.unknown_captions, unknown_videos=list(captions.unknown),
+                  uncaptioned_videos=[str(paths[v]) for v in left])

@@ -21,8 +21,8 @@ DEFAULT_OUT = Path("eval")  # zero-shot and probe results without --out: ./eval/
 
 def _check(cfg: EvalConfig) -> None:
     """Refuse contradictory or out-of-range options before any work."""
-    if cfg.captions is not None and not cfg.zero_shot:
-        raise InputError("--captions evaluates zero-shot retrieval: add --zero-shot")
+    if cfg.captions is not None and not cfg.zero_shot and cfg.checkpoint is None:
+        raise InputError("--captions scores text-video retrieval: add --zero-shot, or --checkpoint of a retrieval run")
     if sum([cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None]) != 1:
         raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear")
     if (cfg.half_classes or cfg.base_to_novel) and not cfg.zero_shot:
@@ -44,7 +44,7 @@ def _run(cfg: EvalConfig) -> Result:
     split = cfg.split or TEST
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
-                                   quiet=cfg.quiet)
+                                   quiet=cfg.quiet, captions=cfg.captions)
     if cfg.half_classes:
         return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
                                     cfg.quiet)
@@ -58,9 +58,9 @@ def _run(cfg: EvalConfig) -> Result:
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """A trained head (--checkpoint), zero-shot CLIP (classification, or retrieval with --captions), a linear
-    probe, or a zero-shot protocol; writes the result into its own folder and returns the record with
-    `output`, that folder."""
+    """A trained head (--checkpoint: classification, or retrieval for a run trained with --captions), zero-shot
+    CLIP (classification, or retrieval with --captions), a linear probe, or a zero-shot protocol; writes the
+    result into its own folder and returns the record with `output`, that folder."""
     _check(cfg)
     result = _run(cfg)
     record = result.record

@@ -9,15 +9,26 @@ from typing import Any
 
 from clipcache import InputError
 from clipcache.heads import HEADS
-from clipcache.heads.recipes import RECIPES, Schedule
-from clipcache.pipeline.options import RunOptions, ShotOptions, SplitOptions, TextOptions, argument, internal, option
+from clipcache.heads.recipes import RECIPES, RETRIEVAL_RECIPES, Schedule
+from clipcache.pipeline.options import (
+    CaptionOptions,
+    RunOptions,
+    ShotOptions,
+    SplitOptions,
+    TextOptions,
+    argument,
+    internal,
+    option,
+)
 
 HeadName = StrEnum("HeadName", {name: name for name in sorted(HEADS)})
 
 
 def per_head(field: str) -> str:
-    """The recipes' values of one field, for the help text: "linear 0.001, text 5e-05, ..."."""
-    return ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
+    """The recipes' values of one field, for the help text: "linear 0.001, text 5e-05, ...; retrieval: prompt ..."."""
+    classification = ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RECIPES.items())
+    retrieval = ", ".join(f"{name} {getattr(recipe, field)}" for name, recipe in RETRIEVAL_RECIPES.items())
+    return f"{classification}; retrieval: {retrieval}"
 
 
 def parse_head_options(pairs: list[str]) -> dict[str, Any]:
@@ -35,7 +46,7 @@ def parse_head_options(pairs: list[str]) -> dict[str, Any]:
 
 
 @dataclass(kw_only=True)
-class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions):
+class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOptions):
     store: Path = argument("A store made by `clipcache extract`.")
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")
@@ -69,7 +80,8 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions):
                                      "protocols.")
     base_to_novel: bool = option(False, "Train on a seeded half of the classes, test base and novel classes "
                                         "(heads that score class names: text, prompt).")
-    patience: int = option(0, "Stop after this many epochs without a better validation top-1 (0: off).")
+    patience: int = option(0, "Stop after this many epochs without a better validation top-1 (retrieval: text-to-video "
+                              "R@1) (0: off).")
     resume: bool = option(False, "Continue the run in --out from its last finished epoch.")
     preload: bool | None = option(None, "Hold the features the head reads in memory (on the GPU when training "
                                         "there and they fit, else in RAM; refused when they exceed half of what is "

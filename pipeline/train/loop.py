@@ -4,7 +4,8 @@ AdamW with the head's recipe (`heads.recipes`: learning rate, weight decay, warm
 schedule, label smoothing, gradient clipping), bf16 autocast on GPU, validation (multi-view) every
 epoch, best and last checkpoints, early stopping and exact resuming. A small training set is passed
 over several times per epoch so that every run makes at least `--min-steps` optimiser steps. The loop
-knows a head only through its `request`, `prepare`, `lr_scales` and its logits.
+knows a head only through its `request`, `prepare` and `lr_scales`, and what it learns (classification, or
+text-video retrieval with `--captions`) only through its `pipeline.train.task.Task`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -25,10 +25,9 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import resolved_options
 from clipcache.heads.base import Head
-from clipcache.heads.recipes import RECIPES, Schedule
+from clipcache.heads.recipes import RECIPES, RETRIEVAL_RECIPES, Schedule
 from clipcache.pipeline.common import autocast, note, resolve_device
-from clipcache.pipeline.evaluate.metrics import classification_metrics
-from clipcache.pipeline.evaluate.predict import predict, to_device
+from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import (
     BEST,
@@ -45,15 +44,17 @@ from clipcache.pipeline.train.checkpoint import (
 )
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
-from clipcache.pipeline.train.splits import left_out, left_out_note, train_val_test
+from clipcache.pipeline.train.splits import left_out, left_out_note
+from clipcache.pipeline.train.task import Task, check_retrieval_options, make_task
 
 # options that may differ on --resume (the store is identified by its fingerprint, not its path)
 RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet")
 
 
 def with_recipe(cfg: TrainConfig) -> TrainConfig:
-    """Options the user left unset take the head's recipe (its paper's where published, e.g. CoCa's)."""
-    recipe = asdict(RECIPES[cfg.head])
+    """Options the user left unset take the head's recipe (its paper's where published, e.g. CoCa's), for
+    retrieval its retrieval recipe."""
+    recipe = asdict((RETRIEVAL_RECIPES if cfg.captions is not None else RECIPES)[cfg.head])
     return replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) is None})
 
 
@@ -69,6 +70,7 @@ def _validate(cfg: TrainConfig) -> None:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
     if cfg.label_smoothing is not None and not 0 <= cfg.label_smoothing < 1:
         raise InputError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    check_retrieval_options(cfg)
     check_run_dir(cfg.out)
 
 
@@ -138,10 +140,12 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     reader = CacheReader(cfg.store)
     frames = cfg.frames or reader.settings.frames
-    splits = train_val_test(reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed)
     cfg = with_recipe(cfg)
+    task = make_task(cfg, reader)
+    splits = task.splits()
     torch.manual_seed(cfg.seed)
     training = _build(cfg, reader, splits, frames, device)
+    task.attach(training.head, training.train_set, training.val_set, cfg.quiet)
     classes = cfg.classes or reader.classes
     run = json.loads(json.dumps({  # plain JSON values (paths and choices as text): run.json and the state hold it
         "head": cfg.head, "options": resolved_options(cfg.head, cfg.head_options), "frames": frames,
@@ -150,7 +154,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
         "store_fingerprint": reader.settings.fingerprint(),
         "request_layers": list(training.head.request.layers), "config": asdict(cfg),
         "splits": {name: int(len(videos)) for name, videos in splits.items()}, "left_out": left_out(reader),
-        "features": _where(training.train_set), "best": None, "epochs_done": 0,
+        "features": _where(training.train_set), **task.run_fields(), "best": None, "epochs_done": 0,
     }, default=str))
     state = _previous_state(cfg)
     rows: list[dict[str, Any]] = []
@@ -167,18 +171,15 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     note(_plan(cfg, training), cfg.quiet)
     if state is None:
         training.head.prepare(to_device(batch, device) for batch in training.loader)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     for epoch in range(run["epochs_done"], run.get("stopped_early") or cfg.epochs):
-        loss, rate = _train_epoch(training, criterion, epoch)
-        probs, labels = predict(training.head, training.val_set, device, cfg.batch_size, cfg.workers, cfg.quiet)
-        metrics = classification_metrics(probs, labels, classes)
+        loss, rate = _train_epoch(training, task, epoch)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * training.steps_per_epoch, "loss": loss,
-               "lr": training.scheduler.get_last_lr()[0], "samples_per_s": rate, "val_top1": metrics["top1"],
-               "val_top5": metrics["top5"], "val_mean_class_accuracy": metrics["mean_class_accuracy"],
-               "val_loss": float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12)).mean())}
+               "lr": training.scheduler.get_last_lr()[0], "samples_per_s": rate,
+               **task.validate(training.head, training.val_set, device, cfg.batch_size, cfg.workers, cfg.quiet)}
         rows.append(row)
-        stale = 0 if run["best"] is None or row["val_top1"] > run["best"]["val_top1"] else stale + 1  # --patience
-        if _better(row, run["best"]):
+        best = None if run["best"] is None else task.score(run["best"])
+        stale = 0 if best is None or task.score(row)[0] > best[0] else stale + 1  # --patience
+        if best is None or task.score(row) > best:
             run["best"] = row
         run["epochs_done"] = epoch + 1
         if cfg.patience and stale >= cfg.patience:
@@ -186,17 +187,10 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
         save_state(cfg.out, training.state(run, rows, stale))  # the epoch is done once this file is replaced
         _publish(cfg.out, training.head, run, rows)
         note(f"epoch {epoch + 1}/{cfg.epochs}  step {row['step']}/{cfg.epochs * training.steps_per_epoch}  "
-             f"loss {loss:.4f}  lr {row['lr']:.2e}  val top-1 {metrics['top1']:.3f}  val loss {row['val_loss']:.4f}  "
-             f"{rate:.0f} samples/s", cfg.quiet)
+             f"loss {loss:.4f}  lr {row['lr']:.2e}  {task.describe(row)}  {rate:.0f} samples/s", cfg.quiet)
         if "stopped_early" in run:
             break
     return run
-
-
-def _better(row: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Higher validation top-1, or the same with a lower validation loss: small validation sets tie
-    often, and the tie then goes to the better fitted epoch rather than the first one."""
-    return best is None or (row["val_top1"], -row["val_loss"]) > (best["val_top1"], -best.get("val_loss", np.inf))
 
 
 def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames: int, device: torch.device
@@ -240,6 +234,10 @@ def _resumed(cfg: TrainConfig, run: dict[str, Any], state: dict[str, Any]) -> di
     previous = state["run"]
     if previous["head"] != run["head"] or previous["store_fingerprint"] != run["store_fingerprint"]:
         raise InputError(f"{cfg.out}: was trained with head {previous['head']} on another store; cannot resume")
+    if previous.get("captions") != run.get("captions"):  # a caption file is recorded by its content's hash
+        before = previous.get("captions") or {"captions": None, "captions_sha256": None}
+        raise InputError(f"{cfg.out}: was trained with other captions ({before['captions']}, sha256 "
+                         f"{before['captions_sha256']}); resume with the same caption file or train into another --out")
     now = run["config"]
     changed = [f"{key}: {previous['config'].get(key)} -> {value}" for key, value in now.items()
                if key not in RESUMABLE_CHANGES and previous["config"].get(key) != value]
@@ -279,9 +277,10 @@ def _where(dataset: CacheDataset) -> str:
     return f"{size} preloaded on {dataset.placement}" if dataset.placement else f"{size} streamed from the store"
 
 
-def _train_epoch(training: Training, criterion: torch.nn.Module, epoch: int) -> tuple[float, float]:
+def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, float]:
     """`passes` passes over the training set; returns (mean loss, samples per second). Each pass draws its
-    order, views and frames from (seed, pass index) only, so a resumed run repeats them exactly."""
+    order, views, frames (and the task's draws, e.g. captions) from (seed, pass index) only, so a resumed run
+    repeats them exactly."""
     head, cfg, optimizer = training.head, training.cfg, training.optimizer
     params = [p for group in optimizer.param_groups for p in group["params"]]
     head.train()
@@ -290,19 +289,20 @@ def _train_epoch(training: Training, criterion: torch.nn.Module, epoch: int) -> 
                disable=cfg.quiet, file=sys.stderr)
     for index in range(epoch * training.passes, (epoch + 1) * training.passes):
         training.train_set.set_epoch(index)
+        task.set_pass(index)
         training.shuffle.manual_seed(cfg.seed * 100_003 + index)
         for batch in training.loader:
             batch = to_device(batch, training.device)
             with autocast(training.device):
-                loss = criterion(head(batch).float(), batch["label"])
+                loss = task.loss(head, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             training.scheduler.step()
-            total_loss += loss.item() * len(batch["label"])
-            samples += len(batch["label"])
+            total_loss += loss.item() * len(batch["video"])
+            samples += len(batch["video"])
             bar.update()
             bar.set_postfix(loss=f"{total_loss / samples:.4f}")
     bar.close()
