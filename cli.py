@@ -166,12 +166,13 @@ def verify(cfg: VerifyConfig) -> None:
 
 
 @command(TrainConfig, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
-                                           "--shots 8 --seeds 3")
+                                           "--shots 8 --seeds 3; retrieval: clipcache train-head features.zarr "
+                                           "--head prompt --captions captions.csv --out runs/retrieval")
 def train_head(cfg: TrainConfig) -> None:
     """Train a light head on cached features (no video is decoded, no image encoder runs).
 
     With --shots K it trains one K-shot run per seed (OUT/seed-<s>); with --base-to-novel it trains on half
-    of the classes and tests the other half too.
+    of the classes and tests the other half too; with --captions (prompt head) it trains text-video retrieval.
     """
     from clipcache.pipeline.evaluate.protocols import format_training, run_train_head
 
@@ -184,7 +185,8 @@ def train_head(cfg: TrainConfig) -> None:
                                     "clipcache eval features.zarr --probe linear --shots 4")
 def eval_(cfg: EvalConfig) -> None:
     """Evaluate a trained head, zero-shot CLIP, or a linear probe: top-1/top-5, mean class accuracy; with
-    --captions, text-video retrieval (R@1/5/10, median and mean rank, both directions)."""
+    --captions or the checkpoint of a retrieval run, text-video retrieval (R@1/5/10, median and mean rank, both
+    directions)."""
     from clipcache.pipeline.evaluate.report import format_report
     from clipcache.pipeline.evaluate.run import evaluate
 

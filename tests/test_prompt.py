@@ -76,3 +76,30 @@ def test_prompt_options_are_checked(appearance_store: Path, tmp_path: Path) -> N
     assert result.code == 2 and "exceed the text context of 24" in result.stderr  # 16 + 16 do not fit the tiny tower
     with pytest.raises(ValueError, match="at least one prompt vector"):
         _head(appearance_store, prefix=0, suffix=0)
+
+
+def test_sentences_use_the_same_prompted_tower_and_long_ones_are_cut_to_fit(appearance_store: Path) -> None:
+    """A sentence's embedding is the class embedding of the same text (one machinery, the same prompts); a
+    sentence longer than the context leaves beside the prompts keeps its first tokens and its [EOT], where a
+    class name that long is refused."""
+    head = _head(appearance_store, prefix=3, suffix=2)
+    tower, tokenizer = head.prompts.tower, head.prompts.tokenizer
+    head.set_classes(["a red square moves left"])
+    short = head.sentences(["a red square moves left"])
+    assert short.truncated == 0
+    torch.testing.assert_close(head.encode_text(short), head.class_embeddings())
+    long = " ".join(["square"] * 40)
+    cut = head.sentences([long, "surfing"])
+    assert cut.truncated == 1
+    room = head.context_length - 2 - 3 - 2
+    tokens = tokenizer([long])[0]
+    embedded = tower.token_embedding(tokens)
+    eot = tower.token_embedding(tokens.max()[None])
+    sequence = torch.cat([embedded[:1], head.prefix, embedded[1:1 + room], head.suffix, eot])
+    assert len(sequence) == head.context_length
+    x = tower.ln_final(tower.transformer(sequence[None] + tower.positional_embedding, attn_mask=tower.attn_mask))
+    expected = x[:, -1] @ tower.text_projection
+    torch.testing.assert_close(head.encode_text(cut[:1]), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head.encode_text(cut[1:]), head.encode_text(head.sentences(["surfing"])))
+    with pytest.raises(ValueError, match="exceed the text context"):
+        head.set_classes([long])

@@ -127,9 +127,43 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_weights(captioned_stor
     assert resumed.code == 2 and "was trained with other captions" in resumed.stderr, resumed
 
 
-def test_a_head_that_cannot_retrieve_is_refused(captioned_store: CaptionedStore, tmp_path: Path) -> None:  # noqa: F811
+def test_heads_and_runs_that_cannot_retrieve_are_refused(captioned_store: CaptionedStore,  # noqa: F811
+                                                         tmp_path: Path) -> None:
     result = run_cli("train-head", captioned_store.store, "--head", "text", "--captions", captioned_store.captions,
                      "--out", tmp_path / "run", *CPU)
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert "--captions trains text-video retrieval, which the text head cannot; heads that can: prompt" in result.stderr
     assert not (tmp_path / "run").exists()
+    classifier = tmp_path / "linear"
+    assert run_cli("train-head", captioned_store.store, "--head", "linear", "--out", classifier, "--epochs", "1",
+                   *CPU).code == 0
+    result = run_cli("eval", captioned_store.store, "--checkpoint", classifier, "--captions", captioned_store.captions,
+                     *CPU)
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert f"{classifier}: a classification run; --captions scores retrieval runs" in result.stderr
+
+
+def test_the_loss_is_symmetric_infonce_with_identical_sentences_as_shared_positives(
+        captioned_store: CaptionedStore, tmp_path: Path) -> None:  # noqa: F811
+    """Three videos, the first two drawing the same sentence: each of them has both as positives (half the
+    target each), in both directions; computed here from the head's embeddings with explicit softmaxes."""
+    reader = CacheReader(captioned_store.store)
+    head = build_for_store(reader, "prompt", {}, 8, "text4vis", None, torch.device("cpu"))
+    task = RetrievalTask(with_recipe(TrainConfig(store=captioned_store.store, head="prompt", out=tmp_path,
+                                                 captions=captioned_store.captions)), reader)
+    splits = task.splits()
+    train_set = CacheDataset(reader, head.request, splits["train"], 8, train=True)
+    task.attach(head, train_set, CacheDataset(reader, head.request, splits["val"], 8, train=False), True)
+    task.drawn = np.zeros(len(train_set.videos), np.int64)
+    task.drawn[2] = 3
+    batch = {k: v.float() if v.is_floating_point() else v for k, v in train_set[[0, 1, 2]].items()}
+    with torch.no_grad():
+        loss = task.loss(head, batch).item()
+        video = torch.nn.functional.normalize(head.encode_video(batch), dim=-1).double()
+        text = torch.nn.functional.normalize(head.encode_text(task.layout[[0, 0, 3]]), dim=-1).double()
+    logits = head.retrieval_scale * video @ text.T
+    target = torch.tensor([[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1]], dtype=torch.float64)
+    v2t = -(target * logits.log_softmax(dim=1)).sum(dim=1).mean()
+    t2v = -(target * logits.T.log_softmax(dim=1)).sum(dim=1).mean()
+    assert loss == pytest.approx(((v2t + t2v) / 2).item(), rel=1e-5)
+    assert abs(v2t - t2v) > 1e-6  # the two directions differ: both are counted
