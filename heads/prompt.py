@@ -12,6 +12,8 @@ the S suffix vectors are the same for every class, as the paper describes them.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -67,13 +69,13 @@ class PromptHead(Head):
 
     def set_classes(self, names: list[str]) -> None:
         """Lay out the class names' prompted sequences once (buffers: they follow the head's device)."""
-        layout = self.prompts.layout(names, truncate=False)
-        for name in ("tokens", "token_index", "prompt_index", "is_prompt", "eot"):
-            self.register_buffer(name, getattr(layout, name), persistent=False)
+        self._classes = self.prompts.layout(names, truncate=False)
+        for name in PromptLayout.TENSORS:
+            self.register_buffer(name, getattr(self._classes, name), persistent=False)
 
     def class_embeddings(self) -> torch.Tensor:
         """(C, E): every class's prompted sequence through the frozen text tower, pooled at [EOT], projected."""
-        return self.prompts(PromptLayout(self.tokens, self.token_index, self.prompt_index, self.is_prompt, self.eot))
+        return self.prompts(replace(self._classes, **{name: getattr(self, name) for name in PromptLayout.TENSORS}))
 
     def sentences(self, texts: list[str]) -> PromptLayout:
         """Sentences laid out for `encode_text`, cut to fit the context (`truncated` counts the cut ones)."""

@@ -8,7 +8,7 @@ gradients flow through it into the prompts. A text too long for the context with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,16 +27,19 @@ class PromptLayout:
     prompt_index: torch.Tensor  # the prompt vector it reads (where it is one), into prefix + suffix
     is_prompt: torch.Tensor  # bool
     eot: torch.Tensor  # (N,) the position of [EOT], where the sequence is pooled
-    truncated: int = 0  # texts whose tokens were cut to fit the context
+    room: int  # text tokens that fit beside the prompts
+    truncated: int = 0  # texts whose tokens were cut to `room`
+
+    TENSORS = ("tokens", "token_index", "prompt_index", "is_prompt", "eot")
 
     def __getitem__(self, rows: Any) -> PromptLayout:
-        return PromptLayout(*(getattr(self, f.name)[rows] for f in fields(self)[:-1]))
+        return replace(self, **{name: getattr(self, name)[rows] for name in self.TENSORS})
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def to(self, device: torch.device) -> PromptLayout:
-        return PromptLayout(*(getattr(self, f.name).to(device) for f in fields(self)[:-1]), self.truncated)
+        return replace(self, **{name: getattr(self, name).to(device) for name in self.TENSORS})
 
 
 class PromptedText(nn.Module):
@@ -86,7 +89,7 @@ class PromptedText(nn.Module):
         token_index = torch.where(position > p + lengths + s, position - p - s, (position - p).clamp(min=0))
         prompt_index = torch.where(in_prefix, position - 1, position - lengths - 1).clamp(0, p + s - 1)
         return PromptLayout(tokens, token_index.clamp(max=context - 1), prompt_index, in_prefix | in_suffix,
-                            (p + lengths + s + 1)[:, 0], int(over.sum()))
+                            (p + lengths + s + 1)[:, 0], room, int(over.sum()))
 
     def forward(self, layout: PromptLayout) -> torch.Tensor:
         """(N, E): each laid-out sequence through the frozen text tower, pooled at [EOT], projected."""

@@ -167,3 +167,23 @@ def test_the_loss_is_symmetric_infonce_with_identical_sentences_as_shared_positi
     t2v = -(target * logits.T.log_softmax(dim=1)).sum(dim=1).mean()
     assert loss == pytest.approx(((v2t + t2v) / 2).item(), rel=1e-5)
     assert abs(v2t - t2v) > 1e-6  # the two directions differ: both are counted
+
+
+def test_other_captions_are_scored_and_long_ones_cut_with_one_line(trained: tuple[Path, dict, dict],
+                                                                    captioned_store: CaptionedStore,  # noqa: F811
+                                                                    tmp_path: Path) -> None:
+    """`--captions` with other content scores those captions; the run's own file, still at hand, tells that the
+    videos are held out. Captions longer than the context leaves beside the prompts are cut, said once."""
+    out, _, _ = trained
+    other = tmp_path / "long.csv"
+    lines = captioned_store.captions.read_text(encoding="utf-8").splitlines()
+    other.write_text("\n".join(line + " very slowly and very smoothly" if line.startswith("test/") and "slides" in line
+                               else line for line in lines) + "\n", encoding="utf-8")
+    result = run_cli("eval", captioned_store.store, "--checkpoint", out, "--captions", other, "--device", "cpu",
+                     "--json", "--out", tmp_path / "eval")
+    assert result.code == 0, result
+    record = json.loads(result.stdout)
+    assert record["options"]["captions"] == str(other) and record["held_out"] is True and record["captions"] == 16
+    assert result.stderr.count("cut to fit") == 1, result.stderr  # beside the progress bars
+    assert f"{other}: 8 of 16 captions are longer than the 8 tokens the text context leaves beside the prompt " \
+           "vectors; cut to fit\n" in result.stderr

@@ -122,7 +122,7 @@ def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, 
     head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None, device)
     load_weights(head, run_dir / weights)
     layout = head.sentences(sentences)
-    note(truncation_note(head, layout.truncated, len(sentences), file.path), quiet)
+    note(truncation_note(layout, path=file.path), quiet)
     dataset = CacheDataset(reader, head.request, videos, run["frames"], train=False, device=device)
     video, text = retrieval_embeddings(head, dataset, layout, device, run["config"]["batch_size"], quiet=quiet)
     description = describe(reader, method=f"head {run['head']}", split=scored, checkpoint=run_dir / weights,

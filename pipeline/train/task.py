@@ -158,8 +158,7 @@ class RetrievalTask(Task):
         val_rows, self.val_owner = self.captions.of(val_set.videos)
         self.val_layout = head.sentences([self.captions.file.sentences[r] for r in val_rows])
         self.used = {"train": len(rows), "val": len(val_rows)}
-        note(truncation_note(head, self.layout.truncated + self.val_layout.truncated, len(distinct) + len(val_rows),
-                             self.captions.file.path), quiet)
+        note(truncation_note(self.layout, self.val_layout, path=self.captions.file.path), quiet)
         self.set_pass(0)
 
     def set_pass(self, index: int) -> None:
@@ -212,13 +211,13 @@ def check_retrieval_options(cfg: TrainConfig) -> None:
             raise InputError(f"{name} is a classification protocol: not with --captions")
 
 
-def truncation_note(head: Head, truncated: int, total: int, captions: Path) -> str | None:
+def truncation_note(*layouts: PromptLayout, path: Path) -> str | None:
     """The one line that says how many captions were cut to fit the text context beside the prompts."""
+    truncated = sum(layout.truncated for layout in layouts)
     if not truncated:
         return None
-    room = head.context_length - 2 - len(head.prefix) - len(head.suffix)
-    return (f"{captions}: {truncated} of {total} captions are longer than the {room} tokens the text context "
-            f"leaves beside {len(head.prefix)} + {len(head.suffix)} prompt vectors; cut to fit")
+    return (f"{path}: {truncated} of {sum(map(len, layouts))} captions are longer than the {layouts[0].room} tokens "
+            "the text context leaves beside the prompt vectors; cut to fit")
 
 
 @torch.no_grad()
