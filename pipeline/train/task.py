@@ -151,10 +151,10 @@ class RetrievalTask(Task):
         self.counts = np.bincount(owner, minlength=len(train_set.videos))
         self.starts = np.cumsum(self.counts) - self.counts
         sentences = [self.captions.file.sentences[r] for r in rows[order]]
-        distinct = list(dict.fromkeys(sentences))
-        index = {sentence: i for i, sentence in enumerate(distinct)}
+        self.sentences = list(dict.fromkeys(sentences))  # the distinct training sentences, laid out in `layout`
+        index = {sentence: i for i, sentence in enumerate(self.sentences)}
         self.sentence_of = np.array([index[s] for s in sentences], np.int64)  # per caption, grouped by video
-        self.layout = head.sentences(distinct)
+        self.layout = head.sentences(self.sentences)
         val_rows, self.val_owner = self.captions.of(val_set.videos)
         self.val_layout = head.sentences([self.captions.file.sentences[r] for r in val_rows])
         self.used = {"train": len(rows), "val": len(val_rows)}
@@ -162,7 +162,8 @@ class RetrievalTask(Task):
         self.set_pass(0)
 
     def set_pass(self, index: int) -> None:
-        """Each training video's caption for this pass: uniform over its captions, from (seed, pass) only."""
+        """Each training video's caption for this pass (`drawn`: positions in `sentences`, per training video):
+        uniform over its captions, from (seed, pass) only."""
         rng = np.random.default_rng([self.cfg.seed, index, CAPTION_STREAM])
         self.drawn = self.sentence_of[self.starts + (rng.random(len(self.counts)) * self.counts).astype(np.int64)]
 
