@@ -62,7 +62,9 @@ class Head(nn.Module):
     """Base of every head: `Head(ctx, **options)` builds it for a store, `head(batch)` gives (B, C) logits.
 
     Subclasses set `request` in `__init__` and may override the class attributes and `prepare` below; the
-    training loop and evaluation read nothing else about a head.
+    training loop and evaluation read nothing else about a head, except that the heads named in
+    `heads.RETRIEVAL_HEADS` also offer `sentences`, `encode_text`, `encode_video` and `retrieval_scale` for
+    text-video retrieval (`pipeline.train.task.RetrievalTask`).
     """
 
     uses_text_embeddings: ClassVar[bool] = False  # the context carries class-name text embeddings

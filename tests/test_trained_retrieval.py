@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training_state import SHORT, _assert_same_run, _command, _kill_after, _lines
 
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.train.build import build_for_store
@@ -23,6 +22,7 @@ from clipcache.pipeline.train.loop import train_head, with_recipe
 from clipcache.pipeline.train.task import RetrievalTask
 from conftest import run_cli
 from retrieval_data import CaptionedStore, captioned_store  # noqa: F401 - the session's captioned store
+from training_runs import SHORT, assert_same_run, command, epochs_written, kill_after
 
 CPU = ("--device", "cpu", "--quiet")
 
@@ -104,10 +104,10 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_weights(captioned_stor
     short = {**SHORT, "captions": captions}
     train_head(TrainConfig(store=captioned_store.store, head="prompt", out=tmp_path / "whole", **short))
     cut = tmp_path / "cut"
-    _kill_after(_command(captioned_store.store, cut, "prompt", "--captions", str(captions)), cut / "metrics.jsonl", 2)
-    assert 2 <= _lines(cut / "metrics.jsonl") < SHORT["epochs"]
+    kill_after(command(captioned_store.store, cut, "prompt", "--captions", str(captions)), cut / "metrics.jsonl", 2)
+    assert 2 <= epochs_written(cut / "metrics.jsonl") < SHORT["epochs"]
     train_head(TrainConfig(store=captioned_store.store, head="prompt", out=cut, resume=True, **short))
-    _assert_same_run(tmp_path / "whole", cut)
+    assert_same_run(tmp_path / "whole", cut)
 
     kept = tmp_path / "moved" / "kept.csv"
     kept.parent.mkdir()
@@ -121,7 +121,7 @@ def test_a_run_killed_midway_resumes_to_the_uninterrupted_weights(captioned_stor
     changed = run_cli("eval", captioned_store.store, "--checkpoint", cut, *CPU)
     assert changed.code == 2 and changed.stderr.count("\n") == 1, changed
     assert f"{captions}: changed since {cut} was trained on it" in changed.stderr
-    resumed = run_cli(*_command(captioned_store.store, cut, "prompt", "--captions", str(captions), "--resume")[2:])
+    resumed = run_cli(*command(captioned_store.store, cut, "prompt", "--captions", str(captions), "--resume")[2:])
     assert resumed.code == 2 and "was trained with other captions" in resumed.stderr, resumed
 
 

@@ -4,79 +4,21 @@ a full disk (a small tmpfs filled for real) stops the run with one line and it r
 freed."""
 from __future__ import annotations
 
-import json
-import os
 import resource
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS, RUN_FILE, STATE
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
-from conftest import REPO, run_cli
+from conftest import run_cli
 from mounts import fill, mount
-
-SHORT = dict(epochs=6, min_steps=90, device="cpu", quiet=True)  # the defaults otherwise; short for speed
-
-
-def _command(store: Path, out: Path, head: str, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "cli.py"), "train-head", str(store), "--head", head, "--out", str(out),
-            "--epochs", str(SHORT["epochs"]), "--min-steps", str(SHORT["min_steps"]), "--device", "cpu", "--quiet",
-            *extra]
-
-
-def _start(command: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            preexec_fn=preexec)
-
-
-def _lines(path: Path) -> int:
-    try:
-        return len(path.read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
-def _when(process: subprocess.Popen, metrics: Path, lines: int, timeout: float = 120) -> None:
-    """Wait until the run's metrics hold `lines` finished epochs (the process still running)."""
-    deadline = time.monotonic() + timeout
-    while _lines(metrics) < lines:
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the run did not reach the epoch in time"
-        time.sleep(0.005)
-
-
-def _kill_after(command: list[str], metrics: Path, lines: int) -> None:
-    process = _start(command)
-    _when(process, metrics, lines)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
-
-
-def _assert_same_run(a: Path, b: Path) -> None:
-    """The same final weights (bit for bit) and the same metrics rows, timing aside."""
-    for name in (LAST, BEST):
-        wa, wb = load_file(str(a / name)), load_file(str(b / name))
-        assert wa.keys() == wb.keys()
-        for key in wa:
-            assert torch.equal(wa[key], wb[key]), (name, key)
-    rows = [[{k: v for k, v in row.items() if k != "samples_per_s"} for row in _rows(d)] for d in (a, b)]
-    assert rows[0] == rows[1]
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
+from training_runs import SHORT, assert_same_run, command, epochs_written, kill_after, start, when
 
 
 @pytest.mark.parametrize("head, streamed", [("text", True), ("evl", False)])
@@ -87,13 +29,13 @@ def test_a_run_killed_mid_training_resumes_to_the_uninterrupted_weights(appearan
     options = dict(preload=False) if streamed else {}
     train_head(TrainConfig(store=appearance_store, head=head, out=tmp_path / "whole", **options, **SHORT))
     cut = tmp_path / "cut"
-    _kill_after(_command(appearance_store, cut, head, *(["--no-preload"] if streamed else [])), cut / METRICS, 2)
-    assert 2 <= _lines(cut / METRICS) < SHORT["epochs"]
-    again = run_cli(*_command(appearance_store, cut, head)[2:])  # without --resume: refused, nothing touched
+    kill_after(command(appearance_store, cut, head, *(["--no-preload"] if streamed else [])), cut / METRICS, 2)
+    assert 2 <= epochs_written(cut / METRICS) < SHORT["epochs"]
+    again = run_cli(*command(appearance_store, cut, head)[2:])  # without --resume: refused, nothing touched
     assert again.code == 2 and "holds a run already; use --resume" in again.stderr
     run = train_head(TrainConfig(store=appearance_store, head=head, out=cut, resume=True, **options, **SHORT))
     assert run["epochs_done"] == SHORT["epochs"]
-    _assert_same_run(tmp_path / "whole", cut)
+    assert_same_run(tmp_path / "whole", cut)
 
 
 def test_any_prefix_of_an_epochs_writes_resumes(appearance_store: Path, tmp_path: Path) -> None:
@@ -102,14 +44,14 @@ def test_any_prefix_of_an_epochs_writes_resumes(appearance_store: Path, tmp_path
     metrics line, or no finished epoch at all), the run resumes or restarts to the uninterrupted result."""
     train_head(TrainConfig(store=appearance_store, head="linear", out=tmp_path / "whole", **SHORT))
     cut = tmp_path / "cut"
-    _kill_after(_command(appearance_store, cut, "linear"), cut / METRICS, 2)
+    kill_after(command(appearance_store, cut, "linear"), cut / METRICS, 2)
 
     def resumed(name: str, damage: Callable[[Path], None], resume: bool = True) -> None:
         copy = tmp_path / name
         shutil.copytree(cut, copy)
         damage(copy)
         train_head(TrainConfig(store=appearance_store, head="linear", out=copy, resume=resume, **SHORT))
-        _assert_same_run(tmp_path / "whole", copy)
+        assert_same_run(tmp_path / "whole", copy)
 
     def state_only(run_dir: Path) -> None:  # killed right after the state's rename
         for name in (LAST, BEST, METRICS, RUN_FILE):
@@ -149,13 +91,13 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(appearance_store
     out = disk / "run"
     try:
         if mounted:
-            process = _start(_command(appearance_store, out, "linear"))
-            _when(process, out / METRICS, 1)
+            process = start(command(appearance_store, out, "linear"))
+            when(process, out / METRICS, 1)
             fill(disk / "filler")
             _, stderr = process.communicate(timeout=120)
             expected = f"no space left on {out}"
         else:
-            process = _start(_command(appearance_store, out, "linear"), preexec=_file_size_limit(4096))
+            process = start(command(appearance_store, out, "linear"), preexec=_file_size_limit(4096))
             _, stderr = process.communicate(timeout=120)
             expected = f"file size limit reached writing {out}"
         assert process.returncode == 2, stderr
@@ -163,7 +105,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(appearance_store
         assert "--resume" in stderr and not list(out.glob(".*.tmp"))  # the partial file is gone
         (disk / "filler").unlink(missing_ok=True)
         train_head(TrainConfig(store=appearance_store, head="linear", out=out, resume=True, **SHORT))
-        _assert_same_run(tmp_path / "whole", out)
+        assert_same_run(tmp_path / "whole", out)
     finally:
         if mounted:
             subprocess.run(["umount", str(disk)], check=True)

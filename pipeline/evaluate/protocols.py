@@ -123,5 +123,6 @@ def format_training(result: dict[str, Any]) -> str:
     if "protocol" in result:
         return format_report(result)
     best = result["best"]
-    return (f"{result['config']['out']}: {result['epochs_done']} epochs, best val top-1 {best['val_top1']:.4f} "
-            f"at epoch {best['epoch']}")
+    selected = result.get("selected_by", {"field": "val_top1", "label": "val top-1"})  # runs before retrieval
+    return (f"{result['config']['out']}: {result['epochs_done']} epochs, best {selected['label']} "
+            f"{best[selected['field']]:.4f} at epoch {best['epoch']}")

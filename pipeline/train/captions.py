@@ -27,7 +27,7 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.pipeline.train.splits import canonical_split
+from clipcache.cache.schema import canonical_split
 
 VIDEO_COLUMNS = ("video", "video_id", "path", "video_path", "clip_name")  # the first present names the video
 CAPTION_COLUMNS = ("caption", "sentence", "text")

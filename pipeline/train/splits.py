@@ -8,7 +8,7 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import FAILED, MISSING, PENDING, canonical_split  # noqa: F401 (captions.py)
+from clipcache.cache.schema import FAILED, MISSING, PENDING
 
 # Every status but done, by the name reports use: `left_out` counts each (a new status is one line here).
 NOT_DONE = {FAILED: "failed", PENDING: "pending", MISSING: "missing"}

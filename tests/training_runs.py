@@ -1,0 +1,73 @@
+"""Training runs as real processes, for fault tests: start `clipcache train-head`, wait for an epoch, kill it,
+and compare two runs bit for bit."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS
+from conftest import REPO
+
+SHORT = dict(epochs=6, min_steps=90, device="cpu", quiet=True)  # the defaults otherwise; short for speed
+
+
+def command(store: Path, out: Path, head: str, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO / "cli.py"), "train-head", str(store), "--head", head, "--out", str(out),
+            "--epochs", str(SHORT["epochs"]), "--min-steps", str(SHORT["min_steps"]), "--device", "cpu", "--quiet",
+            *extra]
+
+
+def start(command: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=preexec)
+
+
+def epochs_written(path: Path) -> int:
+    """Lines of a run's metrics.jsonl: its finished epochs (0 before the first)."""
+    try:
+        return len(path.read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def when(process: subprocess.Popen, metrics: Path, lines: int, timeout: float = 120) -> None:
+    """Wait until the run's metrics hold `lines` finished epochs (the process still running)."""
+    deadline = time.monotonic() + timeout
+    while epochs_written(metrics) < lines:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run did not reach the epoch in time"
+        time.sleep(0.005)
+
+
+def kill_after(command: list[str], metrics: Path, lines: int) -> None:
+    process = start(command)
+    when(process, metrics, lines)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """The same final weights (bit for bit) and the same metrics rows, timing aside."""
+    for name in (LAST, BEST):
+        wa, wb = load_file(str(a / name)), load_file(str(b / name))
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), (name, key)
+    rows = [[{k: v for k, v in row.items() if k != "samples_per_s"} for row in metrics_rows(d)] for d in (a, b)]
+    assert rows[0] == rows[1]
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl of a run, one dict per finished epoch."""
+    return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
