@@ -175,8 +175,11 @@ def train_head(cfg: TrainConfig) -> None:
     of the classes and tests the other half too; with --captions (prompt head) it trains text-video retrieval.
     """
     from clipcache.pipeline.evaluate.protocols import format_training, run_train_head
+    from clipcache.pipeline.train.distributed import is_main
 
-    typer.echo(format_training(_run(lambda: run_train_head(cfg))))
+    result = _run(lambda: run_train_head(cfg))
+    if is_main():  # under torchrun every rank trains; rank 0 reports
+        typer.echo(format_training(result))
 
 
 @command(EvalConfig, "eval", epilog="Examples: clipcache eval features.zarr --checkpoint runs/text; "

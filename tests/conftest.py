@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,14 @@ def run_cli(*args: str | Path) -> "CliResult":
     """Run the CLI in this process (fast: torch is already imported)."""
     result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
     return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def torchrun(ranks: int) -> tuple[str, ...]:
+    """A torchrun launcher for `run_cli_process` on a free port, so parallel runs on one machine don't collide."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port", str(port)
 
 
 def run_cli_process(*args: str | Path, launcher: tuple[str, ...] = (), timeout: float = 240) -> "CliResult":

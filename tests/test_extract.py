@@ -29,6 +29,7 @@ from conftest import (
     run_cli,
     run_cli_process,
     tiny_extract_args,
+    torchrun,
 )
 from mounts import read_only
 
@@ -123,11 +124,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(reference_store: Path, demo_vide
 
 def test_torchrun_two_ranks_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
     store = tmp_path / "ranks.zarr"
-    with socket.socket() as probe:  # a free port, so parallel runs on one machine don't collide
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port))
-    result = run_cli_process(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), launcher=torchrun)
+    result = run_cli_process(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), launcher=torchrun(2))
     assert result.code == 0, result
     assert_stores_equal(store, reference_store)
 

@@ -17,12 +17,16 @@ from clipcache.pipeline.evaluate.report import format_report, split_note, write_
 from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description, run_metrics
 from clipcache.pipeline.evaluate.zero_shot import zero_shot
 from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.distributed import launched
 from clipcache.pipeline.train.loop import train_head
 
 
 def run_train_head(cfg: TrainConfig) -> dict[str, Any]:
     """`clipcache train-head`: one run, or the protocol its options name (K-shot over seeds, base-to-novel),
     whose result goes to OUT/eval/<what was evaluated>/."""
+    if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1)):
+        raise InputError("--base-to-novel and --shots with several --seeds run in one process (each run is small); "
+                         "start them without torchrun")
     if cfg.base_to_novel:
         result = base_to_novel(cfg)
     elif cfg.shots and cfg.seeds > 1:

@@ -15,13 +15,22 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, get_worker_info
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    get_worker_info,
+)
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader, read_chunk, read_rows
 from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train.distributed import RankSlices
 
 Batch = dict[str, torch.Tensor]
 
@@ -236,11 +245,15 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 def batch_loader(dataset: CacheDataset, batch_size: int, shuffle: bool = False,
                  generator: torch.Generator | None = None, drop_last: bool = False, workers: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
     """Batches built by the dataset itself (one gather, or chunk reads straight into the batch). Workers
-    only help when features are streamed, and preloaded GPU tensors cannot cross processes."""
+    only help when features are streamed, and preloaded GPU tensors cannot cross processes. With several
+    ranks, this rank's slice of each global batch of `batch_size` (distributed.RankSlices)."""
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    batches: Sampler[list[int]] = BatchSampler(order, batch_size, drop_last)
+    if world > 1:
+        batches = RankSlices(batches, rank, world)
     streamed = dataset.placement is None
-    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last),
+    return DataLoader(dataset, batch_size=None, sampler=batches,
                       num_workers=workers if streamed else 0,
                       pin_memory=pin_memory and (streamed or dataset.placement.type == "cpu"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -44,6 +45,7 @@ from clipcache.pipeline.train.checkpoint import (
 )
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.distributed import Ranks, start
 from clipcache.pipeline.train.splits import left_out, left_out_note
 from clipcache.pipeline.train.task import Task, check_retrieval_options, make_task
 
@@ -109,7 +111,12 @@ class Training:
     optimizer: torch.optim.AdamW
     scheduler: torch.optim.lr_scheduler.LambdaLR
     passes: int  # over the training set per epoch
-    device: torch.device
+    ranks: Ranks
+    model: nn.Module  # what the step calls: the head, or DDP around it
+
+    @property
+    def device(self) -> torch.device:
+        return self.ranks.device
 
     @property
     def steps_per_epoch(self) -> int:
@@ -121,6 +128,8 @@ class Training:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        if self.ranks.world > 1:  # collective: every rank calls state(), rank 0 saves it
+            rng["ranks"] = self.ranks.gather_rng(rng["torch"])
         return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng, "epoch": run["epochs_done"], "stale": stale,
                 "run": run, "metrics": rows}
@@ -129,7 +138,9 @@ class Training:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
+        ranks = state["rng"].get("ranks")
+        torch.set_rng_state(ranks[self.ranks.rank] if ranks and len(ranks) == self.ranks.world
+                            else state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
@@ -137,14 +148,20 @@ class Training:
 def train_head(cfg: TrainConfig) -> dict[str, Any]:
     """Train, validate every epoch, keep the best and last weights; returns the run description."""
     _validate(cfg)
-    device = resolve_device(cfg.device)
+    ranks = start(resolve_device(cfg.device))
+    device = ranks.device
+    if ranks.world > 1 and cfg.captions is not None:
+        raise InputError("--captions trains in one process: its contrastive loss spans the whole batch, which "
+                         "the ranks would each see only a slice of")
+    if not ranks.main:
+        cfg = replace(cfg, quiet=True)  # rank 0 alone prints
     reader = CacheReader(cfg.store)
     frames = cfg.frames or reader.settings.frames
     cfg = with_recipe(cfg)
     task = make_task(cfg, reader)
     splits = task.splits()
     torch.manual_seed(cfg.seed)
-    training = _build(cfg, reader, splits, frames, device)
+    training = _build(cfg, reader, splits, frames, ranks)
     task.attach(training.head, training.train_set, training.val_set, cfg.quiet)
     classes = cfg.classes or reader.classes
     run = json.loads(json.dumps({  # plain JSON values (paths and choices as text): run.json and the state hold it
@@ -162,15 +179,16 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     if state is not None:
         run, rows, stale = _resumed(cfg, run, state), state["metrics"], int(state["stale"])
         training.restore(state)
-        _publish(cfg.out, training.head, run, rows)  # whatever a kill cut short after the state was saved
-    else:
+        if ranks.main:
+            _publish(cfg.out, training.head, run, rows)  # whatever a kill cut short after the state was saved
+    elif ranks.main:
         write_run(cfg.out, run)
     note(left_out_note(run["left_out"], str(cfg.store)), cfg.quiet)
     note(f"{run['splits']['train']} training and {len(training.val_set)} validation videos; features: "
          f"{run['features']}", cfg.quiet)
     note(_plan(cfg, training), cfg.quiet)
-    if state is None:
-        training.head.prepare(to_device(batch, device) for batch in training.loader)
+    if state is None:  # from every training batch, whichever rank reads it
+        training.head.prepare(to_device(batch, device) for batch in _global_batches(training))
     for epoch in range(run["epochs_done"], run.get("stopped_early") or cfg.epochs):
         loss, rate = _train_epoch(training, task, epoch)
         row = {"epoch": epoch + 1, "step": (epoch + 1) * training.steps_per_epoch, "loss": loss,
@@ -184,17 +202,20 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
         run["epochs_done"] = epoch + 1
         if cfg.patience and stale >= cfg.patience:
             run["stopped_early"] = epoch + 1
-        save_state(cfg.out, training.state(run, rows, stale))  # the epoch is done once this file is replaced
-        _publish(cfg.out, training.head, run, rows)
+        state = training.state(run, rows, stale)
+        if ranks.main:
+            save_state(cfg.out, state)  # the epoch is done once this file is replaced
+            _publish(cfg.out, training.head, run, rows)
         note(f"epoch {epoch + 1}/{cfg.epochs}  step {row['step']}/{cfg.epochs * training.steps_per_epoch}  "
              f"loss {loss:.4f}  lr {row['lr']:.2e}  {task.describe(row)}  {rate:.0f} samples/s", cfg.quiet)
         if "stopped_early" in run:
             break
+    ranks.barrier()  # no rank returns before rank 0 has written the last epoch
     return run
 
 
-def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames: int, device: torch.device
-           ) -> Training:
+def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames: int, ranks: Ranks) -> Training:
+    device = ranks.device
     head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device,
                            cfg.classes)
     train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
@@ -206,15 +227,28 @@ def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames
             raise InputError(f"{reader.path}: no {name} videos of the classes being trained; name other splits "
                              "with --train-split/--val-split")
     shuffle = torch.Generator()
+    if len(train_set) < ranks.world or cfg.batch_size < ranks.world:
+        raise InputError(f"{ranks.world} ranks need at least as many training videos and --batch-size (each rank "
+                         f"reads its share of every batch); got {len(train_set)} videos, batch {cfg.batch_size}")
     loader = batch_loader(train_set, cfg.batch_size, shuffle=True, generator=shuffle,
                           drop_last=len(train_set) > cfg.batch_size, workers=cfg.workers,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", rank=ranks.rank, world=ranks.world)
     optimizer = _optimizer(head, cfg)
     passes = max(1, math.ceil(cfg.min_steps / (cfg.epochs * len(loader))))
     steps_per_epoch = passes * len(loader)
     scheduler = _schedule(optimizer, round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch,
                           cfg.schedule)
-    return Training(cfg, head, train_set, val_set, loader, shuffle, optimizer, scheduler, passes, device)
+    return Training(cfg, head, train_set, val_set, loader, shuffle, optimizer, scheduler, passes, ranks,
+                    ranks.wrap(head))
+
+
+def _global_batches(training: Training) -> DataLoader:
+    """The training batches as one process sees them (every rank's slices together)."""
+    if training.ranks.world == 1:
+        return training.loader
+    cfg = training.cfg
+    return batch_loader(training.train_set, cfg.batch_size, shuffle=True, generator=training.shuffle,
+                        drop_last=len(training.train_set) > cfg.batch_size, workers=cfg.workers)
 
 
 def _previous_state(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -281,9 +315,9 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
     """`passes` passes over the training set; returns (mean loss, samples per second). Each pass draws its
     order, views, frames (and the task's draws, e.g. captions) from (seed, pass index) only, so a resumed run
     repeats them exactly."""
-    head, cfg, optimizer = training.head, training.cfg, training.optimizer
+    model, cfg, optimizer, ranks = training.model, training.cfg, training.optimizer, training.ranks
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    head.train()
+    model.train()
     total_loss, samples, began = 0.0, 0, time.perf_counter()
     bar = tqdm(total=training.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step", leave=False,
                disable=cfg.quiet, file=sys.stderr)
@@ -294,9 +328,9 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
         for batch in training.loader:
             batch = to_device(batch, training.device)
             with autocast(training.device):
-                loss = task.loss(head, batch)
+                loss = task.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * ranks.share(len(batch["video"]))).backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
@@ -306,4 +340,5 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
             bar.update()
             bar.set_postfix(loss=f"{total_loss / samples:.4f}")
     bar.close()
+    total_loss, samples = ranks.sum(total_loss, samples)
     return total_loss / max(samples, 1), samples / (time.perf_counter() - began)
