@@ -1,81 +1,107 @@
-"""Stage-two read speed: the cache dataset's samples/s and MB/s next to a raw read of the same bytes.
+"""Stage-two read speed: useful bytes per second of the cache dataset next to a plain sequential read of the
+same files, for 1 and 6 views per video, float16 and int8 tokens, page cache warm and cold.
 
-    python benchmarks/read.py                       # ViT-B-16 shapes, 8 frames, last 4 blocks, 48 videos
-    python benchmarks/read.py --dtype int8 --workers 4 --videos 256
+    python benchmarks/read.py                         # ViT-B-16 shapes, 8 frames, last 2 blocks, 32 videos
+    python benchmarks/read.py --videos 64 --workers 2 --layers=-4:
 
-Both sides read a warm page cache, so the ratio is the dataset's own cost (zarr decoding, batching),
-not the disk's. Every figure comes from this one run.
+Useful bytes are those a sample uses: the requested blocks of the one view a training sample draws. The
+plain read is every byte of the token files, read in order with `read()`. Cold figures drop the page cache
+before each measurement (needs root: /proc/sys/vm/drop_caches); without permission only warm ones are
+printed. Every figure comes from this one run.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from steps import machine
 from synthetic_store import make_store
 
 
-def raw_read(folder: Path) -> tuple[int, float]:
-    """Bytes and seconds to read every chunk file under `folder` with plain file reads."""
+def drop_caches() -> bool:
+    """Empty the page cache (written data flushed first); whether it was permitted."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def plain_read(folder: Path) -> tuple[int, float]:
+    """Bytes and seconds to read every file under `folder` in path order with plain reads."""
     began, total = time.perf_counter(), 0
-    for file in folder.rglob("*"):
+    for file in sorted(folder.rglob("*")):
         if file.is_file():
             total += len(file.read_bytes())
     return total, time.perf_counter() - began
 
 
-def epoch(dataset: CacheDataset, batch_size: int, workers: int) -> tuple[int, float]:
-    """Samples and seconds of one pass over `dataset` in shuffled batches."""
+def dataset_pass(dataset: CacheDataset, batch_size: int, workers: int) -> tuple[int, float]:
+    """Samples and seconds of one shuffled training pass."""
     began = time.perf_counter()
     samples = sum(len(batch["label"]) for batch in batch_loader(dataset, batch_size, shuffle=True, workers=workers))
     return samples, time.perf_counter() - began
 
 
+def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool) -> dict[str, float]:
+    """Plain read vs the dataset on one store, warm (each read once before) or cold."""
+    reader = CacheReader(store)
+    s = reader.settings
+    dataset = CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames, train=True,
+                           preload=False)
+    if not cold:
+        plain_read(store / "tokens")
+    elif not drop_caches():
+        raise PermissionError("dropping the page cache is not permitted")
+    nbytes, plain_s = plain_read(store / "tokens")
+    if not cold:
+        dataset_pass(dataset, batch_size, workers)
+    elif not drop_caches():
+        raise PermissionError("dropping the page cache is not permitted")
+    samples, dataset_s = dataset_pass(dataset, batch_size, workers)
+    useful = samples * nbytes / (s.num_videos * s.views)  # one view's share of the token bytes per sample
+    return {"plain": nbytes / plain_s, "dataset": useful / dataset_s, "samples": samples / dataset_s,
+            "mb_per_sample": nbytes / (s.num_videos * s.views) / 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-16")
-    parser.add_argument("--videos", type=int, default=48)
+    parser.add_argument("--videos", type=int, default=32)
     parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--layers", default="-4:")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "int8"])
-    parser.add_argument("--workers", type=int, default=0, help="loader workers for the streamed pass")
+    parser.add_argument("--layers", default="-2:")
+    parser.add_argument("--workers", type=int, default=0, help="loader workers")
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
-        store = Path(tmp) / "store.zarr"
-        settings = make_store(store, args.model, args.videos, args.frames, args.layers, dtype=args.dtype)
-        reader = CacheReader(store)
-        videos = np.arange(args.videos)
-        rows = []
-        requests = {"tokens": FeatureRequest(layers=settings.layers), "pooled": FeatureRequest(pooled=True)}
-        for what, request in requests.items():
-            raw_read(store / what)  # warm the page cache for every measurement below
-            nbytes, raw_seconds = raw_read(store / what)
-            streamed = CacheDataset(reader, request, videos, args.frames, train=True, preload=False)
-            samples, streamed_seconds = epoch(streamed, args.batch_size, args.workers)
-            began = time.perf_counter()
-            held = CacheDataset(reader, request, videos, args.frames, train=True, preload=True)
-            load_seconds = time.perf_counter() - began
-            _, held_seconds = epoch(held, args.batch_size, 0)
-            rows.append((what, nbytes, samples, raw_seconds, streamed_seconds, load_seconds, held_seconds))
-    print(f"{args.videos} videos, {args.model} shapes, {args.frames} frames x {len(settings.layers)} blocks x "
-          f"{settings.tokens} tokens x {settings.width}, {args.dtype}, batch {args.batch_size}, "
-          f"{args.workers} loader worker(s) when streamed")
-    print(f"{'features':8s} {'MB/video':>9s} {'raw read':>10s} {'streamed':>22s} {'preload':>10s} "
-          f"{'from RAM':>14s}  streamed/raw  preload/raw")
-    for what, nbytes, samples, raw_s, streamed_s, load_s, held_s in rows:
-        print(f"{what:8s} {nbytes / args.videos / 1e6:9.3f} {nbytes / raw_s / 1e6:6.0f} MB/s "
-              f"{nbytes / streamed_s / 1e6:6.0f} MB/s {samples / streamed_s:7.1f} s/s "
-              f"{nbytes / load_s / 1e6:5.0f} MB/s {samples / held_s:9.0f} s/s  {raw_s / streamed_s:12.2f}"
-              f"  {raw_s / load_s:11.2f}")
-    print("(s/s: samples per second; preload: reading the arrays into RAM once; from RAM: batches gathered "
-          "from them)")
+    where = machine(torch.device("cpu"))
+    print(f"{where}; {args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
+          f"batch {args.batch_size}, {args.workers} loader worker(s); useful bytes: the view a sample draws")
+    print(f"{'views':>5s} {'dtype':>8s} {'cache':>5s} {'MB/sample':>9s} {'plain read':>12s} {'dataset':>12s} "
+          f"{'samples/s':>9s} {'dataset/plain':>13s}")
+    for views in (1, 6):
+        for dtype in ("float16", "int8"):
+            with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
+                store = Path(tmp) / "store.zarr"
+                make_store(store, args.model, args.videos, args.frames, args.layers, dtype=dtype, views=views)
+                for cold in (False, True):
+                    try:
+                        m = measure(store, args.frames, args.batch_size, args.workers, cold)
+                    except PermissionError as error:
+                        print(f"{views:5d} {dtype:>8s} {'cold':>5s}  ({error})")
+                        continue
+                    print(f"{views:5d} {dtype:>8s} {'cold' if cold else 'warm':>5s} {m['mb_per_sample']:9.2f} "
+                          f"{m['plain'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
+                          f"{m['dataset'] / m['plain']:13.2f}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from clipcache.pipeline.models import load_model
 
 
 def make_store(path: Path, model: str, videos: int, frames: int, layers: str, classes: int = 10,
-               dtype: str = "float16") -> StoreSettings:
+               dtype: str = "float16", views: int = 1) -> StoreSettings:
     loaded = load_model(model)
     blocks = vision_blocks(loaded.model)
     grid = tuple(int(g) for g in loaded.model.visual.grid_size)
@@ -21,7 +21,7 @@ def make_store(path: Path, model: str, videos: int, frames: int, layers: str, cl
     settings = StoreSettings(
         model=loaded.name, pretrained="", model_config=loaded.config, image_size=loaded.preprocess["image_size"],
         mean=loaded.preprocess["mean"], std=loaded.preprocess["std"], interpolation="bicubic",
-        resize_mode="shortest", frames=frames, sampling="uniform", stride=1, clips=1, crops=1, augment=0, seed=0,
+        resize_mode="shortest", frames=frames, sampling="uniform", stride=1, clips=views, crops=1, augment=0, seed=0,
         layers=resolve_layers(layers, len(blocks)), num_blocks=len(blocks),
         width=int(blocks[0].ln_1.normalized_shape[0]), heads=int(blocks[0].attn.num_heads),
         embed_dim=int(loaded.model.visual.output_dim), tokens=1 + grid[0] * grid[1], grid=grid, dtype=dtype,
@@ -35,7 +35,7 @@ def make_store(path: Path, model: str, videos: int, frames: int, layers: str, cl
     rng = np.random.default_rng(0)
     for group in range(settings.num_groups):
         start, stop = settings.group_range(group)
-        n, shape = stop - start, (stop - start, 1, frames)
+        n, shape = stop - start, (stop - start, views, frames)
         centres = rng.standard_normal((classes, settings.embed_dim)).astype(np.float32)
         writer.write_group(GroupResult(
             group=group, status=np.full(n, DONE, np.uint8), error=[""] * n, note=[""] * n,

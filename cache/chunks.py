@@ -13,9 +13,10 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ShardingCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
 
-_EMPTY = 2**64 - 1  # offset and length of an absent inner chunk in a shard index
+EMPTY = 2**64 - 1  # offset and length of an absent inner chunk in a shard index
 
 # what zarr's codecs raise on bytes they did not write: a checksum mismatch or a reshape of the wrong
 # length (ValueError), a broken zstd frame (RuntimeError), a vlen-utf8 length prefix of garbage (MemoryError)
@@ -41,8 +42,34 @@ def chunk_file(array: zarr.Array, block: int) -> Path:
     return Path(array.store_path.store.root) / array.store_path.path / array.metadata.encode_chunk_key(coords)
 
 
-def _crc_intact(data: bytes) -> bool:
+def crc_intact(data: bytes) -> bool:
+    """Whether `data` ends with the crc32c of what precedes it (the crc32c codec's layout)."""
     return len(data) >= 4 and np.uint32(google_crc32c.value(data[:-4])).tobytes() == data[-4:]
+
+
+def shard_index(tail: bytes, entries: int) -> np.ndarray | None:
+    """(offset, length) per inner chunk from a shard's last `entries * 16 + 4` bytes (the index and its
+    crc32c, as the writer makes them); None when cut short or failing its checksum."""
+    if len(tail) < entries * 16 + 4 or not crc_intact(tail[-(entries * 16 + 4):]):
+        return None
+    return np.frombuffer(tail[-(entries * 16 + 4):-4], dtype="<u8").reshape(entries, 2)
+
+
+def plain_inner_grid(array: zarr.Array) -> tuple[int, ...] | None:
+    """Inner chunks per shard along each axis, for a sharded array whose inner chunks are one (video, view)
+    each, stored as little-endian bytes plus crc32c with the index at the end (the token arrays of
+    `clipcache/2`), so a view's bytes can be read straight from the file; else None."""
+    codecs = array.metadata.codecs
+    if not (array.shards and isinstance(codecs[0], ShardingCodec)) or array.chunks[:2] != (1, 1) \
+            or array.dtype.byteorder == ">":
+        return None
+    sharding = codecs[0]
+    plain = ((BytesCodec(endian="little"), Crc32cCodec()), (BytesCodec(endian=None), Crc32cCodec()))  # int8: None
+    if tuple(sharding.codecs) not in plain or tuple(sharding.index_codecs) not in plain \
+            or sharding.index_location != ShardingCodecIndexLocation.end:
+        return None
+    grid = tuple(shard // chunk for shard, chunk in zip(array.shards, array.chunks))
+    return grid if all(g == 1 for g in grid[2:]) else None
 
 
 def damaged_rows(array: zarr.Array, block: int) -> dict[int, str]:
@@ -59,23 +86,31 @@ def damaged_rows(array: zarr.Array, block: int) -> dict[int, str]:
         return {}
     sharding = array.metadata.codecs[0]
     if not isinstance(sharding, ShardingCodec):
-        return {} if _crc_intact(data) else dict.fromkeys(range(rows), "checksum mismatch")
+        return {} if crc_intact(data) else dict.fromkeys(range(rows), "checksum mismatch")
     return _damaged_inner_chunks(array, data, rows)
 
 
 def _damaged_inner_chunks(array: zarr.Array, data: bytes, rows: int) -> dict[int, str]:
-    """A shard as written by the writer: inner chunks of one row each, then the index (offset, length
-    per inner chunk, uint64) and its crc32c."""
-    inner = array.shards[0] // array.chunks[0]
+    """A shard as the writer makes it: its inner chunks (the token arrays: one per video and view), then the
+    index (offset, length per inner chunk, uint64, in C order over the shard's grid of inner chunks) and its
+    crc32c. A row is damaged when any of its inner chunks is."""
+    grid = [shard // chunk for shard, chunk in zip(array.shards, array.chunks)]
+    inner, per_position = int(np.prod(grid)), int(np.prod(grid[1:]))
     index_size = inner * 16 + 4
-    if len(data) < index_size or not _crc_intact(data[-index_size:]):
+    index = shard_index(data, inner)
+    if index is None:
         return dict.fromkeys(range(rows), "shard index damaged (cut short or checksum mismatch)")
-    index = np.frombuffer(data[-index_size:-4], dtype="<u8").reshape(inner, 2)
-    damaged = {}
-    for row in range(rows):
-        offset, length = (int(v) for v in index[row])
-        if offset == _EMPTY:
-            damaged[row] = "chunk missing from its shard"
-        elif offset + length > len(data) - index_size or not _crc_intact(data[offset:offset + length]):
-            damaged[row] = "checksum mismatch"
+    damaged: dict[int, str] = {}
+    for entry, (offset, length) in enumerate(index.tolist()):
+        first = entry // per_position * array.chunks[0]
+        if first >= rows:
+            break
+        if offset == EMPTY:
+            why = "chunk missing from its shard"
+        elif offset + length > len(data) - index_size or not crc_intact(data[offset:offset + length]):
+            why = "checksum mismatch"
+        else:
+            continue
+        for row in range(first, min(first + array.chunks[0], rows)):
+            damaged.setdefault(row, why)
     return damaged

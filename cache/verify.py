@@ -183,9 +183,9 @@ def _other_arrays(root: zarr.Group) -> list[tuple[str, zarr.Array]]:
 
 
 def _array_damage(array: zarr.Array, name: str) -> list[Damage]:
-    whole_rows = array.chunks[1:] == array.shape[1:]
+    whole_rows = (array.shards or array.chunks)[1:] == array.shape[1:]
     if is_checked(array) and whole_rows:
-        reasons = {why for block in range(-(-array.shape[0] // array.chunks[0]))
+        reasons = {why for block in range(-(-array.shape[0] // rows_per_file(array)))
                    for why in damaged_rows(array, block).values()}
         return [Damage(name, [], why) for why in sorted(reasons)]
     try:

@@ -75,8 +75,9 @@ def _compressors(settings: StoreSettings) -> tuple:
 
 
 def _video_array_specs(settings: StoreSettings) -> dict[str, dict[str, object]]:
-    """How each per-video array is made: chunked by shard group, the token arrays sharded with one
-    inner chunk per video (one read per video), every chunk checksummed."""
+    """How each per-video array is made: chunked by shard group, the token arrays (and their int8 scales)
+    sharded with one inner chunk per video and view (a sample reads only the view it uses), every chunk
+    checksummed."""
     n, s, v, t = settings.num_videos, settings.shard_videos, settings.views, settings.frames
     length, width, embed = settings.tokens, settings.width, settings.embed_dim
     specs: dict[str, dict[str, object]] = {}
@@ -90,11 +91,12 @@ def _video_array_specs(settings: StoreSettings) -> dict[str, dict[str, object]]:
     features = _compressors(settings)
     for layer in settings.layers:
         specs[tokens_name(layer)] = {
-            "shape": (n, v, t, length, width), "chunks": (1, v, t, length, width), "shards": (s, v, t, length, width),
+            "shape": (n, v, t, length, width), "chunks": (1, 1, t, length, width), "shards": (s, v, t, length, width),
             "dtype": "int8" if settings.dtype == "int8" else "float16", "fill_value": 0, "compressors": features}
         if settings.dtype == "int8":
-            specs[scale_name(layer)] = {"shape": (n, v, t, length), "chunks": (s, v, t, length), "dtype": "float32",
-                                        "fill_value": 0, "compressors": (Crc32cCodec(),)}
+            specs[scale_name(layer)] = {"shape": (n, v, t, length), "chunks": (1, 1, t, length),
+                                        "shards": (s, v, t, length), "dtype": "float32", "fill_value": 0,
+                                        "compressors": (Crc32cCodec(),)}
     specs["pooled"] = {"shape": (n, v, t, embed), "chunks": (s, v, t, embed), "dtype": "float16", "fill_value": 0,
                        "compressors": features}
     return specs

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from clipcache.cache.reader import CacheReader, StoreDamageError, read_chunk
+from clipcache.cache.reader import CacheReader, StoreDamageError, ViewReader, read_chunk
 from clipcache.cache.store import open_root
 from conftest import feature_code, run_cli, synthetic_store
 
@@ -57,19 +57,27 @@ def test_a_deleted_token_shard_is_an_error_not_zeros(store: Path) -> None:
 
 
 def test_flipped_bytes_in_one_video_name_that_video_only(store: Path) -> None:
-    inner = 3 * 4 * 5 * 8 * 2 + 4  # one video's inner chunk: views x frames x tokens x width float16, crc32c
-    _flip(store / "tokens/1/c/0/0/0/0/0", inner + 7)  # inside the second video's
+    shard = store / "tokens/1/c/0/0/0/0/0"
+    array = open_root(store)["tokens/1"]
+    entries = array.shards[0] * array.shards[1]  # one inner chunk per (video, view), indexed in C order at the end
+    index = np.frombuffer(shard.read_bytes()[-(entries * 16 + 4):-4], dtype="<u8").reshape(entries, 2)
+    # inside video 1's second view; zarr lays inner chunks out in Morton order, so the index says where
+    _flip(shard, int(index[1 * array.shards[1] + 1, 0]) + 7)
     reader = CacheReader(store)
     np.testing.assert_array_equal(reader.tokens(1, [0, 2])[:, 0, 0, 0, 0], [feature_code(0, 0, 0),
                                                                             feature_code(2, 0, 0)])
     with pytest.raises(StoreDamageError, match=r"tokens/1 of video 1 \(train/1.mp4\) is damaged \(checksum mismatch\)"):
         reader.tokens(1, [1])
-    array = open_root(store)["tokens/1"]
-    with pytest.raises(StoreDamageError, match="video 1 "):  # the read stage two's dataset makes per video
-        read_chunk(array, (1, 0, slice(0, 4)), np.empty((4, 5, 8), np.float16))
+    with pytest.raises(StoreDamageError, match="video 1 "):  # the read stage two's dataset makes per video and view
+        read_chunk(array, (1, 1, slice(0, 4)), np.empty((4, 5, 8), np.float16))
     out = np.empty((4, 5, 8), np.float16)
-    read_chunk(array, (2, 0, slice(0, 4)), out)
-    assert out[0, 0, 0] == feature_code(2, 0, 0)
+    views = ViewReader(array)  # the dataset's direct read of a view from its shard file
+    for video, view in ((1, 0), (1, 2), (2, 0)):  # a view reads only its own bytes: the others stay readable
+        read_chunk(array, (video, view, slice(0, 4)), out)
+        assert out[0, 0, 0] == feature_code(video, view, 0)
+        assert views.read(video, view, np.empty((4, 5, 8), np.float16))[0, 0, 0] == feature_code(video, view, 0)
+    with pytest.raises(StoreDamageError, match=r"tokens/1 of video 1 \(train/1.mp4\) is damaged \(checksum"):
+        views.read(1, 1, np.empty((4, 5, 8), np.float16))
     code, report = _verify(store)
     assert code == 1 and [(d["array"], d["videos"]) for d in report["damage"]] == [("tokens/1", [1])]
     assert report["damage"][0]["paths"] == ["train/1.mp4"]
@@ -133,3 +141,18 @@ def test_training_on_a_deleted_token_chunk_stops_with_one_line(store: Path, tmp_
                      "--device", "cpu", "--no-preload", "--quiet")
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert "tokens/2 of video 0 (train/0.mp4) and 3 more videos is damaged (chunk file missing)" in result.stderr
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_direct_view_reads_equal_zarrs(tmp_path: Path, dtype: str) -> None:
+    store = synthetic_store(tmp_path / "s.zarr", dtype=dtype)
+    root = open_root(store)
+    names = [name for name in ("tokens/1", "tokens/1_scale") if name in root]
+    for name in names:
+        array = root[name]
+        views = ViewReader(array)
+        assert views.grid is not None  # the direct path, not the fallback
+        for video in range(array.shape[0]):
+            for view in range(array.shape[1]):
+                out = np.empty(array.chunks[2:], array.dtype)
+                np.testing.assert_array_equal(views.read(video, view, out), array[video, view])

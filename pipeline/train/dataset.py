@@ -26,7 +26,7 @@ from torch.utils.data import (
 )
 
 from clipcache import InputError
-from clipcache.cache.reader import CacheReader, read_chunk, read_rows
+from clipcache.cache.reader import CacheReader, ViewReader, read_chunk, read_rows
 from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
@@ -103,6 +103,7 @@ class CacheDataset(Dataset):
         self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
         self._arrays: dict[str, zarr.Array] = {}
+        self._view_readers: dict[str, ViewReader] = {}
         self._pid = -1
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
@@ -223,7 +224,11 @@ class CacheDataset(Dataset):
         tail = self._selection(key)
         for m, name in enumerate(names):
             array = self._array(name)
+            whole = frames is None and self._shapes[key] == array.chunks[2:]  # the view's inner chunk as it is
             for b, (row, view) in enumerate(zip(rows, views)):
+                if whole:
+                    self._view_reader(name).read(int(self.videos[row]), int(view), target[b, m])
+                    continue
                 selection = (int(self.videos[row]), int(view), *tail)
                 if frames is None:
                     read_chunk(array, selection, target[b, m])
@@ -233,10 +238,15 @@ class CacheDataset(Dataset):
 
     def _array(self, name: str) -> zarr.Array:
         if self._pid != os.getpid():  # each DataLoader worker opens the store itself
-            self._arrays, self._pid = {}, os.getpid()
+            self._arrays, self._view_readers, self._pid = {}, {}, os.getpid()
         if name not in self._arrays:
             self._arrays[name] = open_root(self.path)[name]
         return self._arrays[name]
+
+    def _view_reader(self, name: str) -> ViewReader:
+        if name not in self._view_readers:
+            self._view_readers[name] = ViewReader(self._array(name))
+        return self._view_readers[name]
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
