@@ -58,6 +58,7 @@ def test_a_relative_checkpoint_is_recorded_by_absolute_path_and_content(
     shutil.move(work / "tiny.pt", tmp_path / "moved.pt")  # the same weights elsewhere: the same store
     gone = run_cli("eval", store, "--zero-shot", "--device", "cpu", "--quiet")  # stage two needs the text tower
     assert gone.code == 2 and gone.stderr.count("\n") == 1 and "tiny.pt, which is no longer there" in gone.stderr
+    assert "put the original back there" in gone.stderr
     moved = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "9", "--pretrained", "moved.pt"))
     assert moved.code == 0 and "0 processed" in moved.stdout, moved
     torch.save({k: v + 1 for k, v in torch.load(tmp_path / "moved.pt").items()}, tmp_path / "other.pt")

@@ -70,7 +70,9 @@ def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn
     checkpoint file that moved or changed since is refused with one line, never loaded silently."""
     settings = reader.settings
     register_config(settings.model, settings.model_config)
-    pretrained = resolve_pretrained(settings.pretrained, settings.pretrained_sha256, None)
+    pretrained = resolve_pretrained(settings.pretrained, settings.pretrained_sha256, None,
+                                    advice="stage two loads the store's text tower from that file: put the "
+                                           "original back there")
     loaded = load_model(settings.model, pretrained or None, device=device)
     return loaded.model, open_clip.get_tokenizer(settings.model)
 
