@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.core.buffer.cpu import NDBuffer
@@ -22,7 +23,6 @@ from clipcache.cache.chunks import (
     DECODE_ERRORS,
     EMPTY,
     chunk_file,
-    crc_intact,
     damaged_rows,
     is_checked,
     plain_inner_grid,
@@ -107,8 +107,8 @@ def _checked(array: zarr.Array, block: int, region: tuple, selection: tuple, out
 
 class ViewReader:
     """One (video, view) of a token array read straight from its shard file. The shard's index (read once per
-    shard and checked) says where the view's inner chunk lies; one pread fetches it and its crc32c is checked
-    before it is copied into place. The same read through zarr's sharding codec costs about three times as
+    shard and checked) says where the view's inner chunk lies; one pread puts it into the caller's buffer and
+    its crc32c is checked there. The same read through zarr's sharding codec costs about three times as
     much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
     read that finds damage go through `read_chunk`, which names what is damaged."""
 
@@ -129,14 +129,16 @@ class ViewReader:
         offset, length = (int(v) for v in index[(video - block * rows) * self.grid[1] + view])
         if offset == EMPTY or length != out.nbytes + 4:
             return read_chunk(self.array, (video, view), out)
+        raw, crc = out.reshape(-1).view(np.uint8), bytearray(4)
         fd = os.open(chunk_file(self.array, block), os.O_RDONLY)
         try:
-            data = os.pread(fd, length, offset)
+            got = os.preadv(fd, [raw, crc], offset)  # straight into place: no allocation, no copy
         finally:
             os.close(fd)
-        if not crc_intact(data):
+        checked = raw.view()
+        checked.flags.writeable = False  # google_crc32c reads read-only buffers only
+        if got != length or np.uint32(google_crc32c.value(checked)).tobytes() != bytes(crc):
             return read_chunk(self.array, (video, view), out)
-        np.copyto(out, np.frombuffer(data, dtype=self.array.dtype, count=out.size).reshape(out.shape))
         return out
 
     def _index(self, block: int) -> np.ndarray | None:
