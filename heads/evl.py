@@ -188,6 +188,9 @@ class DecoderBlock(nn.Module):
         for linear in (self.mlp[0], self.mlp[3]):
             nn.init.xavier_uniform_(linear.weight)
             nn.init.normal_(linear.bias, std=1e-6)
+        # The key bias cancels in the softmax, so it never touches the output: kept for the reference's parameter
+        # layout, not trained (a parameter without a gradient would also stall DistributedDataParallel)
+        self.k_proj.bias.requires_grad_(False)
 
     def forward(self, z: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """z: (B, 1, C); memory: (B, T*L, C). The memory is never projected (heads.attention)."""

@@ -7,10 +7,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from clipcache.cache.reader import CacheReader
+from clipcache.heads import HEADS
+from clipcache.pipeline.evaluate.predict import to_device
+from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS
+from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
 from conftest import run_cli, run_cli_process, torchrun
 from training_runs import command, epochs_written, kill_after
 
@@ -55,3 +61,16 @@ def test_two_ranks_train_and_resume_what_one_process_trains(appearance_store: Pa
     assert resumed.code == 0, resumed
     _assert_close_runs(one, cut)
 
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_every_trainable_parameter_of_every_head_gets_a_gradient(appearance_store: Path, head: str) -> None:
+    """What DistributedDataParallel needs of a head (a parameter left without a gradient stalls every rank at
+    the next step): one training step's backward reaches all of them."""
+    reader = CacheReader(appearance_store)
+    built = build_for_store(reader, head, {}, reader.settings.frames, "text4vis", None, torch.device("cpu"))
+    dataset = CacheDataset(reader, built.request, reader.done[:4], reader.settings.frames, train=True)
+    batch = to_device(next(iter(batch_loader(dataset, 4))), torch.device("cpu"))
+    built.train()
+    torch.nn.functional.cross_entropy(built(batch).float(), batch["label"]).backward()
+    assert [name for name, p in built.named_parameters() if p.requires_grad and p.grad is None] == []

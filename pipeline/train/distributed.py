@@ -11,6 +11,7 @@ directory, and the state it saves holds every rank's random generator, so `--res
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,6 +48,9 @@ class Ranks:
         averaged over the ranks during backward)."""
         if self.world == 1:
             return head
+        # EVL's channels-last temporal conv returns its (C, 1, 3, 1) weight's gradient in other strides than the
+        # weight's: DDP then copies those few KB each step and warns on every rank; the copy is all it costs
+        warnings.filterwarnings("ignore", "Grad strides do not match bucket view strides")
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(head, device_ids=ids)
 
