@@ -60,13 +60,21 @@ def store_format(path: Path) -> str | None:
     return fmt
 
 
-def check_writable(path: Path) -> None:
+def writable_folder(path: Path) -> None:
     """Refuse early when the store (or the folder it goes into) cannot be written, e.g. a read-only
-    file system, instead of failing at the first write."""
+    file system, instead of failing at the first write; create the folder it goes into when missing
+    (`extract videos/ out/features.zarr` makes out/, as mkdir -p would)."""
     target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise InputError(f"{path}: {'the store' if target == path else 'its folder'} is not writable "
+    existing = next(folder for folder in (target, *target.parents) if folder.exists())
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"{path}: {'the store' if existing == path else 'its folder'} is not writable "
                          "(read-only file system or no permission)")
+    if target == path:
+        return
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file where a folder should be, ...
+        raise InputError(f"{path}: cannot create its folder {target} ({error.strerror})") from None
 
 
 def remove_store(path: Path, inputs: Path) -> None:

@@ -123,7 +123,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(reference_store: Path, demo_vide
 
 
 def test_torchrun_two_ranks_equal_single_process(reference_store: Path, demo_videos: Path, tmp_path: Path) -> None:
-    store = tmp_path / "ranks.zarr"
+    store = tmp_path / "new" / "folder" / "ranks.zarr"  # folders that do not exist yet: the ranks make them
     result = run_cli_process(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), launcher=torchrun(2))
     assert result.code == 0, result
     assert_stores_equal(store, reference_store)

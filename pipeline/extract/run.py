@@ -22,7 +22,7 @@ from tqdm import tqdm
 from clipcache import InputError
 from clipcache.cache.info import store_info
 from clipcache.cache.lock import Holder, StoreLock
-from clipcache.cache.place import check_writable, remove_leftovers, remove_store, store_format
+from clipcache.cache.place import remove_leftovers, remove_store, store_format, writable_folder
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings, inputs_digest
 from clipcache.cache.verify import verify_store
@@ -134,7 +134,7 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     if cfg.overwrite and split.world > 1 and not split.torchrun:
         raise InputError("--overwrite with --shard would let shards delete each other's work; "
                          "delete the store once before starting the shards")
-    check_writable(cfg.store)
+    writable_folder(cfg.store)
     lock = StoreLock(cfg.store)
     refusal = None
     if split.is_main or not split.torchrun:
