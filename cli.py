@@ -173,6 +173,8 @@ def train_head(cfg: TrainConfig) -> None:
 
     With --shots K it trains one K-shot run per seed (OUT/seed-<s>); with --base-to-novel it trains on half
     of the classes and tests the other half too; with --captions (prompt head) it trains text-video retrieval.
+    Under `torchrun --nproc-per-node N cli.py train-head ...` it trains on N processes (DistributedDataParallel),
+    each reading its share of every batch.
     """
     from clipcache.pipeline.evaluate.protocols import format_training, run_train_head
     from clipcache.pipeline.train.distributed import is_main
