@@ -57,12 +57,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_pretrained(recorded: str, sha256: str, moved_to: Path | None,
-                       advice: str = "pass where it is now with --pretrained FILE") -> str:
+def resolve_pretrained(recorded: str, sha256: str, moved_to: Path | None) -> str:
     """The checkpoint to load for a store whose weights were recorded as `recorded` (a tag or an absolute
     path) with content hash `sha256` ("" for tags and for stores older than the hash): `moved_to` when
     given and its content matches, else the recorded file when it is still there unchanged. A checkpoint
-    that moved or changed is refused with `advice`: how to point to it."""
+    that moved or changed is refused with how to point to it."""
     if not sha256:
         return str(moved_to) if moved_to is not None else recorded
     if moved_to is not None:
@@ -73,10 +72,11 @@ def resolve_pretrained(recorded: str, sha256: str, moved_to: Path | None,
                              f"differs from {sha256[:12]}...)")
         return str(Path(moved_to).resolve())
     if not Path(recorded).is_file():
-        raise InputError(f"the store was made with checkpoint {recorded}, which is no longer there (moved?); {advice}")
+        raise InputError(f"the store was made with checkpoint {recorded}, which is no longer there (moved?); "
+                         "pass where it is now with --pretrained FILE")
     if file_sha256(Path(recorded)) != sha256:
         raise InputError(f"the store was made with checkpoint {recorded}, which has changed since (sha256 "
-                         f"{sha256[:12]}... expected); {advice}")
+                         f"{sha256[:12]}... expected); pass the original with --pretrained FILE")
     return recorded
 
 

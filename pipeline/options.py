@@ -95,6 +95,9 @@ class TextOptions(Options):
 
     templates: str = option("text4vis", "Prompt templates for class names: text4vis ('a video of a person {}.'), "
                                         "ensemble (16 templates) or a file with one template per line.")
+    pretrained: Path | None = option(None, "Where the checkpoint file the store was made with is now, if it moved "
+                                           "(its sha256 must match the store's); the store's text tower loads from "
+                                           "it.")
     class_names: Path | None = option(None, "File of label,name (or label<TAB>name) lines overriding the class "
                                             "names (default: the labels with _ as spaces).")
 

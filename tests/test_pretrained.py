@@ -58,12 +58,20 @@ def test_a_relative_checkpoint_is_recorded_by_absolute_path_and_content(
     shutil.move(work / "tiny.pt", tmp_path / "moved.pt")  # the same weights elsewhere: the same store
     gone = run_cli("eval", store, "--zero-shot", "--device", "cpu", "--quiet")  # stage two needs the text tower
     assert gone.code == 2 and gone.stderr.count("\n") == 1 and "tiny.pt, which is no longer there" in gone.stderr
-    assert "put the original back there" in gone.stderr
+    assert "pass where it is now with --pretrained FILE" in gone.stderr
+    found = run_cli("eval", store, "--zero-shot", "--device", "cpu", "--quiet", "--pretrained", tmp_path / "moved.pt")
+    assert found.code == 0, found
+    prompt = run_cli("train-head", store, "--head", "prompt", "--out", tmp_path / "run", "--epochs", "1", "--min-steps",
+                     "0", "--device", "cpu", "--quiet", "--pretrained", tmp_path / "moved.pt")  # the text tower
+    assert prompt.code == 0, prompt
     moved = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "9", "--pretrained", "moved.pt"))
     assert moved.code == 0 and "0 processed" in moved.stdout, moved
     torch.save({k: v + 1 for k, v in torch.load(tmp_path / "moved.pt").items()}, tmp_path / "other.pt")
     other = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "9", "--pretrained", "other.pt"))
     assert other.code == 2 and "pretrained_sha256: " in other.stderr and "--overwrite" in other.stderr, other
+    wrong = run_cli("eval", store, "--zero-shot", "--templates", "ensemble", "--device", "cpu", "--quiet",
+                    "--pretrained", tmp_path / "other.pt")  # templates not embedded yet: the tower must load
+    assert wrong.code == 2 and "not the checkpoint the store was made with" in wrong.stderr, wrong
 
 
 def test_a_tag_without_network_fails_in_seconds_with_one_line(demo_videos: Path, tmp_path: Path,

@@ -51,7 +51,7 @@ def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weigh
 
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
                         weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
-                        captions: Path | None = None) -> Result:
+                        captions: Path | None = None, pretrained: Path | None = None) -> Result:
     """Multi-view metrics of a trained head on a split of `store` (default: the run's test split; any store
     made by the same model), over the run's classes or, for heads that score by class name (text, prompt),
     any other classes. A retrieval run is scored on captions instead (see `evaluate_retrieval`)."""
@@ -59,7 +59,8 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     reader = CacheReader(store)
     check_compatible(run, reader.settings, store)
     if run.get("task", CLASSIFICATION) == RETRIEVAL:
-        return evaluate_retrieval(reader, run, run_dir, split, resolve_device(device), weights, captions, quiet)
+        return evaluate_retrieval(reader, run, run_dir, split, resolve_device(device), weights, captions, quiet,
+                                  pretrained)
     if captions is not None:
         raise InputError(f"{run_dir}: a classification run; --captions scores retrieval runs (train-head "
                          "--captions) or, with --zero-shot, CLIP itself")
@@ -68,7 +69,7 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     torch_device = resolve_device(device)
     class_file = Path(run["class_names"]) if run["class_names"] else None
     head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], class_file,
-                           torch_device, classes)
+                           torch_device, classes, pretrained)
     try:
         load_weights(head, run_dir / weights)
     except RuntimeError:
@@ -106,7 +107,8 @@ def run_captions(run: dict[str, Any], run_dir: Path, given: Path | None) -> tupl
 
 
 def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, split: str | None,
-                       device: torch.device, weights: str, given: Path | None, quiet: bool) -> Result:
+                       device: torch.device, weights: str, given: Path | None, quiet: bool,
+                       pretrained: Path | None = None) -> Result:
     """Text-video retrieval of a trained head on a split: every caption of the split's videos through the trained
     prompts and the frozen text tower, against the videos (their test views averaged); the split from the caption
     file when it gives splits, else the store's."""
@@ -119,7 +121,8 @@ def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, 
         raise InputError(f"{file.path}: no caption names a done video of split {scored.name!r} of {reader.path}")
     rows, caption_video = captions.of(videos)
     sentences = [file.sentences[r] for r in rows]
-    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None, device)
+    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None, device,
+                           pretrained=pretrained)
     load_weights(head, run_dir / weights)
     layout = head.sentences(sentences)
     note(truncation_note(layout, path=file.path), quiet)

@@ -51,8 +51,8 @@ def few_shot(cfg: TrainConfig) -> Result:
     for seed in range(cfg.seeds):
         run_dir = cfg.out / f"seed-{seed}"
         train_head(replace(cfg, seed=seed, out=run_dir))
-        results.append(_named(evaluate_checkpoint(cfg.store, run_dir, None, cfg.device, quiet=cfg.quiet),
-                              f"seed-{seed}"))
+        results.append(_named(evaluate_checkpoint(cfg.store, run_dir, None, cfg.device, quiet=cfg.quiet,
+                                                  pretrained=cfg.pretrained), f"seed-{seed}"))
     options = {"shots": cfg.shots, "seeds": cfg.seeds, "weights": "best", "train_split": cfg.train_split,
                "val_split": cfg.val_split}
     description = protocol_description(results, "few-shot", options, checkpoint=None)
@@ -97,25 +97,27 @@ def base_to_novel(cfg: TrainConfig) -> Result:
         raise InputError(f"--head {cfg.head}: base-to-novel needs a head that scores class names (text, prompt)")
     halves = _halves(CacheReader(cfg.store), cfg.seed)
     train_head(replace(cfg, classes=halves[0]))
-    results = [evaluate_checkpoint(cfg.store, cfg.out, None, cfg.device, classes=half, quiet=cfg.quiet)
-               for half in halves]
+    results = [evaluate_checkpoint(cfg.store, cfg.out, None, cfg.device, classes=half, quiet=cfg.quiet,
+                                   pretrained=cfg.pretrained) for half in halves]
     return _base_novel_result(halves, results, cfg.seed, {"weights": "best"})
 
 
 def zero_shot_base_to_novel(store: Path, seed: int = 0, split: str = "test", templates: str = "text4vis",
-                            names_file: Path | None = None, device: str = "auto", quiet: bool = True) -> Result:
+                            names_file: Path | None = None, device: str = "auto", quiet: bool = True,
+                            pretrained: Path | None = None) -> Result:
     """The untrained reference on the same base and novel halves as `base_to_novel` with this seed."""
     halves = _halves(CacheReader(store), seed)
-    results = [zero_shot(store, split, templates, names_file, device, half, quiet) for half in halves]
+    results = [zero_shot(store, split, templates, names_file, device, half, quiet, pretrained) for half in halves]
     return _base_novel_result(halves, results, seed, {"templates": templates, "class_names": names_file})
 
 
 def half_class_zero_shot(store: Path, halves: int, split: str = "test", templates: str = "text4vis",
-                         names_file: Path | None = None, device: str = "auto", quiet: bool = True) -> Result:
+                         names_file: Path | None = None, device: str = "auto", quiet: bool = True,
+                         pretrained: Path | None = None) -> Result:
     """Text4Vis's protocol: zero-shot top-1 on N random halves of the classes (seeds 0..N-1), mean ± std."""
     classes = CacheReader(store).classes
     results = [_named(zero_shot(store, split, templates, names_file, device, split_classes(classes, seed)[0],
-                                quiet), f"half-{seed}") for seed in range(halves)]
+                                quiet, pretrained), f"half-{seed}") for seed in range(halves)]
     options = {"templates": templates, "class_names": names_file, "halves": halves}
     description = protocol_description(results, "half-class zero-shot", options)
     runs = [run_metrics(r, seed=s, classes=r.record["options"]["classes"]) for s, r in enumerate(results)]

@@ -41,19 +41,21 @@ def _check(cfg: EvalConfig) -> None:
 
 
 def _run(cfg: EvalConfig) -> Result:
-    split = cfg.split or TEST
+    split, moved = cfg.split or TEST, cfg.pretrained
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
-                                   quiet=cfg.quiet, captions=cfg.captions)
+                                   quiet=cfg.quiet, captions=cfg.captions, pretrained=moved)
     if cfg.half_classes:
         return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
-                                    cfg.quiet)
+                                    cfg.quiet, moved)
     if cfg.base_to_novel:
-        return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device, cfg.quiet)
+        return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device, cfg.quiet,
+                                       moved)
     if cfg.captions is not None:
-        return zero_shot_retrieval(cfg.store, cfg.captions, split, cfg.device, cfg.quiet)
+        return zero_shot_retrieval(cfg.store, cfg.captions, split, cfg.device, cfg.quiet, moved)
     if cfg.zero_shot:
-        return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet)
+        return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet,
+                         pretrained=moved)
     return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds)
 
 

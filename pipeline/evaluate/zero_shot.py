@@ -25,7 +25,8 @@ VIDEO_BLOCK = 1024  # videos read at a time for their embeddings
 
 
 def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
-              device: str = "auto", classes: tuple[str, ...] | None = None, quiet: bool = True) -> Result:
+              device: str = "auto", classes: tuple[str, ...] | None = None, quiet: bool = True,
+              pretrained: Path | None = None) -> Result:
     """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training.
     Any split is held out, since nothing is fitted or selected."""
     reader = CacheReader(store)
@@ -33,7 +34,7 @@ def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", nam
         raise InputError(f"{store}: the store has no class labels; zero-shot needs classes to name")
     scored = evaluation_split(reader, split)
     torch_device = resolve_device(device)
-    text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet)
+    text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet, pretrained=pretrained)
     ctx = head_context(reader, reader.settings.frames, text, classes)
     head = TextHead(ctx, depth=0, learn_scale=False).to(torch_device)
     dataset = CacheDataset(reader, head.request, scored.videos, reader.settings.frames, train=False,
@@ -58,7 +59,7 @@ def frame_mean_embeddings(reader: CacheReader, videos: np.ndarray) -> np.ndarray
 
 
 def zero_shot_retrieval(store: Path, captions_file: Path, split: str = "test", device: str = "auto",
-                        quiet: bool = True) -> Result:
+                        quiet: bool = True, pretrained: Path | None = None) -> Result:
     """Text-video retrieval by cosine between frame-mean video embeddings and sentence embeddings of the
     store's own model, on a split (the caption file's splits when it has them, else the store's). Videos of
     the split without a caption are left out of both directions and named in the result. Any split is held
@@ -72,7 +73,7 @@ def zero_shot_retrieval(store: Path, captions_file: Path, split: str = "test", d
         raise InputError(f"{captions_file}: no caption names a done video of split {scored.name!r} of {store}")
     rows, caption_video = captions.of(videos)
     sentences = [captions.file.sentences[r] for r in rows]
-    text = sentence_embeddings(reader, sentences, captions.file.source, resolve_device(device), quiet)
+    text = sentence_embeddings(reader, sentences, captions.file.source, resolve_device(device), quiet, pretrained)
     ranks = ranks_from_embeddings(text, frame_mean_embeddings(reader, videos), caption_video)
     description = describe(reader, method=RETRIEVAL_METHOD, split=scored, held_out=True,
                            options=captions.file.source)

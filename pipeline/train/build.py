@@ -35,14 +35,15 @@ def head_context(reader: CacheReader, frames: int, text_embeddings: np.ndarray |
 
 def build_for_store(reader: CacheReader, head: str, options: dict[str, Any], frames: int, templates: str,
                     names_file: Path | None, device: torch.device,
-                    classes: tuple[str, ...] | None = None) -> Head:
+                    classes: tuple[str, ...] | None = None, pretrained: Path | None = None) -> Head:
     """The head on this store's context (optionally a subset of its classes), with class-name
     embeddings or the text tower when it uses them."""
     kind = head_class(head)
-    text = text_embeddings(reader, templates, names_file, device) if kind.uses_text_embeddings else None
+    text = text_embeddings(reader, templates, names_file, device, pretrained=pretrained) \
+        if kind.uses_text_embeddings else None
     ctx = head_context(reader, frames, text, classes)
     readable = dict(zip(reader.classes, class_names(reader, names_file)))
     ctx.class_names = tuple(readable[c] for c in ctx.classes)
     if kind.uses_text_tower:
-        ctx.text_tower = load_text_tower(reader, device)
+        ctx.text_tower = load_text_tower(reader, device, pretrained)
     return build_head(head, ctx, **options).to(device)

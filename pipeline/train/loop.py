@@ -217,7 +217,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
 def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames: int, ranks: Ranks) -> Training:
     device = ranks.device
     head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device,
-                           cfg.classes)
+                           cfg.classes, cfg.pretrained)
     train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
                              device=device, seed=cfg.seed, classes=cfg.classes)
     val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload,

@@ -65,15 +65,15 @@ def class_names(reader: CacheReader, names_file: Path | None = None) -> list[str
     return [names[label] for label in reader.classes]
 
 
-def load_text_tower(reader: CacheReader, device: torch.device) -> tuple[torch.nn.Module, object]:
-    """The model and tokenizer that made the store (a custom config is re-registered from the store); a
-    checkpoint file that moved or changed since is refused with one line, never loaded silently."""
+def load_text_tower(reader: CacheReader, device: torch.device, pretrained: Path | None = None
+                    ) -> tuple[torch.nn.Module, object]:
+    """The model and tokenizer that made the store (a custom config is re-registered from the store), from
+    `pretrained` when the store's checkpoint file moved; a checkpoint file that moved or changed since is refused
+    with one line, never loaded silently."""
     settings = reader.settings
     register_config(settings.model, settings.model_config)
-    pretrained = resolve_pretrained(settings.pretrained, settings.pretrained_sha256, None,
-                                    advice="stage two loads the store's text tower from that file: put the "
-                                           "original back there")
-    loaded = load_model(settings.model, pretrained or None, device=device)
+    weights = resolve_pretrained(settings.pretrained, settings.pretrained_sha256, pretrained)
+    loaded = load_model(settings.model, weights or None, device=device)
     return loaded.model, open_clip.get_tokenizer(settings.model)
 
 
@@ -116,7 +116,8 @@ def _keep(reader: CacheReader, key: str, embeddings: np.ndarray, attrs: dict[str
 
 
 def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file: Path | None = None,
-                    device: torch.device | str = "cpu", quiet: bool = False) -> np.ndarray:
+                    device: torch.device | str = "cpu", quiet: bool = False, pretrained: Path | None = None
+                    ) -> np.ndarray:
     """Class-name embeddings for the store's classes: from the store's cache or the user cache when a sound
     entry is there; otherwise computed with the store's text tower and kept (a damaged entry is replaced)."""
     set_name, template_list = resolve_templates(templates)
@@ -126,7 +127,7 @@ def text_embeddings(reader: CacheReader, templates: str = "text4vis", names_file
     if cached is not None:
         return cached
     device = torch.device(device)
-    model, tokenizer = load_text_tower(reader, device)
+    model, tokenizer = load_text_tower(reader, device, pretrained)
     # open_clip's own batched classifier builder: per class, the normalised mean of its normalised
     # template embeddings, several classes per forward
     classifier = build_zero_shot_classifier(model, tokenizer, names, template_list, device=device)
@@ -150,7 +151,8 @@ def encode_sentences(model: torch.nn.Module, tokenizer: Callable[[list[str]], to
 
 
 def sentence_embeddings(reader: CacheReader, sentences: list[str], source: dict[str, Any],
-                        device: torch.device | str = "cpu", quiet: bool = False) -> np.ndarray:
+                        device: torch.device | str = "cpu", quiet: bool = False, pretrained: Path | None = None
+                        ) -> np.ndarray:
     """One unit embedding per sentence (in the given order), made by the store's text tower. The distinct
     sentences are embedded once and kept like class names, sorted, under a key that hashes exactly them (an
     edited caption file gets a new entry, a reordered one the same); `source` (the caption file) is recorded
@@ -160,7 +162,7 @@ def sentence_embeddings(reader: CacheReader, sentences: list[str], source: dict[
     embeddings = _cached(reader, key, len(distinct), quiet)
     if embeddings is None:
         device = torch.device(device)
-        model, tokenizer = load_text_tower(reader, device)
+        model, tokenizer = load_text_tower(reader, device, pretrained)
         embeddings = encode_sentences(model, tokenizer, distinct, device)
         _keep(reader, key, embeddings, {**source, "sentences": len(distinct)}, "caption embeddings", quiet)
     row = {sentence: i for i, sentence in enumerate(distinct)}
