@@ -49,8 +49,10 @@ from clipcache.pipeline.train.distributed import Ranks, start
 from clipcache.pipeline.train.splits import left_out, left_out_note
 from clipcache.pipeline.train.task import Task, check_retrieval_options, make_task
 
-# options that may differ on --resume (the store is identified by its fingerprint, not its path)
-RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet")
+# options that may differ on --resume (the store is identified by its fingerprint and a checkpoint by its sha256,
+# not their paths)
+RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet",
+                     "pretrained")
 
 
 def with_recipe(cfg: TrainConfig) -> TrainConfig:
