@@ -49,6 +49,20 @@ class StoredAffinity(nn.Module):
         return self.prev, self.next
 
 
+def with_stored(head: nn.Module, tokens: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+    """Two copies of an EVL head: one given each layer's q and k, one given its adjacent-frame affinities,
+    both computed here from `tokens` (B, M+1, T, L, D) as a cache would hold them."""
+    with torch.no_grad(), autocast(tokens.device):
+        qk = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+        affinities = [enrich.affinity(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
+    given_qk, given_affinity = copy.deepcopy(head), copy.deepcopy(head)
+    for enrich, (q, k) in zip(given_qk.enrich, qk):
+        enrich.affinity.qk = StoredQK(q, k)
+    for enrich, (prev, next_) in zip(given_affinity.enrich, affinities):
+        enrich.affinity = StoredAffinity(prev, next_)
+    return given_qk, given_affinity
+
+
 def read_rate(reader: CacheReader, layer: int) -> float:
     """Bytes/s of reading one block's tokens video by video, as stage two streams them (page cache warm)."""
     reader.tokens(layer, 0)
@@ -78,14 +92,7 @@ def main() -> None:
         tokens = torch.stack([torch.from_numpy(reader.tokens(layer, slice(None))[:, 0]) for layer in settings.layers],
                              dim=1).to(device).float()  # (B, M+1, T, L, D), view 0
     labels = torch.arange(args.batch_size, device=device) % len(settings.classes)
-    with torch.no_grad(), autocast(device):
-        stored_qk = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
-        stored_affinity = [enrich.affinity(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
-    given_qk, given_affinity = copy.deepcopy(head), copy.deepcopy(head)
-    for enrich, (q, k) in zip(given_qk.enrich, stored_qk):
-        enrich.affinity.qk = StoredQK(q, k)
-    for enrich, (prev, next_) in zip(given_affinity.enrich, stored_affinity):
-        enrich.affinity = StoredAffinity(prev, next_)
+    given_qk, given_affinity = with_stored(head, tokens)
     times = interleaved({name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
                          for name, h in (("recompute", head), ("qk", given_qk), ("affinity", given_affinity))},
                         args.repeats)

@@ -11,7 +11,6 @@ weights copied into them (the same function, checked), timed in one run.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import tempfile
@@ -33,7 +32,7 @@ from clipcache.pipeline.train.build import build_for_store, head_context
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loop import train_head
-from evl_qk import StoredAffinity, StoredQK
+from evl_qk import with_stored
 from reference_heads import (
     CPU_PATCH,
     attnpool_as_reference,
@@ -123,14 +122,7 @@ def _evl_against_reference(evl_module: ModuleType, ctx: HeadContext, tokens: tor
     print("EVL, same function: " + _largest_differences(
         head, lambda: head({"tokens": tokens}), reference, lambda: reference(fresh(features)),
         lambda state: evl_as_reference(state, layers)))
-    with torch.no_grad(), autocast(device):
-        qk = [enrich.affinity.qk(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
-        affinities = [enrich.affinity(tokens[:, i, :, 1:]) for i, enrich in enumerate(head.enrich)]
-    given_qk, given_affinity = copy.deepcopy(head), copy.deepcopy(head)
-    for enrich, (q, k) in zip(given_qk.enrich, qk):
-        enrich.affinity.qk = StoredQK(q, k)
-    for enrich, (prev, next_) in zip(given_affinity.enrich, affinities):
-        enrich.affinity = StoredAffinity(prev, next_)
+    given_qk, given_affinity = with_stored(head, tokens)
     contenders = {"given the same q and k": given_qk, "from the cache (q, k recomputed from block j-1)": head,
                   "given the adjacent-frame affinities": given_affinity}
     steps = {name: training_step(lambda _, h=h: h({"tokens": tokens}), h.parameters(), labels, device)
