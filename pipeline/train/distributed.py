@@ -57,11 +57,8 @@ class Ranks:
     def share(self, items: int) -> float:
         """This rank's weight for a mean loss over its `items` samples so that DDP's average of gradients over
         ranks is the gradient of the mean over the whole global batch (slices may differ by one sample)."""
-        if self.world == 1:
-            return 1.0
-        total = torch.tensor([items], dtype=torch.float64, device=self.device)
-        dist.all_reduce(total)
-        return items * self.world / float(total.item())
+        (total,) = self.sum(items)
+        return items * self.world / total
 
     def sum(self, *values: float) -> tuple[float, ...]:
         """`values` summed over the ranks (an epoch's loss and sample count)."""

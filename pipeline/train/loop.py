@@ -232,9 +232,7 @@ def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames
     if len(train_set) < ranks.world or cfg.batch_size < ranks.world:
         raise InputError(f"{ranks.world} ranks need at least as many training videos and --batch-size (each rank "
                          f"reads its share of every batch); got {len(train_set)} videos, batch {cfg.batch_size}")
-    loader = batch_loader(train_set, cfg.batch_size, shuffle=True, generator=shuffle,
-                          drop_last=len(train_set) > cfg.batch_size, workers=cfg.workers,
-                          pin_memory=device.type == "cuda", rank=ranks.rank, world=ranks.world)
+    loader = _training_batches(cfg, train_set, shuffle, ranks)
     optimizer = _optimizer(head, cfg)
     passes = max(1, math.ceil(cfg.min_steps / (cfg.epochs * len(loader))))
     steps_per_epoch = passes * len(loader)
@@ -244,13 +242,19 @@ def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames
                     ranks.wrap(head))
 
 
+def _training_batches(cfg: TrainConfig, train_set: CacheDataset, shuffle: torch.Generator, ranks: Ranks
+                      ) -> DataLoader:
+    """Shuffled batches of --batch-size (a smaller set is one batch), this rank's slice of each."""
+    return batch_loader(train_set, cfg.batch_size, shuffle=True, generator=shuffle,
+                        drop_last=len(train_set) > cfg.batch_size, workers=cfg.workers,
+                        pin_memory=ranks.device.type == "cuda", rank=ranks.rank, world=ranks.world)
+
+
 def _global_batches(training: Training) -> DataLoader:
     """The training batches as one process sees them (every rank's slices together)."""
     if training.ranks.world == 1:
         return training.loader
-    cfg = training.cfg
-    return batch_loader(training.train_set, cfg.batch_size, shuffle=True, generator=training.shuffle,
-                        drop_last=len(training.train_set) > cfg.batch_size, workers=cfg.workers)
+    return _training_batches(training.cfg, training.train_set, training.shuffle, Ranks(device=training.device))
 
 
 def _previous_state(cfg: TrainConfig) -> dict[str, Any] | None:
