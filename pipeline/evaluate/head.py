@@ -12,9 +12,9 @@ import torch
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.common import note, resolve_device
+from clipcache.pipeline.evaluate.captioned import captioned_split
 from clipcache.pipeline.evaluate.predict import predict
-from clipcache.pipeline.evaluate.results import Result, Scores, describe, ranked, single
-from clipcache.pipeline.evaluate.retrieval import Retrieval, ranks_from_embeddings
+from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.captions import CaptionFile, match_captions, read_captions
 from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
@@ -113,27 +113,15 @@ def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, 
     prompts and the frozen text tower, against the videos (their test views averaged); the split from the caption
     file when it gives splits, else the store's."""
     file, trained_on = run_captions(run, run_dir, given)
-    captions = match_captions(file, reader)
-    named_by = file.path if captions.splits is not None else None
-    scored = evaluation_split(reader, split or run["config"]["test_split"], captions.splits, named_by, labels=False)
-    videos = captions.captioned(scored.videos)
-    if len(videos) == 0:
-        raise InputError(f"{file.path}: no caption names a done video of split {scored.name!r} of {reader.path}")
-    rows, caption_video = captions.of(videos)
-    sentences = [file.sentences[r] for r in rows]
+    queries = captioned_split(reader, file, split or run["config"]["test_split"])
     head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None, device,
                            pretrained=pretrained)
     load_weights(head, run_dir / weights)
-    layout = head.sentences(sentences)
+    layout = head.sentences(queries.sentences)
     note(truncation_note(layout, path=file.path), quiet)
-    dataset = CacheDataset(reader, head.request, videos, run["frames"], train=False, device=device)
+    dataset = CacheDataset(reader, head.request, queries.videos, run["frames"], train=False, device=device)
     video, text = retrieval_embeddings(head, dataset, layout, device, run["config"]["batch_size"], quiet=quiet)
-    description = describe(reader, method=f"head {run['head']}", split=scored, checkpoint=run_dir / weights,
-                           held_out=held_out(reader, run, videos, weights, trained_on),
+    description = describe(reader, method=f"head {run['head']}", split=queries.scored, checkpoint=run_dir / weights,
+                           held_out=held_out(reader, run, queries.videos, weights, trained_on),
                            options={**file.source, "weights": weights.removesuffix(".safetensors")})
-    paths = reader.column("path")
-    left = scored.videos[~np.isin(scored.videos, videos)]
-    return ranked(description, Retrieval(videos, rows, tuple(sentences), ranks_from_embeddings(text, video,
-                                                                                               caption_video)),
-                  unknown_captions=captions.unknown_captions, unknown_videos=list(captions.unknown),
-                  uncaptioned_videos=[str(paths[v]) for v in left])
+    return queries.result(description, text, video)

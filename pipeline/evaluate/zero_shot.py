@@ -10,11 +10,11 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.text import TextHead
 from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.evaluate.captioned import captioned_split
 from clipcache.pipeline.evaluate.predict import predict
-from clipcache.pipeline.evaluate.results import Result, Scores, describe, ranked, single
-from clipcache.pipeline.evaluate.retrieval import Retrieval, ranks_from_embeddings
+from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
 from clipcache.pipeline.train.build import head_context
-from clipcache.pipeline.train.captions import match_captions, read_captions
+from clipcache.pipeline.train.captions import read_captions
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import evaluation_split
 from clipcache.pipeline.train.text_embeddings import sentence_embeddings, text_embeddings
@@ -65,20 +65,9 @@ def zero_shot_retrieval(store: Path, captions_file: Path, split: str = "test", d
     the split without a caption are left out of both directions and named in the result. Any split is held
     out, since nothing is fitted or selected."""
     reader = CacheReader(store)
-    captions = match_captions(read_captions(captions_file), reader)
-    named_by = captions.file.path if captions.splits is not None else None
-    scored = evaluation_split(reader, split, captions.splits, named_by, labels=False)
-    videos = captions.captioned(scored.videos)
-    if len(videos) == 0:
-        raise InputError(f"{captions_file}: no caption names a done video of split {scored.name!r} of {store}")
-    rows, caption_video = captions.of(videos)
-    sentences = [captions.file.sentences[r] for r in rows]
-    text = sentence_embeddings(reader, sentences, captions.file.source, resolve_device(device), quiet, pretrained)
-    ranks = ranks_from_embeddings(text, frame_mean_embeddings(reader, videos), caption_video)
-    description = describe(reader, method=RETRIEVAL_METHOD, split=scored, held_out=True,
-                           options=captions.file.source)
-    paths = reader.column("path")
-    left = scored.videos[~np.isin(scored.videos, videos)]
-    return ranked(description, Retrieval(videos, rows, tuple(sentences), ranks),
-                  unknown_captions=captions.unknown_captions, unknown_videos=list(captions.unknown),
-                  uncaptioned_videos=[str(paths[v]) for v in left])
+    queries = captioned_split(reader, read_captions(captions_file), split)
+    text = sentence_embeddings(reader, queries.sentences, queries.captions.file.source, resolve_device(device), quiet,
+                               pretrained)
+    description = describe(reader, method=RETRIEVAL_METHOD, split=queries.scored, held_out=True,
+                           options=queries.captions.file.source)
+    return queries.result(description, text, frame_mean_embeddings(reader, queries.videos))
