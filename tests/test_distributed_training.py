@@ -4,7 +4,6 @@ between the ranks, so the ranks' losses must be weighted by their share for the 
 step."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,26 +14,12 @@ from clipcache.cache.reader import CacheReader
 from clipcache.heads import HEADS
 from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.build import build_for_store
-from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS
+from clipcache.pipeline.train.checkpoint import LAST, METRICS
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
 from conftest import run_cli, run_cli_process, torchrun
-from training_runs import command, epochs_written, kill_after
+from training_runs import assert_close_runs, command, epochs_written, kill_after
 
 BATCH = ("--batch-size", "7")  # 18 training videos: two batches of 7 per pass, each split 4 + 3
-
-
-def _assert_close_runs(a: Path, b: Path) -> None:
-    """The same weights up to the float rounding of a different reduction order, the same metrics rows."""
-    for name in (LAST, BEST):
-        wa, wb = load_file(str(a / name)), load_file(str(b / name))
-        assert wa.keys() == wb.keys()
-        for key in wa:
-            torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=f"{name} {key}")
-    rows = [[json.loads(line) for line in (d / METRICS).read_text().splitlines()] for d in (a, b)]
-    assert len(rows[0]) == len(rows[1])
-    for ra, rb in zip(*rows):
-        assert (ra["epoch"], ra["step"], ra["val_top1"]) == (rb["epoch"], rb["step"], rb["val_top1"])
-        assert abs(ra["loss"] - rb["loss"]) <= 1e-4 * abs(ra["loss"]) + 1e-6
 
 
 def test_two_ranks_train_and_resume_what_one_process_trains(appearance_store: Path, tmp_path: Path) -> None:
@@ -46,7 +31,7 @@ def test_two_ranks_train_and_resume_what_one_process_trains(appearance_store: Pa
     result = run_cli_process(*command(appearance_store, two, "linear", *BATCH)[2:], launcher=torchrun(2))
     assert result.code == 0, result
     assert result.stdout.count("epochs, best val top-1") == 1  # rank 0 reports, once
-    _assert_close_runs(one, two)
+    assert_close_runs(one, two)
 
     other_seed = tmp_path / "seed"  # the comparison means something: another seed lands elsewhere
     assert run_cli(*command(appearance_store, other_seed, "linear", *BATCH, "--seed", "1")[2:]).code == 0
@@ -59,7 +44,7 @@ def test_two_ranks_train_and_resume_what_one_process_trains(appearance_store: Pa
     resumed = run_cli_process(*command(appearance_store, cut, "linear", *BATCH, "--resume")[2:],
                               launcher=torchrun(2))
     assert resumed.code == 0, resumed
-    _assert_close_runs(one, cut)
+    assert_close_runs(one, cut)
 
 
 
