@@ -3,6 +3,7 @@ video's test views."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,23 +25,32 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 @torch.no_grad()
-def predict(head: torch.nn.Module, dataset: CacheDataset, device: torch.device, batch_size: int = 256,
-            workers: int = 0, quiet: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (N, C), labels (N,)) per video: the softmax averaged over its test views.
-    `batch_size` counts (video, view) items: token heads want the training batch size here."""
+def view_sums(per_item: Callable[[dict[str, torch.Tensor]], torch.Tensor], dataset: CacheDataset,
+              device: torch.device, batch_size: int = 256, workers: int = 0, quiet: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(sums (N, K), views (N,)) per video of the dataset: `per_item`'s rows (K values per (video, view) item of a
+    batch on the device) summed over the video's test views, and how many there were."""
     if len(dataset) == 0:
         raise InputError(f"{dataset.path}: no videos to evaluate")
-    head.eval()
     totals: np.ndarray | None = None
     counts = np.zeros(len(dataset.videos))
     batches = batch_loader(dataset, batch_size, workers=workers)
     for batch in tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=quiet, file=sys.stderr):
         with autocast(device):
-            logits = head(to_device(batch, device))
-        probs = logits.float().softmax(-1).cpu().numpy()
+            values = per_item(to_device(batch, device)).float().cpu().numpy()
         if totals is None:
-            totals = np.zeros((len(dataset.videos), probs.shape[1]))
+            totals = np.zeros((len(dataset.videos), values.shape[1]))
         rows = batch["video"].numpy()
-        np.add.at(totals, rows, probs)
+        np.add.at(totals, rows, values)
         np.add.at(counts, rows, 1)
+    return totals, counts
+
+
+def predict(head: torch.nn.Module, dataset: CacheDataset, device: torch.device, batch_size: int = 256,
+            workers: int = 0, quiet: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C), labels (N,)) per video: the softmax averaged over its test views.
+    `batch_size` counts (video, view) items: token heads want the training batch size here."""
+    head.eval()
+    totals, counts = view_sums(lambda batch: head(batch).float().softmax(-1), dataset, device, batch_size, workers,
+                               quiet)
     return totals / counts[:, None], dataset.labels

@@ -13,7 +13,6 @@ a head only through `Head`.
 """
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +20,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
@@ -30,11 +28,11 @@ from clipcache.heads.base import Batch, Head
 from clipcache.heads.prompt_text import PromptLayout
 from clipcache.pipeline.common import autocast, note
 from clipcache.pipeline.evaluate.metrics import classification_metrics
-from clipcache.pipeline.evaluate.predict import predict, to_device
+from clipcache.pipeline.evaluate.predict import predict, view_sums
 from clipcache.pipeline.evaluate.retrieval import ranks_from_embeddings
 from clipcache.pipeline.train.captions import Captions, match_captions, read_captions
 from clipcache.pipeline.train.config import TrainConfig
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import split_videos, stratified_holdout, train_val_test
 
 SENTENCE_BLOCK = 256  # sentences through the prompted text tower at a time, when evaluating
@@ -228,17 +226,9 @@ def retrieval_embeddings(head: Head, dataset: CacheDataset, layout: PromptLayout
     """(videos (V, E), sentences (N, E)) unit embeddings: a video's is the mean of its test views' unit
     embeddings, normalised again (the views averaged as classification averages them); the sentences go
     through the prompted text tower SENTENCE_BLOCK at a time."""
-    if len(dataset) == 0:
-        raise InputError(f"{dataset.path}: no videos to evaluate")
     head.eval()
-    totals: np.ndarray | None = None
-    for batch in tqdm(batch_loader(dataset, batch_size, workers=workers), desc="evaluate", unit="batch",
-                      leave=False, disable=quiet, file=sys.stderr):
-        with autocast(device):
-            embedded = F.normalize(head.encode_video(to_device(batch, device)).float(), dim=-1).cpu().numpy()
-        if totals is None:
-            totals = np.zeros((len(dataset.videos), embedded.shape[1]))
-        np.add.at(totals, batch["video"].numpy(), embedded)
+    totals, _ = view_sums(lambda batch: F.normalize(head.encode_video(batch).float(), dim=-1), dataset, device,
+                          batch_size, workers, quiet)
     video = totals / np.linalg.norm(totals, axis=1, keepdims=True)
     text = []
     for start in range(0, len(layout), SENTENCE_BLOCK):
