@@ -30,7 +30,9 @@ from clipcache.cache.reader import CacheReader, ViewReader, read_chunk, read_row
 from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train.buffers import BatchBuffers
 from clipcache.pipeline.train.distributed import RankSlices
+from clipcache.pipeline.train.readahead import Readahead
 
 Batch = dict[str, torch.Tensor]
 
@@ -104,6 +106,7 @@ class CacheDataset(Dataset):
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
         self._arrays: dict[str, zarr.Array] = {}
         self._view_readers: dict[str, ViewReader] = {}
+        self._buffers = BatchBuffers()
         self._pid = -1
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
@@ -180,7 +183,8 @@ class CacheDataset(Dataset):
             return {key: value[0] for key, value in self._batch(np.array([item])).items()}
         return self._batch(np.asarray(item, dtype=np.int64))
 
-    def _batch(self, items: np.ndarray) -> Batch:
+    def _draws(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(rows, views, frames) of the items; frames None when every stored frame is used in order."""
         rows = self._rows[items]
         if self.train:
             views = self._epoch_views[items]
@@ -188,8 +192,20 @@ class CacheDataset(Dataset):
         else:
             views = self._fixed_views[items]
             frames = np.broadcast_to(frame_subset(self.stored_frames, self.frames, 0.5), (len(items), self.frames))
-        if self.frames == self.stored_frames:  # then the subset is every frame in order
-            frames = None
+        return rows, views, None if self.frames == self.stored_frames else frames
+
+    def will_need(self, items: Sequence[int]) -> None:
+        """Announce the chunks of a coming batch to the kernel (streamed features only; see readahead.py)."""
+        if self.placement is not None:
+            return
+        rows, views, _ = self._draws(np.asarray(items, dtype=np.int64))
+        places = [(int(self.videos[row]), int(view)) for row, view in zip(rows, views)]
+        for names in self._sources.values():
+            for name in names:
+                self._view_reader(name).will_need(places)
+
+    def _batch(self, items: np.ndarray) -> Batch:
+        rows, views, frames = self._draws(items)
         take = self._gather if self._features else self._read
         features = {key: take(key, rows, views, frames) for key in self._sources}
         batch = {"label": torch.from_numpy(self.labels[rows]), "video": torch.from_numpy(rows),
@@ -207,7 +223,9 @@ class CacheDataset(Dataset):
         data = self._features[key]
         rows_t, views_t = (torch.from_numpy(a).to(data.device) for a in (rows, views))
         if frames is None:  # whole (M, T, ...) blocks: index_select copies them as rows, ~3x faster
-            return data.flatten(0, 1).index_select(0, rows_t * data.shape[1] + views_t)
+            flat = data.flatten(0, 1)
+            out = self._out(key, (len(rows), *flat.shape[1:]), flat.dtype) if data.device.type == "cpu" else None
+            return torch.index_select(flat, 0, rows_t * data.shape[1] + views_t, out=out)
         layers = torch.arange(data.shape[2], device=data.device)
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(data.device)
         return data[rows_t[:, None, None], views_t[:, None, None], layers[None, :, None], frames_t[:, None, :]]
@@ -216,10 +234,8 @@ class CacheDataset(Dataset):
         """From the store into a (B, M, T', ...) buffer: per item and array one whole-chunk read, decoded
         straight into place when every frame is used (otherwise the chunk, then the subset)."""
         names = self._sources[key]
-        out = torch.empty((len(rows), len(names), self.frames, *self._shapes[key][1:]),
-                          dtype=_torch_dtype(self._dtypes[key]))
-        if get_worker_info() is not None:
-            out.share_memory_()  # handed to the main process without another copy
+        out = self._out(key, (len(rows), len(names), self.frames, *self._shapes[key][1:]),
+                        _torch_dtype(self._dtypes[key]))
         target = out.numpy()
         tail = self._selection(key)
         for m, name in enumerate(names):
@@ -236,9 +252,22 @@ class CacheDataset(Dataset):
                     np.take(read_chunk(array, selection), frames[b], axis=0, out=target[b, m])
         return out
 
+    def _out(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """Memory for a batch entry: a pooled buffer in this process (buffers.py), shared memory in a
+        DataLoader worker (handed to the main process without another copy; the worker cannot know when the
+        main process is done with it, so nothing is reused there)."""
+        if get_worker_info() is not None:
+            return torch.empty(shape, dtype=dtype).share_memory_()
+        self._this_process()
+        return self._buffers.take(key, shape, dtype)
+
+    def _this_process(self) -> None:
+        """Each DataLoader worker opens the store and keeps its buffers itself."""
+        if self._pid != os.getpid():
+            self._arrays, self._view_readers, self._buffers, self._pid = {}, {}, BatchBuffers(), os.getpid()
+
     def _array(self, name: str) -> zarr.Array:
-        if self._pid != os.getpid():  # each DataLoader worker opens the store itself
-            self._arrays, self._view_readers, self._pid = {}, {}, os.getpid()
+        self._this_process()
         if name not in self._arrays:
             self._arrays[name] = open_root(self.path)[name]
         return self._arrays[name]
@@ -264,6 +293,8 @@ def batch_loader(dataset: CacheDataset, batch_size: int, shuffle: bool = False,
     if world > 1:
         batches = RankSlices(batches, rank, world)
     streamed = dataset.placement is None
+    if streamed:
+        batches = Readahead(batches, dataset.will_need)
     return DataLoader(dataset, batch_size=None, sampler=batches,
                       num_workers=workers if streamed else 0,
                       pin_memory=pin_memory and (streamed or dataset.placement.type == "cpu"))
