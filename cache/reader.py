@@ -113,7 +113,8 @@ class ViewReader:
     its crc32c is checked there. The same read through zarr's sharding codec costs about three times as
     much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
     read that finds damage go through `read_chunk`, which names what is damaged. The most recently read
-    shard files stay open: opening one per read was a tenth of a warm int8 pass."""
+    shard files stay open: opening each one (and building its path) for every read took a fifth of a warm
+    int8 pass."""
 
     OPEN_FILES = 32
 
@@ -138,13 +139,6 @@ class ViewReader:
         if got != length or np.uint32(google_crc32c.value(checked)).tobytes() != bytes(crc):
             return read_chunk(self.array, (video, view), out)
         return out
-
-    def will_need(self, places: list[tuple[int, int]]) -> None:
-        """Tell the kernel these (video, view) chunks will be read soon, so the disk fetches them together
-        (many requests at once) while earlier batches are used. Only advice: damage is found by the read."""
-        for block, offset, length in sorted(place for video, view in places
-                                            if (place := self._place(video, view)) is not None):
-            os.posix_fadvise(self._fd(block), offset, length, os.POSIX_FADV_WILLNEED)
 
     def _place(self, video: int, view: int) -> tuple[int, int, int] | None:
         """(shard, offset, length with its checksum) of the (video, view) chunk; None where the array is not

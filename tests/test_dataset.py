@@ -1,10 +1,6 @@
 """The cache dataset and splits on model-free stores whose features say where they came from."""
 from __future__ import annotations
 
-import ctypes
-import mmap
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,6 @@ from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
-from clipcache.pipeline.train.readahead import Readahead
 from clipcache.pipeline.train.splits import (
     NOT_DONE,
     evaluation_split,
@@ -243,48 +238,3 @@ def test_a_batch_still_in_use_is_never_overwritten_and_a_released_one_is_reused(
     assert fourth["tokens"].data_ptr() == pointer  # nobody uses the first batch's memory any more
     check(third, [4, 5])
     check(fourth, [6, 7])
-
-
-def test_readahead_announces_each_batch_two_batches_before_it_is_read_in_the_same_order() -> None:
-    events: list[tuple[str, list[int]]] = []
-    batches = [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
-    for batch in Readahead(batches, lambda coming: events.append(("announce", list(coming)))):
-        events.append(("read", batch))
-    announce, read = (lambda i: ("announce", batches[i])), (lambda i: ("read", batches[i]))
-    assert events == [announce(0), announce(1), announce(2), read(0), announce(3), read(1), announce(4), read(2),
-                      read(3), read(4)]
-
-
-def _resident(file: Path) -> np.ndarray:
-    """Per page of `file`, whether the page cache holds it (mincore over a private mapping)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    page = mmap.PAGESIZE
-    pages = np.zeros((file.stat().st_size + page - 1) // page, np.uint8)
-    with open(file, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        start = ctypes.c_char.from_buffer(mapped)
-        code = libc.mincore(ctypes.c_void_p(ctypes.addressof(start)), ctypes.c_size_t(len(mapped)),
-                            pages.ctypes.data_as(ctypes.c_void_p))
-        del start
-        mapped.close()
-    assert code == 0, os.strerror(ctypes.get_errno())
-    return pages & 1 == 1
-
-
-def test_announced_chunks_are_fetched_into_the_page_cache(tmp_path: Path) -> None:
-    path = synthetic_store(tmp_path / "s.zarr", num_videos=8)
-    shards = [path / "tokens" / "2" / "c" / str(shard) / "0" / "0" / "0" / "0" for shard in (0, 1)]
-    data = CacheDataset(CacheReader(path), FeatureRequest(layers=(2,)), np.arange(8), 4, train=False, preload=False)
-    coming = [5 * TEST_VIEWS + 1]  # video 5, view 1: in the second shard
-    data.will_need(coming)  # reads that shard's index, which the reader keeps: after this only the advice reads
-    os.sync()
-    for file in shards:
-        with open(file, "rb") as handle:
-            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    if any(_resident(file).any() for file in shards):
-        pytest.skip("this file system keeps its files in memory (tmpfs?): nothing to fetch")
-    data.will_need(coming)
-    deadline = time.monotonic() + 10
-    while not _resident(shards[1]).any() and time.monotonic() < deadline:  # the kernel reads in the background
-        time.sleep(0.05)
-    assert _resident(shards[1]).any() and not _resident(shards[0]).any()

@@ -1,10 +1,10 @@
 """Batch memory that is written again once nobody uses it.
 
 A streamed batch of token features is tens of MB. Freshly allocated, every one of its pages is faulted in
-by the first write (the kernel's copy out of the page cache), which on the benchmark machine made reading
-a batch 5x slower than reading the same bytes into memory that had been written before (README,
-"Reading the cache"). The pool hands out a buffer again only when its storage has no other user: a batch
-the caller still holds, or any view of it, is never overwritten.
+by its first write (the kernel's copy out of the page cache): a warm pass over a float16 store, batch 32,
+read 890 MB/s that way and 2,250 MB/s into reused buffers (benchmark machine, medians of 4). The pool
+hands a buffer out again only when its storage has no other user: a batch the caller still holds, or any
+view of it, is never overwritten.
 """
 from __future__ import annotations
 

@@ -32,7 +32,6 @@ from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train.buffers import BatchBuffers
 from clipcache.pipeline.train.distributed import RankSlices
-from clipcache.pipeline.train.readahead import Readahead
 
 Batch = dict[str, torch.Tensor]
 
@@ -194,16 +193,6 @@ class CacheDataset(Dataset):
             frames = np.broadcast_to(frame_subset(self.stored_frames, self.frames, 0.5), (len(items), self.frames))
         return rows, views, None if self.frames == self.stored_frames else frames
 
-    def will_need(self, items: Sequence[int]) -> None:
-        """Announce the chunks of a coming batch to the kernel (streamed features only; see readahead.py)."""
-        if self.placement is not None:
-            return
-        rows, views, _ = self._draws(np.asarray(items, dtype=np.int64))
-        places = [(int(self.videos[row]), int(view)) for row, view in zip(rows, views)]
-        for names in self._sources.values():
-            for name in names:
-                self._view_reader(name).will_need(places)
-
     def _batch(self, items: np.ndarray) -> Batch:
         rows, views, frames = self._draws(items)
         take = self._gather if self._features else self._read
@@ -293,8 +282,6 @@ def batch_loader(dataset: CacheDataset, batch_size: int, shuffle: bool = False,
     if world > 1:
         batches = RankSlices(batches, rank, world)
     streamed = dataset.placement is None
-    if streamed:
-        batches = Readahead(batches, dataset.will_need)
     return DataLoader(dataset, batch_size=None, sampler=batches,
                       num_workers=workers if streamed else 0,
                       pin_memory=pin_memory and (streamed or dataset.placement.type == "cpu"))
