@@ -6,9 +6,7 @@ StoreDamageError, one line naming the array and the videos, never zeros and neve
 """
 from __future__ import annotations
 
-import io
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -112,63 +110,59 @@ class ViewReader:
     shard and checked) says where the view's inner chunk lies; one pread puts it into the caller's buffer and
     its crc32c is checked there. The same read through zarr's sharding codec costs about three times as
     much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
-    read that finds damage go through `read_chunk`, which names what is damaged. The most recently read
-    shard files stay open: opening each one (and building its path) for every read took a fifth of a warm
-    int8 pass."""
-
-    OPEN_FILES = 32
+    read that finds damage go through `read_chunk`, which names what is damaged. Several threads may read
+    through one ViewReader at once."""
 
     def __init__(self, array: zarr.Array) -> None:
         self.array = array
+        self.chunk: tuple[int, ...] = array.chunks[2:]  # one (video, view)
         self.grid = plain_inner_grid(array)
-        self._chunk = array.chunks[2:]
         self._rows = rows_per_file(array)
-        self._indexes: dict[int, np.ndarray | None] = {}  # shard -> its checked index
-        self._open: OrderedDict[int, io.FileIO] = OrderedDict()
+        self._shards: dict[int, tuple[str, np.ndarray | None]] = {}  # shard -> (its file, its checked index)
 
     def read(self, video: int, view: int, out: np.ndarray) -> np.ndarray:
         """array[video, view] decoded into `out` (C-contiguous, the array's dtype and inner chunk shape)."""
-        place = self._place(video, view) if out.shape == self._chunk and out.flags.c_contiguous else None
+        place = self._place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
         if place is None or place[2] != out.nbytes + 4:
             return read_chunk(self.array, (video, view), out)
-        block, offset, length = place
+        file, offset, length = place
         raw, crc = out.reshape(-1).view(np.uint8), bytearray(4)
-        got = os.preadv(self._fd(block), [raw, crc], offset)  # straight into place: no allocation, no copy
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except OSError:  # gone since its index was read: read_chunk names the damage
+            return read_chunk(self.array, (video, view), out)
+        try:
+            got = os.preadv(fd, [raw, crc], offset)  # straight into place: no allocation, no copy
+        finally:
+            os.close(fd)
         checked = raw.view()
         checked.flags.writeable = False  # google_crc32c reads read-only buffers only
         if got != length or np.uint32(google_crc32c.value(checked)).tobytes() != bytes(crc):
             return read_chunk(self.array, (video, view), out)
         return out
 
-    def _place(self, video: int, view: int) -> tuple[int, int, int] | None:
-        """(shard, offset, length with its checksum) of the (video, view) chunk; None where the array is not
-        in this layout or the shard index is unreadable or has no entry for it."""
+    def _place(self, video: int, view: int) -> tuple[str, int, int] | None:
+        """(shard file, offset, length with its checksum) of the (video, view) chunk; None where the array is
+        not in this layout or the shard index is unreadable or has no entry for it."""
         if self.grid is None:
             return None
         block = video // self._rows
-        index = self._index(block)
+        if block not in self._shards:  # two threads may both read it: the same value either way
+            self._shards[block] = self._shard(block)
+        file, index = self._shards[block]
         if index is None:
             return None
         offset, length = (int(v) for v in index[(video - block * self._rows) * self.grid[1] + view])
-        return None if offset == EMPTY else (block, offset, length)
+        return None if offset == EMPTY else (file, offset, length)
 
-    def _index(self, block: int) -> np.ndarray | None:
-        if block not in self._indexes:
-            entries = int(np.prod(self.grid))
-            try:
-                fd = self._fd(block)
-                tail = os.pread(fd, entries * 16 + 4, os.fstat(fd).st_size - (entries * 16 + 4))
-                self._indexes[block] = shard_index(tail, entries)
-            except OSError:  # missing, or shorter than an index (a negative offset)
-                self._indexes[block] = None
-        return self._indexes[block]
-
-    def _fd(self, block: int) -> int:
-        handle = self._open.pop(block, None) or open(chunk_file(self.array, block), "rb", buffering=0)
-        self._open[block] = handle
-        if len(self._open) > self.OPEN_FILES:
-            self._open.popitem(last=False)[1].close()
-        return handle.fileno()
+    def _shard(self, block: int) -> tuple[str, np.ndarray | None]:
+        file, entries = str(chunk_file(self.array, block)), int(np.prod(self.grid))
+        try:
+            with open(file, "rb") as handle:
+                handle.seek(-(entries * 16 + 4), os.SEEK_END)
+                return file, shard_index(handle.read(), entries)
+        except OSError:
+            return file, None
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], bool] = lambda block: True

@@ -9,7 +9,7 @@ import torch
 import zarr
 
 import clipcache.pipeline.train.dataset
-from clipcache.cache.reader import CacheReader
+from clipcache.cache.reader import CacheReader, StoreDamageError
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
@@ -238,3 +238,21 @@ def test_a_batch_still_in_use_is_never_overwritten_and_a_released_one_is_reused(
     assert fourth["tokens"].data_ptr() == pointer  # nobody uses the first batch's memory any more
     check(third, [4, 5])
     check(fourth, [6, 7])
+
+
+@pytest.mark.parametrize("frames", [4, 2])
+def test_reads_on_several_threads_fill_the_batch_as_reads_in_turn_and_name_damage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, frames: int) -> None:
+    path = synthetic_store(tmp_path / "s.zarr", num_videos=8)
+    request = FeatureRequest(pooled=True, layers=(1, 2))
+    in_turn = CacheDataset(CacheReader(path), request, np.arange(8), frames, train=True, preload=False, seed=2)
+    items = list(range(8))
+    expected = in_turn[items]
+    monkeypatch.setattr(clipcache.pipeline.train.dataset, "PARALLEL_BYTES", 0)  # this store's chunks are small
+    threaded = CacheDataset(CacheReader(path), request, np.arange(8), frames, train=True, preload=False, seed=2)
+    got = threaded[items]
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    (path / "tokens/2/c/1/0/0/0/0").unlink()  # videos 4-7 of block 2
+    with pytest.raises(StoreDamageError, match=r"tokens/2 of video 4 \(.*\) and 3 more videos is damaged"):
+        CacheDataset(CacheReader(path), request, np.arange(8), frames, train=True, preload=False)[items]
