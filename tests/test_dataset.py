@@ -1,6 +1,7 @@
 """The cache dataset and splits on model-free stores whose features say where they came from."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,18 @@ def test_reads_on_several_threads_fill_the_batch_as_reads_in_turn_and_name_damag
     got = threaded[items]
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+    # loader workers are forks of this process, which has read (its threads exist): each starts its own (a
+    # worker that used its parent's pool waited forever: the alarm turns that into a failure)
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("loader workers hung"))
+    signal.alarm(60)
+    try:
+        batches = list(batch_loader(threaded, 3, workers=2))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    in_workers = {key: torch.cat([batch[key] for batch in batches]) for key in expected}
+    for key in expected:
+        torch.testing.assert_close(in_workers[key], expected[key], rtol=0, atol=0)
     (path / "tokens/2/c/1/0/0/0/0").unlink()  # videos 4-7 of block 2
     with pytest.raises(StoreDamageError, match=r"tokens/2 of video 4 \(.*\) and 3 more videos is damaged"):
         CacheDataset(CacheReader(path), request, np.arange(8), frames, train=True, preload=False)[items]

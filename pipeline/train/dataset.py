@@ -4,8 +4,9 @@ Items are (video, view) pairs. Training has one item per video and draws its vie
 included) and a jittered frame subset from tables fixed by (seed, epoch), so a run is reproducible
 and resumable whatever the batching; evaluation walks every test view (clips x crops) with the segment
 centres, so predictions can be averaged per video. Indexing with a list of items returns a whole batch:
-from preloaded arrays (RAM or GPU) one gather, otherwise each video's chunk decoded by zarr straight
-into the batch buffer. DataLoader workers open the store themselves.
+from preloaded arrays (RAM or GPU) one gather, otherwise each (video, view) chunk read straight from its
+shard file into a batch buffer (reused once no batch uses it), several reads at a time. DataLoader workers
+open the store themselves.
 """
 from __future__ import annotations
 
@@ -110,10 +111,7 @@ class CacheDataset(Dataset):
         self._sources = self._source_arrays(settings.dtype == "int8")
         self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
-        self._arrays: dict[str, zarr.Array] = {}
-        self._view_readers: dict[str, ViewReader] = {}
-        self._pid = -1
-        self._this_process()
+        self._local = _ProcessLocal(self.path)
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
         self._features = {key: self._load(reader, key).to(self.placement) for key in self._sources} \
@@ -242,7 +240,7 @@ class CacheDataset(Dataset):
             for job in jobs:
                 job()
             return out
-        done = [self._threads.submit(job) for job in jobs]
+        done = [self._here().threads.submit(job) for job in jobs]
         wait(done)
         for future in done:
             future.result()  # the first failure (damage is one line naming the video) is raised here
@@ -268,26 +266,41 @@ class CacheDataset(Dataset):
         main process is done with it, so nothing is reused there)."""
         if get_worker_info() is not None:
             return torch.empty(shape, dtype=dtype).share_memory_()
-        self._this_process()
-        return self._buffers.take(key, shape, dtype)
+        return self._here().buffers.take(key, shape, dtype)
 
-    def _this_process(self) -> None:
-        """Each DataLoader worker opens the store and keeps its buffers and threads itself (a forked process
-        has none of its parent's threads)."""
-        if self._pid != os.getpid():
-            self._arrays, self._view_readers, self._buffers, self._pid = {}, {}, BatchBuffers(), os.getpid()
-            self._threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="clipcache-read")
+    def _here(self) -> _ProcessLocal:
+        """This process's readers, buffers and threads: a DataLoader worker, a fork of the process that made
+        the dataset, has none of its parent's threads and starts afresh."""
+        if self._local.pid != os.getpid():
+            self._local = _ProcessLocal(self.path)
+        return self._local
 
     def _array(self, name: str) -> zarr.Array:
-        self._this_process()
-        if name not in self._arrays:
-            self._arrays[name] = open_root(self.path)[name]
-        return self._arrays[name]
+        return self._here().array(name)
 
     def _view_reader(self, name: str) -> ViewReader:
-        if name not in self._view_readers:
-            self._view_readers[name] = ViewReader(self._array(name))
-        return self._view_readers[name]
+        return self._here().view_reader(name)
+
+
+class _ProcessLocal:
+    """What one process reading the store keeps: open arrays, view readers, batch buffers, read threads."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.pid = path, os.getpid()
+        self.arrays: dict[str, zarr.Array] = {}
+        self.view_readers: dict[str, ViewReader] = {}
+        self.buffers = BatchBuffers()
+        self.threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="clipcache-read")  # started on use
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self.arrays:
+            self.arrays[name] = open_root(self.path)[name]
+        return self.arrays[name]
+
+    def view_reader(self, name: str) -> ViewReader:
+        if name not in self.view_readers:
+            self.view_readers[name] = ViewReader(self.array(name))
+        return self.view_readers[name]
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
