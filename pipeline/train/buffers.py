@@ -2,7 +2,7 @@
 
 A streamed batch of token features is tens of MB. Freshly allocated, every one of its pages is faulted in
 by its first write (the kernel's copy out of the page cache): a warm pass over a float16 store, batch 32,
-read 890 MB/s that way and 2,250 MB/s into reused buffers (benchmark machine, medians of 4). The pool
+read 890 MB/s that way and 2,252 MB/s into reused buffers (benchmark machine, medians of 4). The pool
 hands a buffer out again only when its storage has no other user: a batch the caller still holds, or any
 view of it, is never overwritten.
 """

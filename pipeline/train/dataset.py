@@ -275,9 +275,6 @@ class CacheDataset(Dataset):
             self._local = _ProcessLocal(self.path)
         return self._local
 
-    def _array(self, name: str) -> zarr.Array:
-        return self._here().array(name)
-
     def _view_reader(self, name: str) -> ViewReader:
         return self._here().view_reader(name)
 
