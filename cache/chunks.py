@@ -47,12 +47,18 @@ def crc_intact(data: bytes) -> bool:
     return len(data) >= 4 and np.uint32(google_crc32c.value(data[:-4])).tobytes() == data[-4:]
 
 
+def index_bytes(entries: int) -> int:
+    """Size of a shard's index of `entries` inner chunks: (offset, length) as uint64 each, then its crc32c."""
+    return entries * 16 + 4
+
+
 def shard_index(tail: bytes, entries: int) -> np.ndarray | None:
-    """(offset, length) per inner chunk from a shard's last `entries * 16 + 4` bytes (the index and its
+    """(offset, length) per inner chunk from a shard's last `index_bytes(entries)` bytes (the index and its
     crc32c, as the writer makes them); None when cut short or failing its checksum."""
-    if len(tail) < entries * 16 + 4 or not crc_intact(tail[-(entries * 16 + 4):]):
+    size = index_bytes(entries)
+    if len(tail) < size or not crc_intact(tail[-size:]):
         return None
-    return np.frombuffer(tail[-(entries * 16 + 4):-4], dtype="<u8").reshape(entries, 2)
+    return np.frombuffer(tail[-size:-4], dtype="<u8").reshape(entries, 2)
 
 
 def plain_inner_grid(array: zarr.Array) -> tuple[int, ...] | None:
@@ -96,7 +102,7 @@ def _damaged_inner_chunks(array: zarr.Array, data: bytes, rows: int) -> dict[int
     crc32c. A row is damaged when any of its inner chunks is."""
     grid = [shard // chunk for shard, chunk in zip(array.shards, array.chunks)]
     inner, per_position = int(np.prod(grid)), int(np.prod(grid[1:]))
-    index_size = inner * 16 + 4
+    index_size = index_bytes(inner)
     index = shard_index(data, inner)
     if index is None:
         return dict.fromkeys(range(rows), "shard index damaged (cut short or checksum mismatch)")

@@ -24,6 +24,7 @@ from clipcache.cache.chunks import (
     EMPTY,
     chunk_file,
     damaged_rows,
+    index_bytes,
     is_checked,
     plain_inner_grid,
     rows_per_file,
@@ -159,7 +160,7 @@ class ViewReader:
         file, entries = str(chunk_file(self.array, block)), int(np.prod(self.grid))
         try:
             with open(file, "rb") as handle:
-                handle.seek(-(entries * 16 + 4), os.SEEK_END)
+                handle.seek(-index_bytes(entries), os.SEEK_END)
                 return file, shard_index(handle.read(), entries)
         except OSError:
             return file, None
