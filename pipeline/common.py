@@ -1,6 +1,7 @@
-"""The few helpers both stages share: where a model runs, and in which precision."""
+"""The few helpers both stages share: where a model runs, in which precision, and in how many processes."""
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import AbstractContextManager
 
@@ -26,6 +27,12 @@ def resolve_device(device: str) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices")
     return resolved
+
+
+def launched() -> bool:
+    """Whether this process is one of several ranks started by torchrun (or another launcher that sets
+    WORLD_SIZE, RANK, LOCAL_RANK and the rendezvous address)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def autocast(device: torch.device) -> AbstractContextManager:

@@ -11,13 +11,12 @@ import numpy as np
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import head_class
-from clipcache.pipeline.common import note
+from clipcache.pipeline.common import launched, note
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
 from clipcache.pipeline.evaluate.report import format_report, split_note, write_result
 from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description, run_metrics
 from clipcache.pipeline.evaluate.zero_shot import zero_shot
 from clipcache.pipeline.train.config import TrainConfig
-from clipcache.pipeline.train.distributed import launched
 from clipcache.pipeline.train.loop import train_head
 
 

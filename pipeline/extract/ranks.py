@@ -1,13 +1,13 @@
 """Which part of the work this process owns: a torchrun rank, a `--shard i/n` job, or everything."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch.distributed as dist
 
 from clipcache import InputError
+from clipcache.pipeline.common import launched
 
 T = TypeVar("T")
 
@@ -52,8 +52,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def work_split(shard: str | None) -> WorkSplit:
     """torchrun's environment wins (gloo process group, for the barriers); else `--shard`; else all."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
+    if launched():
         if shard:
             raise InputError("--shard cannot be combined with torchrun: the ranks already split the work")
         if not dist.is_initialized():

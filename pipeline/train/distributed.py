@@ -21,11 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
-
-def launched() -> bool:
-    """Whether this process is one of several ranks started by torchrun (or another launcher that sets
-    WORLD_SIZE, RANK, LOCAL_RANK and the rendezvous address)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+from clipcache.pipeline.common import launched
 
 
 def is_main() -> bool:
