@@ -14,7 +14,8 @@ from clipcache.cache.reader import CacheReader, StoreDamageError
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.evaluate.predict import to_device
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader, frame_subset
+from clipcache.pipeline.train.dataset import CacheDataset, frame_subset
+from clipcache.pipeline.train.loader import batch_loader
 from clipcache.pipeline.train.splits import (
     NOT_DONE,
     evaluation_split,

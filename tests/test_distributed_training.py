@@ -15,7 +15,8 @@ from clipcache.heads import HEADS
 from clipcache.pipeline.evaluate.predict import to_device
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import LAST, METRICS
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.dataset import CacheDataset
+from clipcache.pipeline.train.loader import batch_loader
 from conftest import run_cli, run_cli_process, torchrun
 from training_runs import assert_close_runs, command, epochs_written, kill_after
 

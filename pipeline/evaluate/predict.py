@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.pipeline.common import autocast
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.dataset import CacheDataset
+from clipcache.pipeline.train.loader import batch_loader
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -35,14 +36,18 @@ def view_sums(per_item: Callable[[dict[str, torch.Tensor]], torch.Tensor], datas
     totals: np.ndarray | None = None
     counts = np.zeros(len(dataset.videos))
     batches = batch_loader(dataset, batch_size, workers=workers)
-    for batch in tqdm(batches, desc="evaluate", unit="batch", leave=False, disable=quiet, file=sys.stderr):
+    bar = tqdm(total=len(batches), desc="evaluate", unit="batch", leave=False, disable=quiet, file=sys.stderr)
+    for batch in batches:
+        rows, on_device = batch["video"].numpy(), to_device(batch, device)
+        del batch  # its memory may take the batch after next while this one is scored
         with autocast(device):
-            values = per_item(to_device(batch, device)).float().cpu().numpy()
+            values = per_item(on_device).float().cpu().numpy()
         if totals is None:
             totals = np.zeros((len(dataset.videos), values.shape[1]))
-        rows = batch["video"].numpy()
         np.add.at(totals, rows, values)
         np.add.at(counts, rows, 1)
+        bar.update()
+    bar.close()
     return totals, counts
 
 

@@ -87,6 +87,7 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOpt
                                         "there and they fit, else in RAM; refused when they exceed half of what is "
                                         "free). Default: only when they fit; --no-preload streams.",
                                   flags=("--preload/--no-preload",))
-    workers: int = option(0, "DataLoader worker processes (streamed features only; each batch is already read on "
-                              "several threads, and a worker's batches cannot reuse memory).")
+    workers: int = option(0, "DataLoader worker processes (streamed features only). Without them each batch is "
+                              "read on several threads while the step before it runs, into reused memory, which "
+                              "a worker's batches cannot be.")
     classes: tuple[str, ...] | None = internal()  # train on these classes only (base-to-novel)

@@ -5,28 +5,21 @@ included) and a jittered frame subset from tables fixed by (seed, epoch), so a r
 and resumable whatever the batching; evaluation walks every test view (clips x crops) with the segment
 centres, so predictions can be averaged per video. Indexing with a list of items returns a whole batch:
 from preloaded arrays (RAM or GPU) one gather, otherwise each (video, view) chunk read straight from its
-shard file into a batch buffer (reused once no batch uses it), several reads at a time. DataLoader workers
-open the store themselves.
+shard file into a batch buffer (reused once no batch uses it) on the read threads. `start` hands out a
+batch whose reads are under way, so a loader can start the next batch before the caller uses this one
+(loader.py). DataLoader workers open the store themselves.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 
 import numpy as np
 import torch
 import zarr
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    get_worker_info,
-)
+from torch.utils.data import Dataset, get_worker_info
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader, ViewReader, read_chunk, read_rows
@@ -34,12 +27,12 @@ from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train.buffers import BatchBuffers
-from clipcache.pipeline.train.distributed import RankSlices
 
 Batch = dict[str, torch.Tensor]
-# Threads reading one batch's chunks, for chunks of at least PARALLEL_BYTES (smaller ones are read in turn: a
-# thread's hand-off costs more than their read). On the 2-core benchmark machine, float16 ViT-B/16 views, batch
-# 32, medians of 4: 1 thread 627 MB/s cold and 1,758 warm; 2 threads 807 and 2,988; 4 threads 825 and 3,031.
+# Threads reading batches' chunks: one read per hand-off for chunks of at least PARALLEL_BYTES, smaller ones in
+# turn by one thread (a hand-off costs more than their read). On the 2-core benchmark machine, float16 ViT-B/16
+# views, batch 32, medians of 4: 1 thread 627 MB/s cold and 1,758 warm; 2 threads 807 and 2,988; 4 threads 825
+# and 3,031.
 READ_THREADS = 4
 PARALLEL_BYTES = 1 << 18
 
@@ -184,8 +177,8 @@ class CacheDataset(Dataset):
 
     def __getitem__(self, item: int | Sequence[int]) -> Batch:
         if isinstance(item, (int, np.integer)):
-            return {key: value[0] for key, value in self._batch(np.array([item])).items()}
-        return self._batch(np.asarray(item, dtype=np.int64))
+            return {key: value[0] for key, value in self.start(np.array([item])).result().items()}
+        return self.start(np.asarray(item, dtype=np.int64)).result()
 
     def _draws(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(rows, views, frames) of the items; frames None when every stored frame is used in order."""
@@ -198,10 +191,16 @@ class CacheDataset(Dataset):
             frames = np.broadcast_to(frame_subset(self.stored_frames, self.frames, 0.5), (len(items), self.frames))
         return rows, views, None if self.frames == self.stored_frames else frames
 
-    def _batch(self, items: np.ndarray) -> Batch:
+    def start(self, items: np.ndarray) -> PendingBatch:
+        """The batch of `items`, its reads started on this process's read threads (preloaded: gathered now)."""
         rows, views, frames = self._draws(items)
-        take = self._gather if self._features else self._read
-        features = {key: take(key, rows, views, frames) for key in self._sources}
+        features, reads = {}, []
+        for key in self._sources:
+            if self._features:
+                features[key] = self._gather(key, rows, views, frames)
+            else:
+                features[key], started = self._read(key, rows, views, frames)
+                reads += started
         batch = {"label": torch.from_numpy(self.labels[rows]), "video": torch.from_numpy(rows),
                  "view": torch.from_numpy(views)}
         if "pooled" in features:
@@ -210,7 +209,7 @@ class CacheDataset(Dataset):
             batch["tokens"] = features["tokens"]
         if "scales" in features:
             batch["token_scales"] = features["scales"]
-        return batch
+        return PendingBatch(batch, reads)
 
     def _gather(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None) -> torch.Tensor:
         """From the preloaded (videos, views, M, T, ...) tensor: one indexing operation on its device."""
@@ -224,10 +223,10 @@ class CacheDataset(Dataset):
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(data.device)
         return data[rows_t[:, None, None], views_t[:, None, None], layers[None, :, None], frames_t[:, None, :]]
 
-    def _read(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None) -> torch.Tensor:
-        """From the store into a (B, M, T', ...) buffer, one read per item and array. Reads of large chunks
-        run on READ_THREADS threads (a read waits on the disk or copies without holding the GIL); every
-        read has finished, or failed, when this returns."""
+    def _read(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None
+              ) -> tuple[torch.Tensor, list[Future[None]]]:
+        """A (B, M, T', ...) buffer and the reads under way that fill it from the store, one per item and
+        array (a read waits on the disk or copies without holding the GIL)."""
         names = self._sources[key]
         out = self._out(key, (len(rows), len(names), self.frames, *self._shapes[key][1:]),
                         _torch_dtype(self._dtypes[key]))
@@ -236,15 +235,10 @@ class CacheDataset(Dataset):
         jobs = [partial(self._read_view, key, reader, int(self.videos[row]), int(view),
                         None if frames is None else frames[b], target[b, m])
                 for m, reader in enumerate(readers) for b, (row, view) in enumerate(zip(rows, views))]
-        if len(jobs) < 2 or target[0, 0].nbytes < PARALLEL_BYTES:
-            for job in jobs:
-                job()
-            return out
-        done = [self._here().threads.submit(job) for job in jobs]
-        wait(done)
-        for future in done:
-            future.result()  # the first failure (damage is one line naming the video) is raised here
-        return out
+        threads = self._here().threads
+        if target[0, 0].nbytes >= PARALLEL_BYTES:
+            return out, [threads.submit(job) for job in jobs]
+        return out, [threads.submit(_in_turn, jobs)]
 
     def _read_view(self, key: str, reader: ViewReader, video: int, view: int, frames: np.ndarray | None,
                    out: np.ndarray) -> None:
@@ -279,6 +273,26 @@ class CacheDataset(Dataset):
         return self._here().view_reader(name)
 
 
+class PendingBatch:
+    """A batch whose reads are under way. `result()` waits for every one of them, so that no read still
+    writes into the batch when it is handed out, and raises the first failure (damage: one line naming the
+    video)."""
+
+    def __init__(self, batch: Batch, reads: list[Future[None]]) -> None:
+        self._batch, self._reads = batch, reads
+
+    def result(self) -> Batch:
+        wait(self._reads)
+        for read in self._reads:
+            read.result()
+        return self._batch
+
+
+def _in_turn(reads: list[partial[None]]) -> None:
+    for read in reads:
+        read()
+
+
 class _ProcessLocal:
     """What one process reading the store keeps: open arrays, view readers, batch buffers, read threads."""
 
@@ -302,19 +316,3 @@ class _ProcessLocal:
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
-
-
-def batch_loader(dataset: CacheDataset, batch_size: int, shuffle: bool = False,
-                 generator: torch.Generator | None = None, drop_last: bool = False, workers: int = 0,
-                 pin_memory: bool = False, rank: int = 0, world: int = 1) -> DataLoader:
-    """Batches built by the dataset itself (one gather, or chunk reads straight into the batch). Workers
-    only help when features are streamed, and preloaded GPU tensors cannot cross processes. With several
-    ranks, this rank's slice of each global batch of `batch_size` (distributed.RankSlices)."""
-    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    batches: Sampler[list[int]] = BatchSampler(order, batch_size, drop_last)
-    if world > 1:
-        batches = RankSlices(batches, rank, world)
-    streamed = dataset.placement is None
-    return DataLoader(dataset, batch_size=None, sampler=batches,
-                      num_workers=workers if streamed else 0,
-                      pin_memory=pin_memory and (streamed or dataset.placement.type == "cpu"))

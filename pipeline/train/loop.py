@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from clipcache import InputError
@@ -44,8 +43,9 @@ from clipcache.pipeline.train.checkpoint import (
     write_run,
 )
 from clipcache.pipeline.train.config import TrainConfig
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.distributed import Ranks, start
+from clipcache.pipeline.train.loader import Batches, batch_loader
 from clipcache.pipeline.train.splits import left_out, left_out_note
 from clipcache.pipeline.train.task import Task, check_retrieval_options, make_task
 
@@ -108,7 +108,7 @@ class Training:
     head: Head
     train_set: CacheDataset
     val_set: CacheDataset
-    loader: DataLoader
+    loader: Batches
     shuffle: torch.Generator
     optimizer: torch.optim.AdamW
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -243,14 +243,14 @@ def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames
 
 
 def _training_batches(cfg: TrainConfig, train_set: CacheDataset, shuffle: torch.Generator, ranks: Ranks
-                      ) -> DataLoader:
+                      ) -> Batches:
     """Shuffled batches of --batch-size (a smaller set is one batch), this rank's slice of each."""
     return batch_loader(train_set, cfg.batch_size, shuffle=True, generator=shuffle,
                         drop_last=len(train_set) > cfg.batch_size, workers=cfg.workers,
                         pin_memory=ranks.device.type == "cuda", rank=ranks.rank, world=ranks.world)
 
 
-def _global_batches(training: Training) -> DataLoader:
+def _global_batches(training: Training) -> Batches:
     """The training batches as one process sees them (every rank's slices together)."""
     if training.ranks.world == 1:
         return training.loader
