@@ -1,16 +1,19 @@
 """Stage-two read speed: useful bytes per second of the cache dataset next to a plain sequential read of the
-same files, for 1 and 6 views per video, float16 and int8 tokens, page cache warm and cold.
+same files, for 1 and 6 views per video, float16 and int8 tokens, page cache warm and cold; and the same
+chunks read by plain threads, which tells the dataset's own costs from the disk's.
 
-    python benchmarks/read.py                         # ViT-B-16 shapes, 8 frames, last 2 blocks, 64 videos
+    python benchmarks/read.py                         # ViT-B-16 shapes, 8 frames, last 2 blocks, 128 videos
     python benchmarks/read.py --videos 128 --workers 2 --layers=-4:
 
 Useful bytes are those a sample uses: the requested blocks of the one view a training sample draws. The
 plain read, the baseline, is every byte of the token files read in order into one reused buffer the size of a
 batch, memory that delivers what the dataset delivers. The same read into a 16 MB buffer is printed beside it:
 such a buffer stays in the processor's cache, so it measures the copy from the page cache without the
-writes to memory that any batch of tens of MB costs. Cold figures drop the page cache before each
-measurement (needs root: /proc/sys/vm/drop_caches); without permission only warm ones are printed. Every
-figure comes from this one run.
+writes to memory that any batch of tens of MB costs. The chunk read is what a pass asks of the disk and
+nothing else: one random view of every video (each block's chunk, and its int8 scales), in random order, on
+as many threads as the dataset reads with, into memory as large as two batches, unchecked. Cold figures drop
+the page cache before each measurement (needs root: /proc/sys/vm/drop_caches); without permission only warm
+ones are printed. Every figure comes from this one run.
 """
 from __future__ import annotations
 
@@ -20,14 +23,17 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clipcache.cache.reader import CacheReader
+from clipcache.cache.reader import CacheReader, ViewReader
+from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.heads.base import FeatureRequest
-from clipcache.pipeline.train.dataset import CacheDataset, batch_loader
+from clipcache.pipeline.train.dataset import READ_THREADS, CacheDataset
+from clipcache.pipeline.train.loader import batch_loader
 from steps import machine
 from synthetic_store import make_store
 
@@ -55,17 +61,52 @@ def plain_read(folder: Path, buffer_bytes: int) -> tuple[int, float]:
     return total, time.perf_counter() - began
 
 
-def dataset_pass(dataset: CacheDataset, batch_size: int, workers: int) -> tuple[int, float]:
+def chunk_places(reader: CacheReader, seed: int = 0) -> list[tuple[str, int, int]]:
+    """(file, offset, length) of one random view of every video in every token array, and its int8 scales,
+    shuffled."""
+    s = reader.settings
+    names = [tokens_name(layer) for layer in s.layers] + \
+        ([scale_name(layer) for layer in s.layers] if s.dtype == "int8" else [])
+    rng = np.random.default_rng(seed)
+    views = rng.integers(s.views, size=s.num_videos)
+    places = [ViewReader(reader.array(name)).place(video, int(view)) for name in names
+              for video, view in enumerate(views)]
+    return [places[i] for i in rng.permutation(len(places))]  # type: ignore[misc]  # every chunk was written
+
+
+def chunk_read(places: list[tuple[str, int, int]], slots: int) -> tuple[int, float]:
+    """Bytes and seconds to read `places` on READ_THREADS threads, each into the next of `slots` places in
+    one reused buffer (as many as two batches hold: the dataset reads one while the caller holds another)."""
+    size = max(length for _, _, length in places)
+    memory = memoryview(bytearray(b"\1" * (size * slots)))
+
+    def read(job: tuple[int, tuple[str, int, int]]) -> int:
+        slot, (file, offset, length) = job
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            return os.preadv(fd, [memory[slot % slots * size:][:length]], offset)
+        finally:
+            os.close(fd)
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(READ_THREADS) as threads:
+        total = sum(threads.map(read, enumerate(places)))
+    return total, time.perf_counter() - began
+
+
+def dataset_pass(dataset: CacheDataset, batch_size: int, workers: int, step: float = 0.0) -> tuple[int, float]:
     """Samples and seconds of one shuffled training pass. Each batch is let go before the next is read, as
-    the training loop does (it keeps only the device copy), so the dataset may write into its memory again."""
+    the training loop does (it keeps only the device copy), so the dataset may write into its memory again.
+    `step`: seconds the caller then waits per batch, as a host waits for its GPU's training step."""
     began, samples = time.perf_counter(), 0
     for batch in batch_loader(dataset, batch_size, shuffle=True, workers=workers):
         samples += len(batch["label"])
         del batch
+        time.sleep(step)
     return samples, time.perf_counter() - began
 
 
-def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool, repeats: int
+def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool, repeats: int, step: float
             ) -> dict[str, float]:
     """Plain reads vs the dataset on one store, warm (each read once before) or cold: medians of `repeats`
     interleaved measurements (a virtual machine's disk and memory vary from one second to the next)."""
@@ -74,19 +115,33 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
     dataset = CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames, train=True,
                            preload=False)
     useful = dataset.feature_bytes() / (len(dataset.videos) * dataset.views)  # per sample: one view's blocks
+    places = chunk_places(reader)
     reads: dict[str, Callable[[], tuple[int, float]]] = {
         "plain": lambda: plain_read(store / "tokens", int(useful * batch_size)),
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
+        "chunks": lambda: chunk_read(places, 2 * batch_size * len(places) // s.num_videos),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
+        **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step else {}),
     }
     rates: dict[str, list[float]] = {name: [] for name in reads}
     for _ in range(repeats):
         for name, read in reads.items():
             settle(read, cold)
             count, seconds = read()
-            rates[name].append(count * (useful if name == "dataset" else 1) / seconds)
+            rates[name].append(count * (useful if name in ("dataset", "stepped") else 1) / seconds)
     figures = {name: float(np.median(values)) for name, values in rates.items()}
     return {**figures, "samples": figures["dataset"] / useful, "mb_per_sample": useful / 1e6}
+
+
+def overlap(m: dict[str, float], videos: int, batch_size: int, step: float) -> str:
+    """The pass with a step per batch against the read alone. Reading in turn takes read + step per batch;
+    one ahead can hide the shorter of the two in every batch but one (the first read, or the last step)."""
+    batches = -(-videos // batch_size)
+    batch_bytes = m["mb_per_sample"] * 1e6 * videos / batches
+    read, stepped = batch_bytes / m["dataset"], batch_bytes / m["stepped"]
+    hidden = batches * (read + step - stepped) / ((batches - 1) * min(read, step)) if batches > 1 else 0.0
+    return (f"{'':>20s} with a {step * 1e3:.0f} ms step per batch: {stepped * 1e3:.0f} ms per batch (read alone "
+            f"{read * 1e3:.0f} ms): {hidden:.2f} of what one batch ahead can hide is hidden")
 
 
 def settle(read: Callable[[], object], cold: bool) -> None:
@@ -102,19 +157,23 @@ def settle(read: Callable[[], object], cold: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-16")
-    parser.add_argument("--videos", type=int, default=64)
+    parser.add_argument("--videos", type=int, default=128)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--layers", default="-2:")
     parser.add_argument("--workers", type=int, default=0, help="loader workers")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="samples per batch (32: one rank's share of the token heads' 128-256 on 4-8 GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure (their median)")
+    parser.add_argument("--step-ms", type=float, default=0.0,
+                        help="also time a pass whose caller waits this long per batch, as for a GPU step, and "
+                             "print how much of the shorter of read and step the read-ahead hides")
     args = parser.parse_args()
     where = machine(torch.device("cpu"))
     print(f"{where}; {args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
           f"batch {args.batch_size}, {args.workers} loader worker(s), median of {args.repeats}; useful bytes: the "
           "view a sample draws")
     print(f"{'views':>5s} {'dtype':>8s} {'cache':>5s} {'MB/sample':>9s} {'plain read':>12s} {'(16 MB buf)':>12s} "
-          f"{'dataset':>12s} {'samples/s':>9s} {'dataset/plain':>13s}")
+          f"{'chunk read':>12s} {'dataset':>12s} {'samples/s':>9s} {'dataset/plain':>13s} {'dataset/chunks':>14s}")
     for views in (1, 6):
         for dtype in ("float16", "int8"):
             with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
@@ -122,14 +181,17 @@ def main() -> None:
                 make_store(store, args.model, args.videos, args.frames, args.layers, dtype=dtype, views=views)
                 for cold in (False, True):
                     try:
-                        m = measure(store, args.frames, args.batch_size, args.workers, cold, args.repeats)
+                        m = measure(store, args.frames, args.batch_size, args.workers, cold, args.repeats,
+                                    args.step_ms / 1000)
                     except PermissionError as error:
                         print(f"{views:5d} {dtype:>8s} {'cold':>5s}  ({error})")
                         continue
                     print(f"{views:5d} {dtype:>8s} {'cold' if cold else 'warm':>5s} {m['mb_per_sample']:9.2f} "
                           f"{m['plain'] / 1e6:7.0f} MB/s {m['plain_16mb'] / 1e6:7.0f} MB/s "
-                          f"{m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
-                          f"{m['dataset'] / m['plain']:13.2f}")
+                          f"{m['chunks'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
+                          f"{m['dataset'] / m['plain']:13.2f} {m['dataset'] / m['chunks']:14.2f}")
+                    if args.step_ms:
+                        print(overlap(m, args.videos, args.batch_size, args.step_ms / 1000))
 
 
 if __name__ == "__main__":

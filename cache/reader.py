@@ -123,7 +123,7 @@ class ViewReader:
 
     def read(self, video: int, view: int, out: np.ndarray) -> np.ndarray:
         """array[video, view] decoded into `out` (C-contiguous, the array's dtype and inner chunk shape)."""
-        place = self._place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
+        place = self.place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
         if place is None or place[2] != out.nbytes + 4:
             return read_chunk(self.array, (video, view), out)
         file, offset, length = place
@@ -142,7 +142,7 @@ class ViewReader:
             return read_chunk(self.array, (video, view), out)
         return out
 
-    def _place(self, video: int, view: int) -> tuple[str, int, int] | None:
+    def place(self, video: int, view: int) -> tuple[str, int, int] | None:
         """(shard file, offset, length with its checksum) of the (video, view) chunk; None where the array is
         not in this layout or the shard index is unreadable or has no entry for it."""
         if self.grid is None:
