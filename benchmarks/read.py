@@ -121,7 +121,7 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
         "chunks": lambda: chunk_read(places, 2 * batch_size * len(places) // s.num_videos),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
-        **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step else {}),
+        **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step and not cold else {}),
     }
     rates: dict[str, list[float]] = {name: [] for name in reads}
     for _ in range(repeats):
@@ -165,8 +165,9 @@ def main() -> None:
                         help="samples per batch (32: one rank's share of the token heads' 128-256 on 4-8 GPUs)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure (their median)")
     parser.add_argument("--step-ms", type=float, default=0.0,
-                        help="also time a pass whose caller waits this long per batch, as for a GPU step, and "
-                             "print how much of the shorter of read and step the read-ahead hides")
+                        help="also time a warm pass whose caller waits this long per batch, as for a GPU step, "
+                             "and print how much of the shorter of read and step the read-ahead hides (cold "
+                             "passes vary more from one to the next than such a step)")
     args = parser.parse_args()
     where = machine(torch.device("cpu"))
     print(f"{where}; {args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
@@ -190,7 +191,7 @@ def main() -> None:
                           f"{m['plain'] / 1e6:7.0f} MB/s {m['plain_16mb'] / 1e6:7.0f} MB/s "
                           f"{m['chunks'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
                           f"{m['dataset'] / m['plain']:13.2f} {m['dataset'] / m['chunks']:14.2f}")
-                    if args.step_ms:
+                    if args.step_ms and not cold:
                         print(overlap(m, args.videos, args.batch_size, args.step_ms / 1000))
 
 
