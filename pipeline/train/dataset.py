@@ -74,7 +74,7 @@ def free_memory(device: torch.device) -> int:
 
 class CacheDataset(Dataset):
     """`dataset[i]` is one item, `dataset[[i, j, ...]]` a batch (see `loader.batch_loader`): dicts with the
-    requested features as stored, to be moved and cast on the device by `pipeline.metrics.to_device`
+    requested features as stored, to be moved and cast on the device by `evaluate.predict.to_device`
     ("pooled" (T, E) and "tokens" (M, T, L', D) float16; int8 stores: "tokens" int8 plus "token_scales"
     (M, T, L'), half the bytes again), "label", "video" (position in `videos`) and "view".
 
