@@ -166,14 +166,21 @@ class DenseFrames:
 
     def _decoded(self, container: av.container.InputContainer,
                  stream: av.video.stream.VideoStream) -> Iterator[tuple[int, av.VideoFrame]]:
-        """(decoded frame number, frame) for every decodable frame; a decoding error ends the video there."""
-        number = 0
-        try:
-            for frame in container.decode(stream):
+        """(decoded frame number, frame) for every decodable frame. A packet that cannot be read or decoded ends
+        the video there, after the frames the decoder still holds (its reordering delay) are drained."""
+        number, packets, error = 0, container.demux(stream), None
+        while error is None:
+            try:
+                frames = stream.decode(next(packets))
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                error, frames = exc, _drained(stream)
+            for frame in frames:
                 yield number, frame
                 number += 1
-        except av.FFmpegError as exc:
-            self.notes.append(f"decoding stopped after {number} frames ({_first_line(exc)}): "
+        if error is not None:
+            self.notes.append(f"decoding stopped after {number} frames ({_first_line(error)}): "
                               "the video ends at the last decodable frame")
 
     def _pieces(self, container: av.container.InputContainer,
@@ -237,6 +244,14 @@ class DenseFrames:
             self.notes.append(f"{skipped} frames without an advancing timestamp skipped")
         if stated is not None and abs(stated - float(end)) > MISSTATED * float(end):
             self.notes.append(f"the container states {stated:.2f} s; its decodable frames end at {float(end):.2f} s")
+
+
+def _drained(stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
+    """The frames a decoder still holds after a bad packet (none when it cannot even be flushed)."""
+    try:
+        return stream.decode(None)
+    except av.FFmpegError:
+        return []
 
 
 def _first_line(exc: BaseException) -> str:
