@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipcache import InputError
 from clipcache.pipeline.demo.synthetic import write_video
 from clipcache.pipeline.extract.dense_frames import DenseFrames, DensePiece, estimate, sample_count
 from clipcache.pipeline.extract.video import VideoDecodeError
@@ -179,8 +180,8 @@ def test_untrimmed_action_videos_show_their_instances(tmp_path: Path) -> None:
 
 def test_a_long_video_streams_in_bounded_memory(tmp_path: Path) -> None:
     """Three minutes at 30 fps (5,400 frames: 50 MB of RGB at 64x48): every frame stored, pieces consumed as
-    they come. Python allocations (tracemalloc, which sees numpy's) peak at a few pieces (0.6 MB measured) and the process's
-    resident memory grows by far less than the decoded video, measured in a fresh process after a warm-up."""
+    they come. Python allocations (tracemalloc, which sees numpy's) peak at a few pieces (0.6 MB measured),
+    and the resident memory of a fresh process, after a warm-up, grows by far less than the decoded video."""
     long = write_cfr(tmp_path / "long.mp4", 180, fps=30)
     warm = write_cfr(tmp_path / "warm.mp4", 2, fps=30)
     script = (
@@ -201,3 +202,12 @@ def test_a_long_video_streams_in_bounded_memory(tmp_path: Path) -> None:
     assert run["samples"] == len(long.times) == 5400
     assert run["peak"] < whole / 20, run
     assert run["grown"] < whole / 4, run
+
+
+@pytest.mark.parametrize("fps, piece, message", [(-2, 8, "frame rate must be a positive"),
+                                                 (float("nan"), 8, "frame rate must be a positive"),
+                                                 (2, 0, "piece must hold at least one sample")])
+def test_bad_settings_are_refused_in_one_line(videos: dict[str, WrittenVideo], fps: float, piece: int,
+                                              message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        DenseFrames(videos["cfr-h264"].path, fps, WHOLE, piece)
