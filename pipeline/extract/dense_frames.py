@@ -205,7 +205,7 @@ class DenseFrames:
                 intervals[time - previous[1]] += 1
                 midpoint = (previous[1] + time) / 2  # samples up to here are nearest the previous frame (ties too)
                 while (k / rate <= midpoint) if rate else k < timed:
-                    if full := pieces.add(previous[0], previous[1], previous[2]):
+                    if full := pieces.add(*previous):
                         yield full
                     k += 1
             previous, timed = (number, time, frame), timed + 1
