@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from clipcache.cache.dense import array_specs
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.cache.text import CAPTIONS
@@ -17,7 +18,11 @@ def _bytes_on_disk(path: Path) -> int:
 
 
 def _feature_bytes_per_video(reader: CacheReader) -> int:
-    """Uncompressed bytes of one video's features, as the arrays' dtypes hold them."""
+    """Uncompressed bytes of one video's features, as the arrays' dtypes hold them (a dense store: of one
+    stored frame)."""
+    if reader.settings.dense:
+        return sum(int(np.prod(spec["shape"][1:])) * np.dtype(spec["dtype"]).itemsize
+                   for spec in array_specs(reader.settings).values())
     total = 0
     for name, array in reader.array("tokens").arrays():
         total += int(np.prod(array.shape[1:])) * array.dtype.itemsize
@@ -33,9 +38,9 @@ def store_info(path: Path) -> dict[str, Any]:
     status = reader.status
     done = int((status == DONE).sum())
     on_disk = _bytes_on_disk(reader.path)
-    tokens_dir = reader.path / "tokens"
-    feature_disk = _bytes_on_disk(tokens_dir) + _bytes_on_disk(reader.path / "pooled")
-    logical = _feature_bytes_per_video(reader) * done
+    feature_disk = sum(_bytes_on_disk(reader.path / name) for name in ("tokens", "pooled", "dense"))
+    stored_frames = int(reader.samples.sum()) if s.dense else 0
+    logical = _feature_bytes_per_video(reader) * (stored_frames if s.dense else done)
     paths, errors, notes = reader.column("path"), reader.column("error"), reader.column("note")
     text_keys = sorted(reader.root["text"].group_keys()) if "text" in reader.root else []
     return {
@@ -51,8 +56,13 @@ def store_info(path: Path) -> dict[str, Any]:
         "pretrained_sha256": s.pretrained_sha256,
         "layers": list(s.layers),
         "num_blocks": s.num_blocks,
+        "layout": s.layout,
         "frames": s.frames,
-        "sampling": s.sampling if s.sampling == "uniform" else f"dense (stride {s.stride})",
+        "sampling": {"uniform": "uniform", "fps": "fps"}.get(s.sampling, f"dense (stride {s.stride})"),
+        "fps": s.fps if s.dense else None,
+        "keep_tokens": s.keep_tokens,
+        "stored_frames": stored_frames,
+        "hours": round(float(reader.column("duration")[reader.done].sum()) / 3600, 3) if s.dense else None,
         "views": {"clips": s.clips, "crops": s.crops, "augmented": s.augment, "total": s.views},
         "tokens": s.tokens,
         "width": s.width,
@@ -82,6 +92,10 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _rate(fps: float) -> str:
+    return f"{fps:g} frames per second" if fps else "every decoded frame"
+
+
 def format_info(info: dict[str, Any]) -> str:
     """The human-readable form of `store_info`."""
     views = info["views"]
@@ -91,9 +105,13 @@ def format_info(info: dict[str, Any]) -> str:
         f"{info['missing']} missing",
         f"model        {info['model']}  pretrained: {info['pretrained']}"
         + (f" (sha256 {info['pretrained_sha256'][:12]}...)" if info["pretrained_sha256"] else ""),
-        f"layers       {info['layers']} of {info['num_blocks']} blocks, {info['tokens']} tokens x {info['width']}",
-        f"frames       {info['frames']} per view, {info['sampling']}",
-        f"views        {views['clips']} clips x {views['crops']} crops + {views['augmented']} augmented",
+        f"layers       {info['layers'] or 'none (pooled embeddings only)'} of {info['num_blocks']} blocks, "
+        f"{info['tokens'] if info['keep_tokens'] == 'all' else 1} tokens x {info['width']}",
+        *([f"frames       {info['frames']} per view, {info['sampling']}",
+           f"views        {views['clips']} clips x {views['crops']} crops + {views['augmented']} augmented"]
+          if info["layout"] != "dense" else
+          [f"dense        {_rate(info['fps'])}: {info['stored_frames']} frames of {info['hours']:g} hours of video, "
+           f"tokens: {info['keep_tokens']}"]),
         f"dtype        {info['dtype']}, compression {info['compression']}",
         f"disk         {_size(info['bytes_on_disk'])} in all, {_size(info['bytes_per_video'])} per video",
     ]

@@ -30,6 +30,7 @@ from clipcache.cache.chunks import (
     rows_per_file,
     shard_index,
 )
+from clipcache.cache.dense import DenseDamage, read_video
 from clipcache.cache.schema import (
     DONE,
     PENDING,
@@ -265,6 +266,24 @@ class CacheReader:
     def pooled(self, index: Index) -> np.ndarray:
         """The model's image embedding per frame (before normalisation): (n, V, T, E) float16."""
         return self._take("pooled", index)
+
+    def dense(self, video: int, name: str = "pooled") -> np.ndarray:
+        """One done video's time series in a dense store: `time` (seconds), `frame`, `pooled` (samples, E) or
+        `block_<b>` (samples, L, D), checked; damage is one line naming the array and the video."""
+        if not self.settings.dense:
+            raise InputError(f"{self.path}: a store of clips ({self.settings.frames} frames per view) has no "
+                             "time series; extract with --fps for one")
+        try:
+            return read_video(self.root, self.settings, video, name, int(self.samples[video]))
+        except DenseDamage as damage:
+            raise StoreDamageError(f"{self.path}: {damage.array} of video {video} ({_path_of(self.path, video)}) "
+                                   f"is damaged ({damage.reason}); `clipcache verify {self.path}` lists the damage, "
+                                   "`clipcache extract` with --repair redoes it") from None
+
+    @cached_property
+    def samples(self) -> np.ndarray:
+        """Frames stored per video of a dense store (0 for videos not done)."""
+        return np.where(self.status == DONE, self.column("samples"), 0)
 
     def frozen(self) -> dict[str, np.ndarray]:
         """Frozen encoder parameters that heads need without loading CLIP (ln_post, proj, ln_1, qkv)."""

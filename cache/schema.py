@@ -13,8 +13,10 @@ from typing import Any
 
 from clipcache import InputError
 
-FORMAT = "clipcache/2"
-FORMAT_VERSION = 2  # 2: crc32c on every chunk, chunks written even when all zeros, status written at creation
+FORMAT = "clipcache/2"  # stores of trimmed clips: their layout is unchanged since version 2
+DENSE_FORMAT = "clipcache/3"  # 3: dense stores of untrimmed videos (older clipcache refuses them)
+FORMAT_VERSION = 3  # the newest this clipcache reads; 2: crc32c on every chunk, status written at creation
+CLIPS, DENSE = "clips", "dense"  # a store's layout: fixed (video, view, frame) arrays, or per-video time series
 
 PENDING, DONE, FAILED, MISSING = 0, 1, 2, 3  # MISSING: listed, but the file was not found (format 2)
 STATUSES = (PENDING, DONE, FAILED, MISSING)
@@ -45,10 +47,17 @@ VIDEO_NUMERIC_ARRAYS = {
     "height": "int32",
     "duration": "float32",
 }
+DENSE_NUMERIC_ARRAYS = {"samples": "int32"}  # dense stores: frames stored per video (the length of dense/<i>)
+
+
+def numeric_columns(layout: str) -> dict[str, str]:
+    """The numeric per-video columns of a store with this layout, by dtype."""
+    return {**VIDEO_NUMERIC_ARRAYS, **(DENSE_NUMERIC_ARRAYS if layout == DENSE else {})}
 
 
 # Named dimensions of every array (zarr's `dimension_names`), so xarray and other readers label the axes.
 VIDEO, VIEW, FRAME, TOKEN, CHANNEL, EMBED = "video", "view", "frame", "token", "channel", "embed"
+TIME = "time"  # a dense store's frame axis: its `time` array (seconds) is the coordinate xarray shows
 
 
 def dimension_names(name: str) -> tuple[str, ...]:
@@ -56,6 +65,12 @@ def dimension_names(name: str) -> tuple[str, ...]:
     base = name.rsplit("/", 1)[-1]
     if name.startswith("videos/"):
         return (VIDEO, VIEW, FRAME) if base == "frame_index" else (VIDEO,)
+    if name.startswith("dense/"):
+        if base == "pooled":
+            return (TIME, EMBED)
+        if base.startswith("block_"):
+            return (TIME, TOKEN) if base.endswith("_scale") else (TIME, TOKEN, CHANNEL)
+        return (TIME,)  # time (seconds) and frame (decoded frame number) of every stored sample
     if name.startswith("tokens/"):
         return (VIDEO, VIEW, FRAME, TOKEN) if base.endswith("_scale") else (VIDEO, VIEW, FRAME, TOKEN, CHANNEL)
     if name == "pooled":
@@ -117,7 +132,25 @@ class StoreSettings:
     inputs_digest: str
     pretrained_sha256: str = ""  # of a checkpoint file (format 2); "" for tags and random weights
     batch_size: int = 0  # frames per encoder batch, every batch padded to it (format 2); 0: not recorded
+    layout: str = CLIPS  # dense (format 3): every video's frames at `fps`, as per-video time series
+    fps: float = 0.0  # dense stores: samples per second; 0 keeps every decoded frame
+    keep_tokens: str = "all"  # the tokens of each stored block: all (CLS + patches), or cls (dense stores)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dense(self) -> bool:
+        return self.layout == DENSE
+
+    @property
+    def format(self) -> str:
+        """The format attribute: dense stores need format 3; clip stores stay readable by clipcache versions
+        that read format 2."""
+        return DENSE_FORMAT if self.dense else FORMAT
+
+    @property
+    def stored_tokens(self) -> int:
+        """Tokens per frame in each stored block: all of them, or the CLS token alone."""
+        return 1 if self.keep_tokens == "cls" else self.tokens
 
     @property
     def views(self) -> int:
@@ -167,6 +200,9 @@ class StoreSettings:
             del content["pretrained_sha256"]
         if not self.batch_size:
             del content["batch_size"]
+        for key, default in (("layout", CLIPS), ("fps", 0.0), ("keep_tokens", "all")):
+            if content[key] == default:  # stores made before these settings keep their fingerprint
+                del content[key]
         return content
 
     def fingerprint(self) -> str:
@@ -202,6 +238,7 @@ def check_format(attrs: dict[str, Any], where: str) -> int:
         raise InputError(f"{where}: not a clipcache store (no clipcache 'format' attribute)")
     if int(version) > FORMAT_VERSION:
         raise InputError(
-            f"{where}: store format {fmt} is newer than this clipcache reads ({FORMAT}); upgrade clipcache"
+            f"{where}: store format {fmt} is newer than this clipcache reads (clipcache/{FORMAT_VERSION}); "
+            "upgrade clipcache"
         )
     return int(version)

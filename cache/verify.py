@@ -19,15 +19,17 @@ import zarr
 
 from clipcache import InputError
 from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, is_checked, rows_per_file
+from clipcache.cache.dense import video_damage
 from clipcache.cache.reader import StoreDamageError, read_block
 from clipcache.cache.schema import (
     PENDING,
     STATUSES,
     TABLE_AT_CREATION,
-    VIDEO_NUMERIC_ARRAYS,
+    DONE,
     VIDEO_STRING_ARRAYS,
     StoreSettings,
     check_format,
+    numeric_columns,
     scale_name,
     tokens_name,
 )
@@ -63,8 +65,11 @@ class VerifyReport:
 
 
 def video_arrays(settings: StoreSettings) -> list[str]:
-    """Every per-video array a store with these settings holds."""
-    names = [f"videos/{name}" for name in (*VIDEO_STRING_ARRAYS, *VIDEO_NUMERIC_ARRAYS, "frame_index")]
+    """Every per-video array a store with these settings holds (a dense store's time series apart)."""
+    names = [f"videos/{name}" for name in (*VIDEO_STRING_ARRAYS, *numeric_columns(settings.layout))]
+    if settings.dense:
+        return names
+    names.append("videos/frame_index")
     for layer in settings.layers:
         names.append(tokens_name(layer))
         if settings.dtype == "int8":
@@ -101,6 +106,8 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
         arrays, checked = arrays + 1, checked and is_checked(array)
         damage += _array_damage(array, name)
     damage += _value_damage(root, settings, damage, owns)
+    if settings.dense:
+        damage += _dense_damage(root, settings, damage, owns)
     _name_paths(root, damage)
     return VerifyReport(str(path), attrs["format"], settings.num_videos, arrays, checked, damage)
 
@@ -209,6 +216,27 @@ def _value_damage(root: zarr.Group, settings: StoreSettings, damage: list[Damage
         rows = [row for row in np.flatnonzero(bad(values)).tolist() if owns(row // settings.shard_videos)]
         if rows:
             found.append(Damage(name, rows, why))
+    return found
+
+
+def _dense_damage(root: zarr.Group, settings: StoreSettings, damage: list[Damage], owns: Callable[[int], bool]
+                  ) -> list[Damage]:
+    """Every done video's time series (dense/<v>/) must be whole: each array present, as long as the table
+    says, every chunk there and intact. Videos whose status or length is unreadable are already damaged."""
+    unreadable = {v for d in damage if d.array in ("videos/status", "videos/samples") for v in d.videos}
+    if {"videos/status", "videos/samples"} & {d.array for d in damage if not d.videos}:
+        return []
+    status, samples = root["videos/status"], root["videos/samples"]
+    found = []
+    for group in filter(owns, range(settings.num_groups)):
+        start, stop = settings.group_range(group)
+        if set(range(start, stop)) & unreadable:
+            continue
+        done = read_block(status, group) == DONE
+        lengths = read_block(samples, group) if done.any() else None
+        for row in np.flatnonzero(done):
+            for array, why in video_damage(root, settings, start + int(row), int(lengths[row])).items():
+                found.append(Damage(array, [start + int(row)], why))
     return found
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,13 @@ from clipcache.cache import quant
 from clipcache.cache.place import aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
-    FORMAT,
     PENDING,
     TABLE_AT_CREATION,
-    VIDEO_NUMERIC_ARRAYS,
     VIDEO_STRING_ARRAYS,
     StoreSettings,
     check_format,
     dimension_names,
+    numeric_columns,
     scale_name,
     tokens_name,
 )
@@ -47,20 +46,22 @@ class StoreMismatchError(InputError):
 
 @dataclass
 class GroupResult:
-    """Everything extracted for the videos of one shard group (failed videos hold zeros)."""
+    """Everything extracted for the videos of one shard group (failed videos hold zeros). A dense store's
+    features are already in dense/<v>/ (written video by video): its result is the table alone."""
 
     group: int
     status: np.ndarray  # (n,) uint8
     error: list[str]
     note: list[str]
-    frame_index: np.ndarray  # (n, V, T) int32
     fps: np.ndarray
     num_frames: np.ndarray
     width: np.ndarray
     height: np.ndarray
     duration: np.ndarray
-    tokens: dict[int, np.ndarray]  # absolute block -> (n, V, T, L, D)
-    pooled: np.ndarray  # (n, V, T, E)
+    frame_index: np.ndarray | None = None  # (n, V, T) int32; clip stores
+    tokens: dict[int, np.ndarray] = field(default_factory=dict)  # absolute block -> (n, V, T, L, D); clip stores
+    pooled: np.ndarray | None = None  # (n, V, T, E); clip stores
+    samples: np.ndarray | None = None  # (n,) int32 frames stored per video; dense stores
     path: list[str] | None = None  # where each video was found (kept as created when None)
     keep: np.ndarray | None = None  # (n,) bool: videos whose stored values stay as they are
 
@@ -77,15 +78,17 @@ def _compressors(settings: StoreSettings) -> tuple:
 def _video_array_specs(settings: StoreSettings) -> dict[str, dict[str, object]]:
     """How each per-video array is made: chunked by shard group, the token arrays (and their int8 scales)
     sharded with one inner chunk per video and view (a sample reads only the view it uses), every chunk
-    checksummed."""
+    checksummed. A dense store has the table only here: its features live in dense/<v>/ (cache.dense)."""
     n, s, v, t = settings.num_videos, settings.shard_videos, settings.views, settings.frames
     length, width, embed = settings.tokens, settings.width, settings.embed_dim
     specs: dict[str, dict[str, object]] = {}
     for name in VIDEO_STRING_ARRAYS:
         specs[f"videos/{name}"] = {"shape": (n,), "chunks": (s,), "dtype": str, "compressors": TABLE_COMPRESSORS}
-    for name, dtype in VIDEO_NUMERIC_ARRAYS.items():
+    for name, dtype in numeric_columns(settings.layout).items():
         specs[f"videos/{name}"] = {"shape": (n,), "chunks": (s,), "dtype": dtype, "fill_value": 0,
                                    "compressors": TABLE_COMPRESSORS}
+    if settings.dense:
+        return specs
     specs["videos/frame_index"] = {"shape": (n, v, t), "chunks": (s, v, t), "dtype": "int32", "fill_value": 0,
                                    "compressors": TABLE_COMPRESSORS}
     features = _compressors(settings)
@@ -129,7 +132,7 @@ def _write_table(root: zarr.Group, region: slice, paths: list[str], labels: list
 
 def _create_layout(root: zarr.Group, settings: StoreSettings, paths: list[str], labels: list[int],
                    splits: list[str], frozen: dict[str, np.ndarray]) -> None:
-    for group in ("videos", "tokens", "frozen", "text"):
+    for group in ("videos", "dense" if settings.dense else "tokens", "frozen", "text"):
         root.create_group(group)
     for name, spec in _video_array_specs(settings).items():
         _create_array(root, name, **spec)
@@ -148,7 +151,7 @@ def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: 
     try:
         root = open_root(tmp, mode="w")
         _create_layout(root, settings, paths, labels, splits, frozen)
-        root.attrs.update({"format": FORMAT, **settings.to_attrs()})
+        root.attrs.update({"format": settings.format, **settings.to_attrs()})
         consolidate(tmp)
         try:
             os.rename(tmp, path)
@@ -216,9 +219,10 @@ class StoreWriter:
                 self._put(scale_name(layer), result, scale)
             else:
                 self._put(tokens_name(layer), result, values.astype(np.float16, copy=False))
-        self._put("pooled", result, result.pooled.astype(np.float16, copy=False))
-        self._put("videos/frame_index", result, result.frame_index)
-        for name in ("fps", "num_frames", "width", "height", "duration"):
+        if result.pooled is not None:
+            self._put("pooled", result, result.pooled.astype(np.float16, copy=False))
+            self._put("videos/frame_index", result, result.frame_index)
+        for name in ("fps", "num_frames", "width", "height", "duration") + (("samples",) if self.settings.dense else ()):
             self._put(f"videos/{name}", result, getattr(result, name))
         for name in ("error", "note") + (("path",) if result.path is not None else ()):
             self._put(f"videos/{name}", result, np.array(getattr(result, name), dtype=object))

@@ -12,6 +12,7 @@ from clipcache.pipeline.options import RunOptions, argument, option
 Sampling = StrEnum("Sampling", {"uniform": "uniform", "dense": "dense"})
 TokenDtype = StrEnum("TokenDtype", {name: name for name in DTYPES})
 Compression = StrEnum("Compression", {name: name for name in COMPRESSIONS})
+TokenSet = StrEnum("TokenSet", {"all": "all", "cls": "cls"})
 
 
 @dataclass(kw_only=True)
@@ -31,8 +32,15 @@ class ExtractConfig(RunOptions):
                                           "checkpoint file. Omitted: random weights.")
     model_config: Path | None = option(None, "JSON open_clip model config to register; its file name is the model "
                                              "name unless --model is given.")
-    layers: str = option("-4,-3,-2,-1", "Blocks whose full token stream is stored; negatives count from the end; "
-                                        "'-5:' means the last five.")
+    layers: str | None = option(None, "Blocks whose token stream is stored; negatives count from the end; "
+                                      "'-5:' means the last five; 'none' keeps the pooled embeddings only. "
+                                      "Default: -4,-3,-2,-1, or none with --fps.")
+    tokens: TokenSet = option(TokenSet.all, "Tokens kept of each stored block: all (CLS + patches), or cls "
+                                            "(the CLS token alone; dense stores only).")
+    fps: str | None = option(None, "Untrimmed videos: store every video whole at this many frames per second "
+                                   "(the frame nearest each time k/F, by presentation time), or 'all' for every "
+                                   "decoded frame, as one time series per video (a dense store). Replaces "
+                                   "--frames/--sampling/--clips/--augment.", metavar="F")
     frames: int = option(8, "Frames per view (T).")
     sampling: Sampling = option(Sampling.uniform, "uniform: TSN segment centres; dense: T frames --stride apart.")
     stride: int = option(4, "Frame stride for --sampling dense.")

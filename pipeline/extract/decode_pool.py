@@ -3,7 +3,12 @@
 Each worker owns one pipe and one task at a time, so the pool knows which video each worker is on:
 a worker past its deadline is killed and replaced (decord can loop forever on a wrong frame count),
 and a worker that dies (a segfault in a decoder) is replaced too; both become a failed result.
-A feeder thread keeps workers busy while the caller encodes, up to `prefetch` finished results.
+A feeder thread keeps workers busy while the caller encodes, up to `prefetch` results waiting.
+
+A recipe's `prepare(path, index)` yields what a video gives: a clip recipe one PreparedVideo, a dense
+recipe the pieces of a long video as they are decoded, then its summary. Each reaches the caller as it
+comes (a piece is an Outcome with `final` False), the deadline counts from the last thing a worker sent,
+and a worker is not read from while `prefetch` results wait, so a long video is never held whole.
 """
 from __future__ import annotations
 
@@ -16,12 +21,11 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 from PIL import Image
 
 from clipcache import InputError
-from clipcache.pipeline.extract.prepare import PreparedVideo, PrepareRecipe, prepare_video
 from clipcache.pipeline.extract.video import VideoDecodeError
 
 _POLL_SECONDS = 0.05
@@ -41,6 +45,12 @@ class WorkerStartError(RuntimeError):
     """A decode worker died before it could take work: the environment is broken, not a video."""
 
 
+class Recipe(Protocol):
+    """What a worker needs to prepare any video of a run (picklable, sent once per worker)."""
+
+    def prepare(self, path: Path, index: int) -> Iterator[Any]: ...
+
+
 @dataclass(frozen=True)
 class Task:
     index: int  # video index in the store
@@ -50,14 +60,16 @@ class Task:
 @dataclass
 class Outcome:
     task: Task
-    video: PreparedVideo | None
-    error: str | None  # one-line reason when video is None
+    video: Any  # what the recipe yielded (the last item when final); None when it failed
+    error: str | None  # one-line reason when the video failed
+    final: bool = True  # False: a piece of a video still being decoded
 
 
-def _worker_main(conn: Connection, recipe: PrepareRecipe) -> None:
-    """Loop in a worker: prepare each task sent, answer with the result or a one-line reason. A bad video
-    fails alone; any other exception is a bug in our code and is sent back with its traceback. Ctrl-C
-    reaches the whole process group: workers leave it to the parent, which stops them."""
+def _worker_main(conn: Connection, recipe: Recipe) -> None:
+    """Loop in a worker: prepare each task sent, sending each item as it comes and then the last one as
+    final, or a one-line reason. A bad video fails alone; any other exception is a bug in our code and is
+    sent back with its traceback. Ctrl-C reaches the whole process group: workers leave it to the parent,
+    which stops them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since `_start` (see there)
     conn.send(_READY)
@@ -66,16 +78,21 @@ def _worker_main(conn: Connection, recipe: PrepareRecipe) -> None:
         if task is None:
             return
         try:
-            conn.send((task.index, prepare_video(task.path, task.index, recipe), None))
+            items = recipe.prepare(task.path, task.index)
+            item = next(items)
+            for following in items:
+                conn.send((task.index, item, None, False))
+                item = following
+            conn.send((task.index, item, None, True))
         except VIDEO_FAILURES as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            conn.send((task.index, None, reason))
+            conn.send((task.index, None, reason, True))
         except Exception:
             conn.send((_BUG, task.index, traceback.format_exc()))
 
 
 class _Worker:
-    def __init__(self, context: mp.context.BaseContext, recipe: PrepareRecipe) -> None:
+    def __init__(self, context: mp.context.BaseContext, recipe: Recipe) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_worker_main, args=(child, recipe), daemon=True)
         _start(self.process)
@@ -118,7 +135,7 @@ def _crash_reason(worker: _Worker) -> str:
 class DecodePool:
     """Prepare videos in `workers` spawned processes, yielding outcomes as they finish (any order)."""
 
-    def __init__(self, recipe: PrepareRecipe, workers: int, timeout: float, prefetch: int) -> None:
+    def __init__(self, recipe: Recipe, workers: int, timeout: float, prefetch: int) -> None:
         if workers < 1:
             raise InputError(f"--workers must be at least 1, got {workers}")
         self.recipe, self.timeout, self.prefetch = recipe, timeout, max(prefetch, 1)
@@ -160,6 +177,11 @@ class DecodePool:
             busy = [w for w in self._workers if w.task is not None]
             if exhausted and not busy:
                 return
+            if self._results.qsize() >= self.prefetch:  # the caller is behind: leave the workers' pipes full
+                time.sleep(_POLL_SECONDS)
+                for worker in busy:
+                    worker.deadline = max(worker.deadline, time.monotonic() + self.timeout)
+                continue
             ready = wait([w.conn for w in busy], timeout=_POLL_SECONDS) if busy else []
             for worker in busy:
                 if worker.conn in ready:
@@ -191,9 +213,12 @@ class DecodePool:
             return
         if message[0] == _BUG:
             raise WorkerBugError(f"decode worker failed on {task.path}:\n{message[2]}")
-        _, video, error = message
-        worker.task = None
-        self._results.put(Outcome(task, video, error))
+        _, video, error, final = message
+        if final:
+            worker.task = None
+        else:
+            worker.deadline = time.monotonic() + self.timeout  # a long video is alive while pieces come
+        self._results.put(Outcome(task, video, error, final))
 
     def _replace(self, worker: _Worker, reason: str) -> None:
         if not worker.ready and reason != self._timeout_reason:

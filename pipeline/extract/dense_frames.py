@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from clipcache import InputError
-from clipcache.pipeline.extract.video import VideoDecodeError, VideoInfo, _check_regular_file
+from clipcache.pipeline.extract.video import VideoDecodeError, VideoInfo, check_regular_file
 from clipcache.pipeline.extract.views import ViewRecipe, eval_views
 
 RATE_DENOMINATOR = 1001  # rates are taken as the nearest fraction with this denominator or less: 30000/1001 exact
@@ -155,7 +155,7 @@ class DenseFrames:
         self.notes: list[str] = []
 
     def __iter__(self) -> Iterator[DensePiece]:
-        _check_regular_file(self.path)
+        check_regular_file(self.path)
         self.info, self.notes = None, []
         try:
             container = av.open(str(self.path))

@@ -94,10 +94,13 @@ class FrozenImageEncoder:
         """
         x = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
         x = (x - self._mean) / self._std
+        out_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if not self.layers:  # pooled embeddings only (a dense store's default): the plain forward
+            with autocast(self.device):
+                return {}, self.model.visual(x).to(out_dtype).cpu()
         with autocast(self.device):
             out = self.model.visual.forward_intermediates(x, indices=list(self.layers), output_fmt="NLC",
                                                           output_extra_tokens=True, normalize_intermediates=False)
-        out_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         tokens = {layer: torch.cat([prefix, patches], dim=1).to(out_dtype).cpu() for layer, prefix, patches
                   in zip(self.layers, out["image_intermediates_prefix"], out["image_intermediates"], strict=True)}
         return tokens, out["image_features"].to(out_dtype).cpu()

@@ -11,6 +11,7 @@ from clipcache.pipeline.extract.decode_pool import Outcome
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder
 from clipcache.pipeline.extract.plan import GroupWork
 from clipcache.pipeline.extract.sources import VideoEntry
+from clipcache.pipeline.extract.video import VideoInfo
 
 NOT_FOUND = "listed but not found under the input folder"
 
@@ -23,60 +24,80 @@ class GroupEncoder:
         self.encoder, self.settings, self.batch_size = encoder, settings, batch_size
         self.paths = [entry.path for entry in entries]
         self.notes = [[entry.note] if entry.note else [] for entry in entries]
-        self.pin = encoder.device.type == "cuda"
-        self.dtype = np.float16 if self.pin else np.float32  # what the encoder hands back
+        self.dtype = np.float16 if encoder.device.type == "cuda" else np.float32  # what the encoder hands back
 
     def __call__(self, work: GroupWork, outcomes: dict[int, Outcome]) -> GroupResult:
         """Videos of `work.redo` from their outcomes, kept videos as placeholders the writer replaces with
         their stored values, and every other video of the group recorded missing."""
         s = self.settings
-        start, stop = s.group_range(work.group)
-        n, v, t = stop - start, s.views, s.frames
-        result = GroupResult(
-            group=work.group, status=np.full(n, MISSING, np.uint8), error=[NOT_FOUND] * n, note=[""] * n,
-            frame_index=np.zeros((n, v, t), np.int32), fps=np.zeros(n, np.float32),
-            num_frames=np.zeros(n, np.int32), width=np.zeros(n, np.int32), height=np.zeros(n, np.int32),
-            duration=np.zeros(n, np.float32),
-            tokens={layer: np.zeros((n, v, t, s.tokens, s.width), self.dtype) for layer in s.layers},
-            pooled=np.zeros((n, v, t, s.embed_dim), self.dtype), path=self.paths[start:stop], keep=work.keep,
-        )
+        result = new_result(s, work, self.paths)
+        n, v, t = len(result.status), s.views, s.frames
+        result.frame_index = np.zeros((n, v, t), np.int32)
+        result.tokens = {layer: np.zeros((n, v, t, s.tokens, s.width), self.dtype) for layer in s.layers}
+        result.pooled = np.zeros((n, v, t, s.embed_dim), self.dtype)
+        start = s.group_range(work.group)[0]
         good = []
         for i in work.redo:
             row, outcome = i - start, outcomes[i]
             if outcome.video is None:
-                result.status[row], result.error[row] = FAILED, outcome.error or "unknown error"
+                fail(result, row, outcome.error)
                 continue
-            video, info = outcome.video, outcome.video.info
-            result.status[row], result.error[row] = DONE, ""
-            result.note[row] = "; ".join(self.notes[i] + video.notes)
-            result.frame_index[row] = video.frame_index
-            result.fps[row], result.num_frames[row], result.duration[row] = info.fps, info.num_frames, info.duration
-            result.width[row], result.height[row] = info.width, info.height
+            record(result, row, outcome.video.info, self.notes[i] + outcome.video.notes)
+            result.frame_index[row] = outcome.video.frame_index
             good.append(row)
         if good:
-            self._encode(result, good, [outcomes[start + row].video.pixels for row in good])
+            pixels = torch.from_numpy(np.stack([outcomes[start + row].video.pixels for row in good]))
+            tokens, pooled = encode_frames(self.encoder, pixels.reshape(-1, s.image_size, s.image_size, 3),
+                                           self.batch_size)
+            shape = (len(good), s.views, s.frames)
+            for layer, value in tokens.items():
+                result.tokens[layer][good] = value.numpy().reshape(*shape, s.tokens, s.width)
+            result.pooled[good] = pooled.numpy().reshape(*shape, s.embed_dim)
         return result
 
-    def _encode(self, result: GroupResult, rows: list[int], pixels: list[np.ndarray]) -> None:
-        """Every batch the encoder sees has `batch_size` frames (the last is padded with black frames), so
-        a frame's features do not depend on how many frames share its batch: a video retried alone
-        stores the bytes a full run stores (small or odd batch shapes take other matrix kernels)."""
-        s = self.settings
-        frames = torch.from_numpy(np.stack(pixels).reshape(-1, s.image_size, s.image_size, 3))
-        count = len(frames)
-        padding = -count % self.batch_size
-        if padding:
-            frames = torch.cat([frames, frames.new_zeros((padding, *frames.shape[1:]))])
-        if self.pin:
-            frames = frames.pin_memory()
-        token_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in s.layers}
-        pooled_parts = []
-        for b in range(0, len(frames), self.batch_size):
-            tokens, pooled = self.encoder(frames[b:b + self.batch_size])
-            for layer, value in tokens.items():
-                token_parts[layer].append(value)
-            pooled_parts.append(pooled)
-        shape = (len(rows), s.views, s.frames)
-        for layer, parts in token_parts.items():
-            result.tokens[layer][rows] = torch.cat(parts)[:count].numpy().reshape(*shape, s.tokens, s.width)
-        result.pooled[rows] = torch.cat(pooled_parts)[:count].numpy().reshape(*shape, s.embed_dim)
+
+def new_result(settings: StoreSettings, work: GroupWork, paths: list[str]) -> GroupResult:
+    """The table of one shard group before its videos are recorded: every row missing (rows `work.keep`
+    marks are placeholders the writer replaces with their stored values)."""
+    start, stop = settings.group_range(work.group)
+    n = stop - start
+    return GroupResult(
+        group=work.group, status=np.full(n, MISSING, np.uint8), error=[NOT_FOUND] * n, note=[""] * n,
+        fps=np.zeros(n, np.float32), num_frames=np.zeros(n, np.int32), width=np.zeros(n, np.int32),
+        height=np.zeros(n, np.int32), duration=np.zeros(n, np.float32),
+        samples=np.zeros(n, np.int32) if settings.dense else None, path=paths[start:stop], keep=work.keep,
+    )
+
+
+def record(result: GroupResult, row: int, info: VideoInfo, notes: list[str]) -> None:
+    """A video that decoded: done, with what its decoder found."""
+    result.status[row], result.error[row], result.note[row] = DONE, "", "; ".join(notes)
+    result.fps[row], result.num_frames[row], result.duration[row] = info.fps, info.num_frames, info.duration
+    result.width[row], result.height[row] = info.width, info.height
+
+
+def fail(result: GroupResult, row: int, error: str | None) -> None:
+    result.status[row], result.error[row] = FAILED, error or "unknown error"
+
+
+def encode_frames(encoder: FrozenImageEncoder, frames: torch.Tensor, batch_size: int
+                  ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """(n, S, S, 3) uint8 frames -> ({block: (n, L, D)}, (n, E)). Every batch the encoder sees has `batch_size`
+    frames (the last is padded with black frames), so a frame's features do not depend on how many frames
+    share its batch: a video retried alone stores the bytes a full run stores (small or odd batch shapes
+    take other matrix kernels)."""
+    count = len(frames)
+    padding = -count % batch_size
+    if padding:
+        frames = torch.cat([frames, frames.new_zeros((padding, *frames.shape[1:]))])
+    if encoder.device.type == "cuda":
+        frames = frames.pin_memory()
+    token_parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in encoder.layers}
+    pooled_parts = []
+    for b in range(0, len(frames), batch_size):
+        tokens, pooled = encoder(frames[b:b + batch_size])
+        for layer, value in tokens.items():
+            token_parts[layer].append(value)
+        pooled_parts.append(pooled)
+    return ({layer: torch.cat(parts)[:count] for layer, parts in token_parts.items()},
+            torch.cat(pooled_parts)[:count])

@@ -4,6 +4,7 @@ This is the work a decode worker does per video; it imports no torch so workers 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ class PrepareRecipe:
     views: ViewRecipe
     augment: int
     seed: int
+
+    def prepare(self, path: Path, index: int) -> Iterator["PreparedVideo"]:
+        """A clip store's video arrives whole: its views are a few frames (see decode_pool.Recipe)."""
+        yield prepare_video(path, index, self)
 
 
 @dataclass

@@ -24,12 +24,15 @@ from clipcache.cache.info import store_info
 from clipcache.cache.lock import Holder, StoreLock
 from clipcache.cache.place import remove_leftovers, remove_store, store_format, writable_folder
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import StoreSettings, inputs_digest
+from clipcache.cache.schema import DENSE, StoreSettings, inputs_digest
 from clipcache.cache.verify import verify_store
 from clipcache.cache.writer import StoreWriter, check_complete, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.config import ExtractConfig
-from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Task
+from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Recipe, Task
+from clipcache.pipeline.extract.dense_groups import DenseGroups
+from clipcache.pipeline.extract.dense_progress import DenseProgress
+from clipcache.pipeline.extract.dense_recipe import DenseRecipe
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder, frozen_parameters, resolve_layers, vision_blocks
 from clipcache.pipeline.extract.groups import GroupEncoder
 from clipcache.pipeline.extract.plan import GroupWork, plan_groups
@@ -53,7 +56,39 @@ def _versions() -> dict[str, str]:
         ("decord", "decord2"), ("zarr", "zarr"), ("numcodecs", "numcodecs")]}
 
 
+def dense_rate(cfg: ExtractConfig) -> float | None:
+    """--fps as samples per second: None without it (a clip store), 0.0 for every decoded frame."""
+    if cfg.fps is None:
+        return None
+    if cfg.fps.strip().lower() == "all":
+        return 0.0
+    try:
+        rate = float(cfg.fps)
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or not 0 < rate <= 1000:
+        raise InputError(f"--fps {cfg.fps}: expected frames per second (a number above 0, at most 1000) or 'all'")
+    return rate
+
+
+def layer_spec(cfg: ExtractConfig) -> str:
+    """--layers as given, else the layout's default: the last four blocks for clips, none for dense stores
+    (all tokens of a long video cost hundreds of MB per block; see the README's dense store sizes)."""
+    if cfg.layers is not None:
+        return cfg.layers
+    return "none" if cfg.fps is not None else "-4,-3,-2,-1"
+
+
 def _validate(cfg: ExtractConfig) -> None:
+    if dense_rate(cfg) is not None:
+        given = [f"--{name}" for name, default in (("clips", 1), ("augment", 0), ("crops", 1))
+                 if getattr(cfg, name) != default]
+        if given:
+            raise InputError(f"--fps stores one centre view of every sampled frame: {', '.join(given)} cannot "
+                             "be used with it")
+    elif cfg.tokens != "all":
+        raise InputError("--tokens cls is for dense stores (--fps); clip stores keep all tokens for the heads "
+                         "that attend over them")
     for name in ("frames", "clips", "shard_videos", "batch_size"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
@@ -76,20 +111,27 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
     blocks = vision_blocks(loaded.model)
     grid = tuple(int(g) for g in visual.grid_size)
     _, labels, splits = _columns(listing)
+    spec, rate = layer_spec(cfg), dense_rate(cfg)
+    if rate is None:
+        sampling = {"frames": cfg.frames, "sampling": str(cfg.sampling),
+                    "stride": cfg.stride if cfg.sampling == "dense" else 1}
+    else:  # a dense store: every video whole at `rate`, one centre view
+        sampling = {"layout": DENSE, "fps": rate, "keep_tokens": str(cfg.tokens), "frames": 0, "sampling": "fps",
+                    "stride": 1}
     return StoreSettings(
         model=loaded.name, pretrained=loaded.pretrained, pretrained_sha256=loaded.pretrained_sha256,
         model_config=loaded.config,
         image_size=loaded.preprocess["image_size"], mean=loaded.preprocess["mean"], std=loaded.preprocess["std"],
         interpolation=loaded.preprocess["interpolation"], resize_mode=loaded.preprocess["resize_mode"],
-        frames=cfg.frames, sampling=str(cfg.sampling), stride=cfg.stride if cfg.sampling == "dense" else 1,
         clips=cfg.clips, crops=cfg.crops, augment=cfg.augment, seed=cfg.seed,
-        layers=resolve_layers(cfg.layers, len(blocks)), num_blocks=len(blocks),
+        layers=() if spec.strip().lower() == "none" else resolve_layers(spec, len(blocks)), num_blocks=len(blocks),
         width=int(blocks[0].ln_1.normalized_shape[0]), heads=int(blocks[0].attn.num_heads),
         embed_dim=int(loaded.model.visual.output_dim), tokens=1 + grid[0] * grid[1], grid=grid,
         dtype=str(cfg.dtype), compression=str(cfg.compression), shard_videos=cfg.shard_videos,
         batch_size=cfg.batch_size, num_videos=len(listing.entries), classes=listing.classes,
         inputs_digest=inputs_digest([e.listed for e in listing.entries], labels, splits),
         extras={"versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        **sampling,
     )
 
 
@@ -164,20 +206,56 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
         note(f"{line} (left out)", cfg.quiet)
     loaded = load_model(cfg.model, cfg.pretrained, cfg.model_config, device="cpu")
     settings = build_settings(cfg, loaded, listing)
-    recipe = PrepareRecipe(
-        plan=SamplingPlan(cfg.frames, str(cfg.sampling), settings.stride, cfg.clips),
-        views=ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops),
-        augment=cfg.augment, seed=cfg.seed,
-    )
+    views = ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops)
     frozen = frozen_parameters(loaded.model, settings.layers)
     with _lock_store(cfg, settings, listing, frozen, split):
         found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
-        encode = GroupEncoder(encoder, settings, cfg.batch_size, listing.entries)
-        outcome = _run_groups(cfg, settings, listing, work, encode, StoreWriter(cfg.store, settings), recipe, split)
+        writer = StoreWriter(cfg.store, settings)
+        if settings.dense:
+            outcome = _run_dense(cfg, settings, listing, work, encoder, writer, views, split)
+        else:
+            recipe = PrepareRecipe(plan=SamplingPlan(cfg.frames, str(cfg.sampling), settings.stride, cfg.clips),
+                                   views=views, augment=cfg.augment, seed=cfg.seed)
+            encode = GroupEncoder(encoder, settings, cfg.batch_size, listing.entries)
+            outcome = _run_groups(cfg, settings, listing, work, encode, writer, recipe, split)
         split.barrier()
     return _summarise(cfg.store, outcome, time.monotonic() - began)
+
+
+def _tasks(listing: VideoList, work: list[GroupWork]) -> list[Task]:
+    return [Task(i, listing.root / listing.entries[i].path) for item in work for i in item.redo]
+
+
+def _pool(cfg: ExtractConfig, recipe: Recipe, tasks: list[Task], prefetch: int) -> DecodePool:
+    return DecodePool(recipe, workers=min(cfg.workers or default_workers(), len(tasks)), timeout=cfg.timeout,
+                      prefetch=prefetch)
+
+
+def _run_dense(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, work: list[GroupWork],
+               encoder: FrozenImageEncoder, writer: StoreWriter, views: ViewRecipe, split: WorkSplit) -> RunCounts:
+    """Decode, encode and append each video's pieces as they come; write each group's table once its videos
+    have ended. Progress counts seconds of video (estimated from the containers), so its ETA covers the whole
+    run however long each video is."""
+    counts = RunCounts()
+    tasks = _tasks(listing, work)
+    progress = DenseProgress([task.path for task in tasks], settings.fps or None,
+                             disable=cfg.quiet or not split.is_main, rank=split.rank if split.world > 1 else None)
+    with ThreadPoolExecutor(max_workers=1) as write_thread:
+        groups = DenseGroups(encoder, settings, cfg.batch_size, listing.entries, writer, work, write_thread)
+        if tasks:
+            workers = min(cfg.workers or default_workers(), len(tasks))
+            for outcome in _pool(cfg, DenseRecipe(settings.fps or None, views), tasks, 2 * workers).run(tasks):
+                groups.take(outcome)
+                progress.update(outcome)
+                if outcome.final:
+                    counts.add(outcome.error is None)
+                    if outcome.error is not None:
+                        _report(progress.bar, f"{outcome.task.path}: {outcome.error}")
+        groups.wait()
+    progress.close()
+    return counts
 
 
 def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, work: list[GroupWork],
@@ -188,15 +266,14 @@ def _run_groups(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     for item in work:
         if not item.redo:  # every video of a new group is missing: nothing to decode, still written whole
             writer.write_group(encode(item, {}))
-    tasks = [Task(i, listing.root / listing.entries[i].path) for item in work for i in item.redo]
+    tasks = _tasks(listing, work)
     if not tasks:
         return counts
     buffers: dict[int, dict[int, Outcome]] = {}
     pending_write: Future | None = None
     bar = tqdm(total=len(tasks), unit="video", desc=f"extract[{split.rank}]" if split.world > 1 else "extract",
                disable=cfg.quiet or not split.is_main, dynamic_ncols=True, file=sys.stderr)
-    pool = DecodePool(recipe, workers=min(cfg.workers or default_workers(), len(tasks)), timeout=cfg.timeout,
-                      prefetch=2 * settings.shard_videos)
+    pool = _pool(cfg, recipe, tasks, 2 * settings.shard_videos)
     with ThreadPoolExecutor(max_workers=1) as write_thread:
         for outcome in pool.run(tasks):
             bar.update(1)

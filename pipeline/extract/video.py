@@ -165,7 +165,7 @@ def _get_batch(reader: "decord.VideoReader", indices: np.ndarray) -> np.ndarray 
     return frames if len(frames) == len(indices) else None
 
 
-def _check_regular_file(path: Path) -> None:
+def check_regular_file(path: Path) -> None:
     """A listed path that is not a readable regular file, with what it is instead (never opened: a FIFO
     would block the decoder)."""
     try:
@@ -193,7 +193,7 @@ def decode_frames(path: Path, choose: Callable[[int], np.ndarray], sink: FrameSi
     frames: 0.2 GB, and 4x faster than decord on such dense requests). After a fallback to PyAV
     `start` comes again and every frame is delivered anew. Returns notes on the decode.
     """
-    _check_regular_file(path)
+    check_regular_file(path)
     try:
         reader = _open(path)
     except VideoDecodeError as decord_error:
