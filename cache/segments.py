@@ -68,6 +68,8 @@ def write_segments(store: Path | str, table: SegmentTable) -> None:
     """Replace the store's segment table by `table` (see the module docstring for why a crash is harmless).
     Call it holding the store's lock."""
     store = Path(store)
+    if not (store / "zarr.json").is_file():
+        raise InputError(f"{store}: not a zarr store, so it cannot hold segments")
     columns = table.columns()
     rows = len(table)
     if any(len(values) != rows for values in columns.values()):

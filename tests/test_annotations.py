@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray
 import zarr
 from zarr.codecs import Crc32cCodec
 
@@ -23,6 +24,7 @@ from clipcache.pipeline.extract.annotations import (
     match_videos,
     read_annotations,
 )
+from conftest import run_cli, synthetic_store
 
 
 def _write(path: Path, text: str | bytes) -> Path:
@@ -100,6 +102,8 @@ def test_thumos14_folders(thumos: list[Path]) -> None:
                               (1, 1.2, 3.4, 0, False), (1, 5.0, 5.5, 0, False), (2, 0.2, 1.1, 1, False),
                               (2, 0.2, 1.1, 2, False), (3, 3.0, 4.0, 1, False), (4, 5.0, 9.0, -1, True)]
     assert found.counts == {"past the end": 2}
+    unknown, found = clip_table(table, {0: math.nan})  # a duration that is not known judges nothing
+    assert _rows(unknown) == _rows(table) and found.counts == {} and unknown.counts == table.counts
     clipped, found = clip_table(table, {1: 5.0, 4: 5.0})
     assert len(clipped) == len(table) - 2 and found.counts == {"after the end": 2}
     assert clipped.counts == {**table.counts, "after the end": 2}
@@ -321,6 +325,12 @@ def test_segments_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in store.iterdir()) == ["segments", "zarr.json"]
 
 
+def test_segments_need_a_store(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a zarr store"):
+        write_segments(tmp_path / "absent.zarr", _table(tmp_path))
+    assert not (tmp_path / "absent.zarr").exists()
+
+
 def test_empty_table(tmp_path: Path) -> None:
     store = _store(tmp_path)
     table = apply_rules(read_annotations([_activitynet(tmp_path)]), ["nothing.mp4"])[0]
@@ -381,3 +391,14 @@ def test_non_finite_numbers_parse_for_the_rules(tmp_path: Path) -> None:
     assert math.isnan(annotations.segments[0].end) and starts[1] == -math.inf
     table, problems = apply_rules(annotations, ["v.mp4"])
     assert len(table) == 0 and problems.counts == {"non-finite": 2}
+
+
+def test_segments_in_a_clipcache_store(tmp_path: Path) -> None:
+    """Beside a real store's arrays: verify still finds the store intact, xarray reads the table by its names."""
+    store = synthetic_store(tmp_path / "s.zarr")
+    table = _table(tmp_path)
+    write_segments(store, table)
+    assert run_cli("verify", store).code == 0
+    dataset = xarray.open_zarr(store, group="segments", consolidated=False)
+    assert dict(dataset.sizes) == {"segment": len(table)}
+    assert np.array_equal(dataset["start"].values, table.start)

@@ -137,8 +137,8 @@ class Problems:
     def lines(self) -> list[str]:
         """One line per kind, in the order of RULES: `kind: N units action, e.g. ...`."""
         lines = []
-        for kind in [k for k in RULES if k in self.counts] + [k for k in self.counts if k not in RULES]:
-            action, unit = RULES.get(kind, ("", "items"))
+        for kind in (kind for kind in RULES if kind in self.counts):
+            action, unit = RULES[kind]
             lines.append(f"{kind}: {self.counts[kind]} {unit} {action}, e.g. {'; '.join(self.examples[kind])}")
         return lines
 
@@ -234,15 +234,16 @@ def clip_to_duration(start: float, end: float, duration: float) -> tuple[float, 
 
 
 def clip_table(table: SegmentTable, durations: Mapping[int, float]) -> tuple[SegmentTable, Problems]:
-    """`clip_to_duration` on every segment of a video whose duration is known now (a decoded video), counted
-    (`past the end`, `after the end`) in the returned problems and added to the table's counts. Segments of
-    videos not in `durations` are kept as they are, to be judged once their video is decoded."""
+    """`clip_to_duration` on every segment of a video whose duration is known now, counted (`past the end`,
+    `after the end`) in the returned problems and added to the table's counts. Pass decoded videos only (a store
+    holds duration 0 for videos not done); segments of other videos, or of a duration that is not finite, are
+    kept as they are, to be judged once their video is decoded."""
     found = Problems()
     keep = np.ones(len(table), dtype=bool)
     end = table.end.copy()
     for row in range(len(table)):
         duration = durations.get(int(table.video[row]))
-        if duration is None or end[row] <= duration:
+        if duration is None or not math.isfinite(duration) or end[row] <= duration:
             continue
         what = f"video {table.video[row]} [{table.start[row]:g}, {end[row]:g}] past its duration {duration:g} s"
         clipped = clip_to_duration(float(table.start[row]), float(end[row]), float(duration))
