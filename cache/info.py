@@ -10,6 +10,7 @@ import numpy as np
 from clipcache.cache.dense import array_specs
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
+from clipcache.cache.segments import read_segments
 from clipcache.cache.text import CAPTIONS
 
 
@@ -73,6 +74,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "bytes_on_disk": on_disk,
         "bytes_per_video": feature_disk // done if done else 0,
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
+        "segments": _segments(reader.path),
         "text_templates": [key for key in text_keys if not key.startswith(f"{CAPTIONS}-")],
         "text_captions": [key for key in text_keys if key.startswith(f"{CAPTIONS}-")],
         "failures": [{"path": str(paths[i]), "reason": str(errors[i])} for i in np.flatnonzero(status == FAILED)],
@@ -82,6 +84,17 @@ def store_info(path: Path) -> dict[str, Any]:
         "versions": s.extras.get("versions", {}),
         "created": s.extras.get("created", ""),
     }
+
+
+def _segments(path: Path) -> dict[str, Any] | None:
+    """What the store's temporal annotations hold: segments, ambiguous regions, classes and the counts of
+    what their rules left out or changed."""
+    table = read_segments(path)
+    if table is None:
+        return None
+    return {"segments": int((~table.ambiguous).sum()), "ambiguous": int(table.ambiguous.sum()),
+            "videos": len(np.unique(table.video)), "classes": list(table.classes), "format": table.format,
+            "sources": [source.get("name", "") for source in table.sources], "counts": dict(table.counts)}
 
 
 def _size(n: int) -> str:
@@ -117,6 +130,11 @@ def format_info(info: dict[str, Any]) -> str:
     ]
     if info["compression_ratio"] is not None:
         lines.append(f"ratio        {info['compression_ratio']}x (uncompressed / on disk)")
+    if info["segments"] is not None:
+        seg = info["segments"]
+        lines.append(f"segments     {seg['segments']} in {seg['videos']} videos, {len(seg['classes'])} classes, "
+                     f"{seg['ambiguous']} ambiguous regions ({seg['format']}: {', '.join(seg['sources'])})")
+        lines += [f"             {kind}: {count}" for kind, count in seg["counts"].items()]
     if info["text_templates"]:
         lines.append(f"text         {', '.join(info['text_templates'])}")
     if info["text_captions"]:

@@ -77,6 +77,8 @@ def dimension_names(name: str) -> tuple[str, ...]:
         return (VIDEO, VIEW, FRAME, EMBED)
     if name.startswith("text/"):
         return ("class", EMBED)
+    if name.startswith("segments/"):
+        return ("segment",)
     if name.startswith("frozen/"):
         if base == "proj":
             return (CHANNEL, EMBED)

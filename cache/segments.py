@@ -29,12 +29,12 @@ import zarr
 
 from clipcache import InputError
 from clipcache.cache.chunks import DECODE_ERRORS, damaged_rows
+from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate
 from clipcache.cache.writer import TABLE_COMPRESSORS, WRITE_EMPTY
 
 GROUP = "segments"
 PARTIAL, OLD = ".segments-partial", ".segments-old"  # hold the table in a subfolder: not zarr nodes themselves
-DIMENSIONS = ("segment",)
 COLUMNS = {"video": "int32", "start": "float64", "end": "float64", "label": "int32", "ambiguous": "bool"}
 AMBIGUOUS_LABEL = -1
 
@@ -79,7 +79,7 @@ def write_segments(store: Path | str, table: SegmentTable) -> None:
     group = zarr.open_group(str(partial / GROUP), mode="w")
     for name, values in columns.items():
         array = group.create_array(name, shape=(rows,), chunks=(max(rows, 1),), dtype=COLUMNS[name],
-                                   dimension_names=DIMENSIONS, compressors=TABLE_COMPRESSORS, config=WRITE_EMPTY)
+                                   dimension_names=dimension_names(f"segments/{name}"), compressors=TABLE_COMPRESSORS, config=WRITE_EMPTY)
         array[...] = values
     group.attrs.update({"classes": list(table.classes), "format": table.format, "sources": list(table.sources),
                         "counts": dict(table.counts), "rows": rows})

@@ -173,7 +173,8 @@ def _video_array_damage(array: zarr.Array, name: str, owns: Callable[[int], bool
 
 
 def _other_arrays(root: zarr.Group) -> list[tuple[str, zarr.Array]]:
-    """Arrays that are not per video: frozen/ parameters and text/ tables, found by walking."""
+    """Arrays that are not per video: frozen/ parameters, text/ tables and the segments/ table, found by
+    walking."""
     found = []
 
     def walk(group: zarr.Group, prefix: str) -> None:
@@ -183,7 +184,7 @@ def _other_arrays(root: zarr.Group) -> list[tuple[str, zarr.Array]]:
             else:
                 walk(node, f"{prefix}{name}/")
 
-    for top in ("frozen", "text"):
+    for top in ("frozen", "text", "segments"):
         if top in root:
             walk(root[top], f"{top}/")
     return found

@@ -5,6 +5,7 @@ open_clip model, real stores on disk, real kills and real damage.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from PIL import Image
 
 from clipcache.cache.reader import CacheReader, StoreDamageError
 from clipcache.cache.schema import DONE, FAILED, PENDING
+from clipcache.cache.segments import read_segments
 from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli
 from untrimmed_videos import WrittenVideo, misstate_length, write_audio_only, write_cfr, write_vfr
 
@@ -193,3 +195,37 @@ def test_bad_dense_options_are_one_line(tmp_path: Path, args: list[str], message
     result = run_cli("extract", tmp_path / "v", tmp_path / "s.zarr", "--model-config", TINY_CONFIG, *args)
     assert result.code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_annotations_give_splits_and_segments_and_every_problem_is_said(
+        dense_inputs: tuple[Path, dict[str, WrittenVideo]], tmp_path: Path) -> None:
+    """An ActivityNet-style JSON (ids with and without `v_`) for the three videos and one that is not there;
+    its subsets become the store's splits, its segments the store's table, each problem one line."""
+    database = {
+        "a_cfr": {"subset": "training", "duration": 9.0,
+                  "annotations": [{"segment": [1.0, 3.5], "label": "Jump"}, {"segment": [5.0, 4.0], "label": "Jump"}]},
+        "v_b_vfr": {"subset": "validation", "duration": 8.0, "annotations": [{"segment": [2.0, 6.5], "label": "Run"}]},
+        "c_misstated": {"subset": "testing", "duration": 6.0, "annotations": []},
+        "gone": {"subset": "training", "duration": 3.0, "annotations": [{"segment": [0.0, 1.0], "label": "Run"}]},
+    }
+    annotations = tmp_path / "activity_net.json"
+    annotations.write_text(json.dumps({"version": "1.3", "database": database}))
+    store = tmp_path / "annotated.zarr"
+    args = [a for a in dense_args(dense_inputs[0], store, "--annotations", annotations) if a != "--quiet"]
+    result = run_cli(*args)
+    assert result.code == 0, result
+    said = [line for line in result.stderr.splitlines() if line.startswith("annotations: ")]
+    assert len(said) == 2 and any("video not in store" in line for line in said) \
+        and any("inverted" in line for line in said), result.stderr
+    reader = CacheReader(store)
+    assert list(reader.column("split")) == ["train", "val", "test"]
+    table = read_segments(store)
+    assert table.classes == ("Jump", "Run")
+    np.testing.assert_array_equal(table.video, [0, 1])
+    np.testing.assert_array_equal(np.stack([table.start, table.end], 1), [[1.0, 3.5], [2.0, 6.5]])
+    np.testing.assert_array_equal(table.label, [0, 1])
+    info = run_cli("info", store)
+    assert "segments     2 in 2 videos, 2 classes" in info.stdout, info
+    (store / "segments" / "start" / "c" / "0").unlink()
+    verified = run_cli("verify", store)
+    assert verified.code == 1 and "segments/start" in verified.stdout, verified

@@ -25,6 +25,11 @@ class ExtractConfig(RunOptions):
              "repeatable (e.g. a train and a test list into one store). FILE is looked up in the working "
              "directory, else in VIDEOS; the paths it lists are relative to VIDEOS.",
         factory=tuple, flags=("--list",), text=list[Path], parse=tuple, metavar="FILE")
+    annotations: tuple[Path, ...] = option(
+        help="Temporal annotations of the videos, kept in the store's segments table: a THUMOS14 folder of "
+             "<Class>_val.txt/<Class>_test.txt files, an ActivityNet-1.3 or ActionFormer/OpenTAD JSON, or a "
+             "CSV/TSV of video,start,end,label[,split]; repeatable. Their splits fill the store's split column.",
+        factory=tuple, flags=("--annotations",), text=list[Path], parse=tuple, metavar="FILE")
     extensions: str = option(",".join(VIDEO_EXTENSIONS), "Video file extensions to include, comma-separated.")
     model: str = option("", "open_clip model name (see open_clip.list_models()); default ViT-B-16, or the "
                             "--model-config file's name.")

@@ -32,6 +32,9 @@ class DenseProgress:
             now = max(float(outcome.video.time[-1]), self.reached[k])
         else:  # ended (or failed): count what its container stated, so the total stays the estimate's
             now = max(self.stated[k], self.reached[k])
+        if now > self.stated[k]:  # longer than its container says: the total grows by the difference
+            self.bar.total += now - self.stated[k]
+            self.stated[k] = now
         self.bar.update(now - self.reached[k])
         self.reached[k] = now
         rate = self.samples / max(time.monotonic() - self.began, 1e-9)

@@ -28,6 +28,7 @@ from clipcache.cache.schema import DENSE, StoreSettings, inputs_digest
 from clipcache.cache.verify import verify_store
 from clipcache.cache.writer import StoreWriter, check_complete, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
+from clipcache.pipeline.extract.annotated import Annotated, annotate, store_segments
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Recipe, Task
 from clipcache.pipeline.extract.dense_groups import DenseGroups
@@ -143,10 +144,11 @@ def _columns(listing: VideoList) -> tuple[list[str], list[int], list[str]]:
 
 
 def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
-                   frozen: dict[str, np.ndarray], split: WorkSplit) -> None:
+                   frozen: dict[str, np.ndarray], split: WorkSplit, annotated: Annotated | None) -> None:
     """Create the store, replace it (--overwrite), or check that it was made with the same settings, then
-    with --repair mark this run's damaged groups pending. Runs under the store's lock, so no other run
-    creates, deletes or repairs it meanwhile; under torchrun rank 0 does it for every rank."""
+    with --repair mark this run's damaged groups pending, and write the annotations' segments. Runs under
+    the store's lock, so no other run creates, deletes or repairs it meanwhile; under torchrun rank 0 does
+    it for every rank."""
     for leftover in remove_leftovers(cfg.store):
         note(f"removed {leftover}, left by a run killed while it created or replaced {cfg.store}", cfg.quiet)
     if cfg.overwrite:
@@ -162,6 +164,8 @@ def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoLi
         note(f"{cfg.store}: repairing {len(report.damaged_videos())} damaged videos in {len(groups)} groups "
              f"({damaged})" if report.damage else f"{cfg.store}: no damage found", cfg.quiet)
     check_complete(cfg.store, settings)
+    if split.is_main:
+        store_segments(cfg.store, annotated)
 
 
 def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
@@ -170,7 +174,7 @@ def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
 
 
 def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, frozen: dict[str, np.ndarray],
-                split: WorkSplit) -> StoreLock:
+                split: WorkSplit, annotated: Annotated | None) -> StoreLock:
     """Take the store's lock and prepare the store under it. Under torchrun rank 0 does both for every
     rank and shares the outcome, so all ranks refuse together or go on together."""
     if cfg.overwrite and split.world > 1 and not split.torchrun:
@@ -183,7 +187,7 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
         shard = (split.rank, split.world) if split.world > 1 and not split.torchrun else None
         me = Holder.this_process(_job(cfg, settings), shard, split.world if split.torchrun else 1)
         try:
-            for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen, split)):
+            for stale in lock.acquire(me, lambda: _prepare_store(cfg, settings, listing, frozen, split, annotated)):
                 note(f"{cfg.store}: removed the stale lock of a run that died ({stale.describe()})", cfg.quiet)
         except InputError as error:
             refusal = str(error)
@@ -204,11 +208,16 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     listing = discover_videos(cfg.videos, cfg.lists, cfg.extensions.split(","))
     for line in listing.skipped:
         note(f"{line} (left out)", cfg.quiet)
+    annotated = annotate(listing, cfg.annotations) if cfg.annotations else None
+    if annotated is not None:
+        listing = annotated.listing
+        for line in annotated.problems:
+            note(f"annotations: {line}", cfg.quiet)
     loaded = load_model(cfg.model, cfg.pretrained, cfg.model_config, device="cpu")
     settings = build_settings(cfg, loaded, listing)
     views = ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops)
     frozen = frozen_parameters(loaded.model, settings.layers)
-    with _lock_store(cfg, settings, listing, frozen, split):
+    with _lock_store(cfg, settings, listing, frozen, split, annotated):
         found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
