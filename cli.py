@@ -121,9 +121,13 @@ def extract(cfg: ExtractConfig) -> None:
 
     Rerunning the same command resumes; under `torchrun --nproc-per-node N` the ranks split the work.
     """
+    from clipcache.pipeline.extract.run import dry_run
     from clipcache.pipeline.extract.run import extract as run_extract
     from clipcache.pipeline.extract.summary import format_extract_summary
 
+    if cfg.dry_run:
+        typer.echo(_run(lambda: dry_run(cfg)))
+        return
     try:
         summary = _run(lambda: run_extract(cfg))
     except KeyboardInterrupt:

@@ -97,7 +97,8 @@ def _segments(path: Path) -> dict[str, Any] | None:
             "sources": [source.get("name", "") for source in table.sources], "counts": dict(table.counts)}
 
 
-def _size(n: int) -> str:
+def size_text(n: float) -> str:
+    """Bytes in the largest unit that keeps the number at or above 1."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
@@ -126,7 +127,7 @@ def format_info(info: dict[str, Any]) -> str:
           [f"dense        {_rate(info['fps'])}: {info['stored_frames']} frames of {info['hours']:g} hours of video, "
            f"tokens: {info['keep_tokens']}"]),
         f"dtype        {info['dtype']}, compression {info['compression']}",
-        f"disk         {_size(info['bytes_on_disk'])} in all, {_size(info['bytes_per_video'])} per video",
+        f"disk         {size_text(info['bytes_on_disk'])} in all, {size_text(info['bytes_per_video'])} per video",
     ]
     if info["compression_ratio"] is not None:
         lines.append(f"ratio        {info['compression_ratio']}x (uncompressed / on disk)")

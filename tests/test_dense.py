@@ -229,3 +229,22 @@ def test_annotations_give_splits_and_segments_and_every_problem_is_said(
     (store / "segments" / "start" / "c" / "0").unlink()
     verified = run_cli("verify", store)
     assert verified.code == 1 and "segments/start" in verified.stdout, verified
+
+
+def test_dry_run_says_what_a_run_would_do_and_writes_nothing(
+        dense_store: Path, dense_inputs: tuple[Path, dict[str, WrittenVideo]], tmp_path: Path) -> None:
+    store = tmp_path / "planned.zarr"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    planned = run_cli(*dense_args(dense_inputs[0], store, "--dry-run"))
+    assert planned.code == 0 and "videos       3 found, 0 listed but missing" in planned.stdout, planned
+    assert f"{store} would be created (clipcache/3)" in planned.stdout
+    frames = int(planned.stdout.split(" frames, ")[0].rsplit(" ", 1)[1])
+    assert frames == 9 * RATE + 8 * RATE + 4 * RATE  # the misstated container says 4 s: an estimate
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    resumed = run_cli(*dense_args(dense_inputs[0], dense_store, "--dry-run"))
+    assert "exists with these settings: 0 videos pending" in resumed.stdout, resumed
+    other = run_cli(*dense_args(dense_inputs[0], dense_store, "--dry-run", "--layers", "-1"))
+    assert "would be refused" in other.stdout and "layers" in other.stdout, other
+    clips = run_cli("extract", dense_inputs[0], store, "--model-config", TINY_CONFIG, "--frames", "4", "--layers",
+                    "-1", "--dry-run")
+    assert clips.code == 0 and "estimate     12 frames" in clips.stdout and not store.exists(), clips

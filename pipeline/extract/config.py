@@ -64,5 +64,8 @@ class ExtractConfig(RunOptions):
     shard: str | None = option(None, "i/n: this job's share of the work (job arrays without torchrun).")
     strict: bool = option(False, "Exit 1 if any video failed.")
     retry_failed: bool = option(False, "Decode the store's failed videos again (in place; the others are kept).")
+    dry_run: bool = option(False, "Read the inputs (folders, lists, annotations) and print what a run would do: "
+                                  "videos found and missing, splits, segments, the store's fate, estimated frames "
+                                  "and bytes. Writes nothing.")
     repair: bool = option(False, "Redo the videos whose stored data is damaged (what `clipcache verify` finds), "
                                  "with their shard groups.")

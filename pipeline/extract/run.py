@@ -34,6 +34,7 @@ from clipcache.pipeline.extract.decode_pool import DecodePool, Outcome, Recipe, 
 from clipcache.pipeline.extract.dense_groups import DenseGroups
 from clipcache.pipeline.extract.dense_progress import DenseProgress
 from clipcache.pipeline.extract.dense_recipe import DenseRecipe
+from clipcache.pipeline.extract.dry_run import describe_run
 from clipcache.pipeline.extract.encoder import FrozenImageEncoder, frozen_parameters, resolve_layers, vision_blocks
 from clipcache.pipeline.extract.groups import GroupEncoder
 from clipcache.pipeline.extract.plan import GroupWork, plan_groups
@@ -199,12 +200,9 @@ def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList,
     return lock
 
 
-def extract(cfg: ExtractConfig) -> ExtractSummary:
-    """Run stage one for this process's share of the work and summarise the store."""
+def _inputs(cfg: ExtractConfig) -> tuple[VideoList, Annotated | None, LoadedModel, StoreSettings]:
+    """The videos, their annotations, the model and the store's identity: what a run and a dry run read."""
     _validate(cfg)
-    device = resolve_device(cfg.device)
-    began = time.monotonic()
-    split = work_split(cfg.shard)
     listing = discover_videos(cfg.videos, cfg.lists, cfg.extensions.split(","))
     for line in listing.skipped:
         note(f"{line} (left out)", cfg.quiet)
@@ -214,7 +212,21 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
         for line in annotated.problems:
             note(f"annotations: {line}", cfg.quiet)
     loaded = load_model(cfg.model, cfg.pretrained, cfg.model_config, device="cpu")
-    settings = build_settings(cfg, loaded, listing)
+    return listing, annotated, loaded, build_settings(cfg, loaded, listing)
+
+
+def dry_run(cfg: ExtractConfig) -> str:
+    """What `extract` would do with these options, writing nothing (see dry_run.py)."""
+    listing, annotated, _, settings = _inputs(cfg)
+    return describe_run(cfg.store, listing, annotated, settings)
+
+
+def extract(cfg: ExtractConfig) -> ExtractSummary:
+    """Run stage one for this process's share of the work and summarise the store."""
+    device = resolve_device(cfg.device)
+    began = time.monotonic()
+    split = work_split(cfg.shard)
+    listing, annotated, loaded, settings = _inputs(cfg)
     views = ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops)
     frozen = frozen_parameters(loaded.model, settings.layers)
     with _lock_store(cfg, settings, listing, frozen, split, annotated):
