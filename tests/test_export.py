@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,96 @@ def test_actionformer_export_puts_each_feature_at_its_stored_time(dense_store: P
     assert load(out / "ambiguous.json") == {"a": [[2.3, 2.9]]}
     text = str(summary)
     assert "past the end: 1 segments clipped to the end" in text and "feat_stride: 1" in text, text
+
+
+def test_cls_tokens_export_and_bad_feature_choices(dense_store: Path, tmp_path: Path) -> None:
+    reader = CacheReader(dense_store)
+    block = reader.settings.layers[0]
+    summary = export(ExportConfig(store=dense_store, out=tmp_path / "cls", format="npy", features="cls:-1", quiet=True))
+    assert summary.exported == 2
+    np.testing.assert_array_equal(np.load(tmp_path / "cls" / "b.npy"),
+                                  reader.dense(1, f"block_{block}")[:, 0].astype(np.float32))
+    for spec, message in [("cls:0", "keeps no block 0"), ("tokens", "expected pooled or cls:<block>"),
+                          ("cls:x", "expected pooled or cls:<block>")]:
+        with pytest.raises(InputError, match=message):
+            export(ExportConfig(store=dense_store, out=tmp_path / spec, features=spec, quiet=True))
+        assert not (tmp_path / spec).exists()
+
+
+def test_npy_export_of_dense_and_clip_stores(dense_store: Path, videos: Path, tmp_path: Path) -> None:
+    dense = CacheReader(dense_store)
+    export(ExportConfig(store=dense_store, out=tmp_path / "dense", format="npy", quiet=True))
+    np.testing.assert_array_equal(np.load(tmp_path / "dense" / "a.npy"), dense.dense(0, "pooled").astype(np.float32))
+    np.testing.assert_allclose(np.load(tmp_path / "dense" / "a_timestamps_ms.npy"), dense.dense(0, "time") * 1000)
+    assert np.load(tmp_path / "dense" / "a_fps.npy") == RATE
+
+    clips = CacheReader(extract(videos, tmp_path / "clips.zarr", "--list", "list.csv", "--frames", "4", "--clips", "2",
+                                 "--layers", "-1"))
+    summary = export(ExportConfig(store=clips.path, out=tmp_path / "clips", format="npy", quiet=True))
+    assert summary.exported == 2
+    for video, stem in enumerate("ab"):
+        np.testing.assert_array_equal(np.load(tmp_path / "clips" / f"{stem}.npy"),
+                                      clips.pooled(video)[0].astype(np.float32))  # view 0: the first clip
+        frames, fps = clips.column("frame_index")[video, 0], clips.column("fps")[video]
+        assert fps == pytest.approx(10) and np.load(tmp_path / "clips" / f"{stem}_fps.npy") == pytest.approx(10)
+        timestamps = np.load(tmp_path / "clips" / f"{stem}_timestamps_ms.npy")
+        np.testing.assert_allclose(timestamps, frames / 10 * 1000, rtol=1e-6)
+        assert timestamps.shape == (4,) and (np.diff(timestamps) > 0).all()
+    with pytest.raises(InputError, match="needs a dense store"):
+        export(ExportConfig(store=clips.path, out=tmp_path / "af", quiet=True))
+    assert not (tmp_path / "af").exists()
+
+
+def test_the_folder_is_replaced_only_when_an_export_made_it(dense_store: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="not made by `clipcache export`"):
+            export(ExportConfig(store=dense_store, out=foreign, overwrite=overwrite, quiet=True))
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+    out = tmp_path / "out"
+    export(ExportConfig(store=dense_store, out=out, format="npy", quiet=True))
+    (out / "mine.txt").write_text("kept")
+    with pytest.raises(InputError, match="--overwrite replaces it"):
+        export(ExportConfig(store=dense_store, out=out, quiet=True))
+    export(ExportConfig(store=dense_store, out=out, overwrite=True, quiet=True))  # npy files -> actionformer files
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == sorted([MARKER, "actionformer.yaml", "ambiguous.json", "annotations.json", "features.json",
+                            "features/a.npy", "features/b.npy", "mine.txt"])
+    assert (out / "mine.txt").read_text() == "kept"
+
+
+def test_a_store_of_every_frame_exports_only_evenly_timed_videos(tmp_path: Path) -> None:
+    write_cfr(tmp_path / "v" / "even.mp4", 2, fps=10)
+    write_vfr(tmp_path / "v" / "uneven.mkv", 3)
+    store = extract(tmp_path / "v", tmp_path / "all.zarr", "--fps", "all")
+    summary = export(ExportConfig(store=store, out=tmp_path / "out", quiet=True))
+    assert summary.exported == 1 and len(summary.bad) == 1, summary
+    assert "uneven.mkv" in summary.bad[0] and "not evenly spaced" in summary.bad[0] and "\n" not in summary.bad[0]
+    database = load(tmp_path / "out" / "annotations.json")["database"]
+    assert list(database) == ["even"] and database["even"]["fps"] == 10
+    assert load(tmp_path / "out" / "features.json")["actionformer"]["default_fps"] == 10
+    assert np.load(tmp_path / "out" / "features" / "even.npy").shape[0] == 20
+    assert not (tmp_path / "out" / "features" / "uneven.npy").exists()
+
+
+def test_two_videos_with_one_stem_are_refused(tmp_path: Path) -> None:
+    write_cfr(tmp_path / "v" / "x" / "clip.mp4", 1)
+    write_cfr(tmp_path / "v" / "y" / "clip.mp4", 1)
+    store = extract(tmp_path / "v", tmp_path / "s.zarr", "--fps", "2")
+    with pytest.raises(InputError, match=r"x/clip.mp4 and y/clip.mp4 share the file stem 'clip'"):
+        export(ExportConfig(store=store, out=tmp_path / "out", quiet=True))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_video_is_one_line_and_the_rest_is_exported(dense_store: Path, tmp_path: Path) -> None:
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(dense_store, store)
+    (store / "dense/1/pooled/c/0/0").unlink()
+    summary = export(ExportConfig(store=store, out=tmp_path / "out", quiet=True))
+    assert summary.exported == 1 and len(summary.bad) == 1, summary
+    assert "dense/1/pooled of video 1 (b.mp4) is damaged" in summary.bad[0] and "\n" not in summary.bad[0]
+    assert list(load(tmp_path / "out" / "annotations.json")["database"]) == ["a"]
+    assert "1 left out for bad input" in str(summary)
