@@ -29,6 +29,7 @@ import typer
 from clipcache import InputError, __version__
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
+from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of
 from clipcache.pipeline.train.config import TrainConfig
@@ -201,6 +202,16 @@ def eval_(cfg: EvalConfig) -> None:
 
     report = _run(lambda: evaluate(cfg))
     typer.echo(json.dumps(report, indent=2) if cfg.as_json else format_report(report))
+
+
+@command(ExportConfig, "export", epilog="Examples: clipcache export thumos.zarr thumos_features/ --format actionformer; "
+                                       "clipcache export features.zarr npy/ --format npy")
+def export(cfg: ExportConfig) -> None:
+    """Write a store's features for other tools: ActionFormer/OpenTAD (one (T, C) .npy per video, the annotations
+    JSON and the exact feature settings), or video_features' per-video .npy with fps and timestamps."""
+    from clipcache.pipeline.export.run import export as run_export
+
+    typer.echo(str(_run(lambda: run_export(cfg))))
 
 
 @command(DemoConfig, "demo", epilog="Example: clipcache demo --out demo_out")
