@@ -32,6 +32,7 @@ from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of
+from clipcache.pipeline.thread_options import ThreadOptions
 from clipcache.pipeline.train.config import TrainConfig
 
 app = typer.Typer(
@@ -79,7 +80,8 @@ def _parameter(f: dataclasses.Field, cli: Cli, hint: Any) -> inspect.Parameter:
 def command(config: type[C], name: str, epilog: str) -> Callable[[Callable[[C], None]], Callable[[C], None]]:
     """Register `body(cfg)` as command `name`, with one option per command-line field of `config`."""
     hints = get_type_hints(config)
-    own = list(config.__annotations__)
+    # the command's own fields: those of the first class that declares any (a command may only mix groups in)
+    own = list(next(vars(c)["__annotations__"] for c in config.__mro__ if vars(c).get("__annotations__")))
     exposed = [(f, cli) for f in dataclasses.fields(config) if (cli := cli_of(f)) is not None]
     # positional arguments, then the command's own options, then the shared groups it mixes in
     exposed.sort(key=lambda pair: (not pair[1].argument, pair[0].name not in own,
@@ -170,10 +172,19 @@ def verify(cfg: VerifyConfig) -> None:
         raise typer.Exit(1)
 
 
-@command(TrainConfig, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
+@dataclasses.dataclass(kw_only=True)
+class TrainCommand(TrainConfig, ThreadOptions):
+    """train-head's options: the run's (TrainConfig, recorded in run.json) and the threads it computes on, which
+    are not part of the run: a resumed run may use other threads."""
+
+    def run_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+
+@command(TrainCommand, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
                                            "--shots 8 --seeds 3; retrieval: clipcache train-head features.zarr "
                                            "--head prompt --captions captions.csv --out runs/retrieval")
-def train_head(cfg: TrainConfig) -> None:
+def train_head(cfg: TrainCommand) -> None:
     """Train a light head on cached features (no video is decoded, no image encoder runs).
 
     With --shots K it trains one K-shot run per seed (OUT/seed-<s>); with --base-to-novel it trains on half
@@ -184,7 +195,7 @@ def train_head(cfg: TrainConfig) -> None:
     from clipcache.pipeline.evaluate.protocols import format_training, run_train_head
     from clipcache.pipeline.train.distributed import is_main
 
-    result = _run(lambda: run_train_head(cfg))
+    result = _run(lambda: run_train_head(cfg.run_config(), cfg.threads))
     if is_main():  # under torchrun every rank trains; rank 0 reports
         typer.echo(format_training(result))
 

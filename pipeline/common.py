@@ -1,4 +1,5 @@
-"""The few helpers both stages share: where a model runs, in which precision, and in how many processes."""
+"""The few helpers both stages share: where a model runs, in which precision, on how many threads and in how many
+processes."""
 from __future__ import annotations
 
 import os
@@ -46,3 +47,36 @@ def note(line: str | None, quiet: bool = False) -> None:
     intact."""
     if line and not quiet:
         tqdm.write(line, file=sys.stderr)
+
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def compute_threads(requested: int | None) -> int:
+    """Torch intra-op threads for stage two. Torch's default (one per core) spin-waits at every operation's
+    barrier for cores that something else holds (the dataset's read threads, decode workers, another job): with
+    one competing busy process on 2 cores a text head's epoch ran 30-80x slower (issue 20), and in
+    `benchmarks/threads.py` the text and attnpool steps on 2 threads fell to 0.4-0.5 of their idle speed where
+    1 thread kept 0.97-1.06 (2 threads were 1.1-2.0x faster than 1 on the idle machine). So: `requested` when
+    given (an OMP_NUM_THREADS the user set counts as one); else half the usable cores, the rest left to the
+    read threads and to other processes so that a barrier seldom waits for a core, fewer when the load average
+    says other processes already keep more than half busy, shared among the ranks torchrun started here."""
+    if requested is not None:
+        if requested < 1:
+            raise InputError(f"--threads must be at least 1, got {requested}")
+        return requested
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = _usable_cores()
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    ranks = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    return max(1, min(cores // 2, cores - busy) // ranks)
+
+
+def use_compute_threads(requested: int | None) -> int:
+    """Set torch's intra-op threads for this process by `compute_threads` and return how many."""
+    threads = compute_threads(requested)
+    torch.set_num_threads(threads)
+    return threads

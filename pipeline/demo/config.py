@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipcache.pipeline.options import RunOptions, option
+from clipcache.pipeline.thread_options import ThreadOptions
 
 
 @dataclass(kw_only=True)
-class DemoConfig(RunOptions):
+class DemoConfig(RunOptions, ThreadOptions):
     out: Path = option(Path("demo_out"), "Folder for the sample videos, the store and the run: new, empty, or made by "
                                          "an earlier demo (whose outputs are replaced).")

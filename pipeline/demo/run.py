@@ -12,6 +12,7 @@ from pathlib import Path
 from clipcache import InputError
 from clipcache.cache.info import format_info
 from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.common import use_compute_threads
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.demo.synthetic import write_demo_videos
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
@@ -56,6 +57,7 @@ def run_demo(cfg: DemoConfig) -> str:
     write_demo_videos(videos, DEMO_SPLITS)
     summary = extract(ExtractConfig(videos=videos, store=store, model="clipcache-demo", frames=8, layers="-4:",
                                     device=device, workers=2, quiet=quiet))
+    use_compute_threads(cfg.threads)  # stage two's threads
     train_head(TrainConfig(store=store, head="text", out=run_dir, device=device, quiet=quiet))  # the defaults
     rows = [result.record for result in (zero_shot(store, device=device), linear_probe(CacheReader(store)),
                                          evaluate_checkpoint(store, run_dir, device=device))]

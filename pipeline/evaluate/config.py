@@ -15,13 +15,14 @@ from clipcache.pipeline.options import (
     argument,
     option,
 )
+from clipcache.pipeline.thread_options import ThreadOptions
 
 Probe = StrEnum("Probe", {"linear": "linear"})
 Weights = StrEnum("Weights", {"best": "best", "last": "last"})
 
 
 @dataclass(kw_only=True)
-class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions):
+class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions):
     store: Path = argument("A store made by `clipcache extract`.")
     checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view); a retrieval run "
                                            "reads the caption file it was trained with (--captions names a moved "

@@ -11,7 +11,7 @@ import numpy as np
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import head_class
-from clipcache.pipeline.common import launched, note
+from clipcache.pipeline.common import launched, note, use_compute_threads
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
 from clipcache.pipeline.evaluate.report import format_report, split_note, write_result
 from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description, run_metrics
@@ -20,9 +20,11 @@ from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
 
 
-def run_train_head(cfg: TrainConfig) -> dict[str, Any]:
+def run_train_head(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
     """`clipcache train-head`: one run, or the protocol its options name (K-shot over seeds, base-to-novel),
-    whose result goes to OUT/eval/<what was evaluated>/."""
+    whose result goes to OUT/eval/<what was evaluated>/; computed on `threads` torch threads (default: by
+    `compute_threads`)."""
+    use_compute_threads(threads)
     if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1)):
         raise InputError("--base-to-novel and --shots with several --seeds run in one process (each run is small); "
                          "start them without torchrun")

@@ -6,7 +6,7 @@ from typing import Any
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.pipeline.common import note
+from clipcache.pipeline.common import note, use_compute_threads
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
 from clipcache.pipeline.evaluate.probe import linear_probe
@@ -64,6 +64,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     CLIP (classification, or retrieval with --captions), a linear probe, or a zero-shot protocol; writes the
     result into its own folder and returns the record with `output`, that folder."""
     _check(cfg)
+    use_compute_threads(cfg.threads)
     result = _run(cfg)
     record = result.record
     note(left_out_note(record["left_out"], str(cfg.store)), cfg.quiet)
