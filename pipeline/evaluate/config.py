@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from clipcache import InputError
 from clipcache.pipeline.options import (
     CaptionOptions,
     JsonOutput,
@@ -19,6 +20,21 @@ from clipcache.pipeline.thread_options import ThreadOptions
 
 Probe = StrEnum("Probe", {"linear": "linear"})
 Weights = StrEnum("Weights", {"best": "best", "last": "last"})
+Fractions = tuple[float, float, float]
+
+
+def parse_fractions(text: str | None) -> Fractions | None:
+    """`--split-fractions TRAIN,VAL,TEST`: three fractions, train above 0, that add up to 1."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise InputError(f"--split-fractions {text}: expected TRAIN,VAL,TEST fractions that add up to 1 "
+                         "(train above 0), e.g. 0.7,0.1,0.2")
+    return values  # type: ignore[return-value]
 
 
 @dataclass(kw_only=True)
@@ -32,7 +48,13 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions,
                                        "chosen on validation, or by cross-validation on train when validation is "
                                        "the split scored. Never scores a video it was fitted on.")
     split: str | None = option(None, "Split (or file of paths) to score (default: the run's test split, else "
-                                     "test; a store without a test split scores val, and says so).")
+                                     "test; a store without a test split scores val, and says so); all: every "
+                                     "video (zero-shot; the probe then scores each by cross-validation).")
+    split_fractions: Fractions | None = option(
+        None, "A store without splits (a root/<class>/<video> folder): the TRAIN,VAL,TEST fractions of the "
+              "stratified splits drawn for it with seed 0 (default 0.7,0.1,0.2, which train-head uses too; "
+              "recorded in the result as split_drawn).", text=str, parse=parse_fractions,
+        metavar="TRAIN,VAL,TEST")
     half_classes: int = option(0, "Zero-shot: N random halves of the classes, mean ± std (Text4Vis).")
     base_to_novel: bool = option(False, "Zero-shot on the base and novel halves used by train-head --base-to-novel.")
     weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")

@@ -5,6 +5,8 @@ The split reported is never used for fitting or for choosing C. With a test spli
 C is chosen on validation and the probe refit on train+val before scoring test (CLIP's protocol). When the
 split reported is the validation split (a store without a test split falls back to it, or `--split val`),
 C is chosen by stratified cross-validation on the training videos and the probe is fitted on them alone.
+Asked to score every video (`--split all`, e.g. of a store without splits), it scores each fold of a stratified
+k-fold with a probe fitted on the other folds, its C chosen by cross-validation within those.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.results import METRICS, Result, Scores, describe, over_runs, single
-from clipcache.pipeline.train.splits import EvalSplit, evaluation_split, train_val_test
+from clipcache.pipeline.train.splits import ALL, EvalSplit, evaluation_split, train_val_test
 
 FIRST_EXPONENTS = (-6, -4, -2, 0, 2, 4, 6)  # log10 C, where CLIP starts its search
 FINEST_STEP = 1 / 8  # CLIP stops at 8 steps per decade
@@ -119,15 +121,49 @@ def _probe_once(reader: CacheReader, videos: np.ndarray, features: np.ndarray, f
     return details, Scores(scored.videos, y_test, probs, reader.classes, f"seed-{seed}")
 
 
+def every_video_probe(reader: CacheReader, scored: EvalSplit, seed: int = 0) -> tuple[dict[str, Any], Scores]:
+    """Each video of `scored` scored by a probe that never saw it: stratified folds (CV_FOLDS at most), each
+    scored by a probe fitted on the other folds with C chosen by cross-validation within them."""
+    y = reader.column("label")[scored.videos]
+    counts = np.bincount(y)
+    folds = min(CV_FOLDS, int(counts[counts > 0].min()))
+    if folds < 2 or len(counts[counts > 0]) < 2:
+        raise InputError(f"{reader.path}: --split {ALL} scores each video by cross-validation, which needs two "
+                         "classes with two done videos each at least")
+    x = video_features(reader, scored.videos)
+    probs, chosen = np.zeros((len(y), len(reader.classes))), []
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        score = cross_validated(x[fit], y[fit], seed)
+        c = 1.0 if score is None else search_c(score)[0]
+        model = _fit(x[fit], y[fit], c)
+        probs[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
+        chosen.append(c)
+    details = {"seed": seed, "C": chosen, "selection": "cross-validation within each fold's training videos",
+               "fitted_on": f"the other {folds - 1} of {folds} stratified folds", "folds": folds}
+    return details, Scores(scored.videos, y, probs, reader.classes, f"seed-{seed}")
+
+
 def linear_probe(reader: CacheReader, train: str = "train", val: str = "val", test: str = "test",
-                 shots: int | None = None, seeds: int = 3) -> Result:
-    """One probe on the full training split, or K-shot probes over `seeds` seeds (mean and std)."""
+                 shots: int | None = None, seeds: int = 3, fractions: tuple[float, float, float] | None = None
+                 ) -> Result:
+    """One probe on the full training split, or K-shot probes over `seeds` seeds (mean and std); every video
+    by cross-validation when `test` is "all". `fractions` draw the splits of a store without splits."""
     if shots is not None and shots < 1:
         raise InputError(f"--shots must be at least 1, got {shots}")
     if seeds < 1:
         raise InputError(f"--seeds must be at least 1, got {seeds}")
-    scored = evaluation_split(reader, test)
-    fits = [train_val_test(reader, train, val, test, shots, seed) for seed in (range(seeds) if shots else [0])]
+    scored = evaluation_split(reader, test, fractions=fractions)
+    if test == ALL:
+        if shots:
+            raise InputError(f"--shots trains on a split: not with --split {ALL}, which cross-validates every video")
+        details, scores = every_video_probe(reader, scored)
+        description = describe(reader, method=METHOD, split=scored, held_out=True,
+                               options={"cross_validated": True}, protocol="single")
+        result = single(description, scores)
+        result.record["runs"] = [{**details, **{k: v for k, v in scores.metrics().items() if k in METRICS}}]
+        return result
+    fits = [train_val_test(reader, train, val, test, shots, seed, fractions)
+            for seed in (range(seeds) if shots else [0])]
     for fit in fits:
         shared = int(np.isin(scored.videos, fit["train"]).sum())
         if shared:

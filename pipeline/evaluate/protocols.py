@@ -18,6 +18,7 @@ from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_desc
 from clipcache.pipeline.evaluate.zero_shot import zero_shot
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.loop import train_head
+from clipcache.pipeline.train.splits import drawn_note, store_splits
 
 
 def run_train_head(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
@@ -25,6 +26,8 @@ def run_train_head(cfg: TrainConfig, threads: int | None = None) -> dict[str, An
     whose result goes to OUT/eval/<what was evaluated>/; computed on `threads` torch threads (default: by
     `compute_threads`)."""
     use_compute_threads(threads)
+    if cfg.captions is None and not Path(cfg.train_split).is_file():
+        note(drawn_note(cfg.store, store_splits(CacheReader(cfg.store))[1]), cfg.quiet)
     if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1)):
         raise InputError("--base-to-novel and --shots with several --seeds run in one process (each run is small); "
                          "start them without torchrun")
@@ -105,20 +108,23 @@ def base_to_novel(cfg: TrainConfig) -> Result:
 
 def zero_shot_base_to_novel(store: Path, seed: int = 0, split: str = "test", templates: str = "text4vis",
                             names_file: Path | None = None, device: str = "auto", quiet: bool = True,
-                            pretrained: Path | None = None) -> Result:
+                            pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None
+                            ) -> Result:
     """The untrained reference on the same base and novel halves as `base_to_novel` with this seed."""
     halves = _halves(CacheReader(store), seed)
-    results = [zero_shot(store, split, templates, names_file, device, half, quiet, pretrained) for half in halves]
+    results = [zero_shot(store, split, templates, names_file, device, half, quiet, pretrained, fractions)
+               for half in halves]
     return _base_novel_result(halves, results, seed, {"templates": templates, "class_names": names_file})
 
 
 def half_class_zero_shot(store: Path, halves: int, split: str = "test", templates: str = "text4vis",
                          names_file: Path | None = None, device: str = "auto", quiet: bool = True,
-                         pretrained: Path | None = None) -> Result:
+                         pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None
+                         ) -> Result:
     """Text4Vis's protocol: zero-shot top-1 on N random halves of the classes (seeds 0..N-1), mean ± std."""
     classes = CacheReader(store).classes
     results = [_named(zero_shot(store, split, templates, names_file, device, split_classes(classes, seed)[0],
-                                quiet, pretrained), f"half-{seed}") for seed in range(halves)]
+                                quiet, pretrained, fractions), f"half-{seed}") for seed in range(halves)]
     options = {"templates": templates, "class_names": names_file, "halves": halves}
     description = protocol_description(results, "half-class zero-shot", options)
     runs = [run_metrics(r, seed=s, classes=r.record["options"]["classes"]) for s, r in enumerate(results)]

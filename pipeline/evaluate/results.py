@@ -6,8 +6,9 @@ A record (written as result.json; `eval --json` prints the same) is one flat JSO
   `store` (absolute path), `store_fingerprint`, `model`, `pretrained`, `method` ("zero-shot", "linear probe",
   "head <name>"), `checkpoint` (weights file or null), `protocol` ("single", "few-shot", "base-to-novel",
   "half-class zero-shot"), `options` (everything else that defines the evaluation: templates, shots, ...);
-- on what: `split` (the split scored: a name or a file of paths), `split_requested` (differs only after the
-  test -> val fallback), `held_out` (true: no scored video was used for fitting or for model selection;
+- on what: `split` (the split scored: a name, a file of paths, or "all"), `split_requested` (differs only after
+  the test -> val fallback), `split_drawn` (a store without splits: the fractions, seed and stratification its
+  splits were drawn with, splits.py; else null), `held_out` (true: no scored video was used for fitting or for model selection;
   null: unknown, e.g. a head trained on another store), `classes` (how many);
 - the numbers: `videos`, `top1`, `top5` (null with 5 classes or fewer, where it is always 1), and
   `mean_class_accuracy`; a protocol reports the mean over its runs with `<metric>_std` beside each and
@@ -42,10 +43,11 @@ METRICS = ("videos", "top1", "top5", "mean_class_accuracy")
 STD = "population standard deviation over the runs (numpy's std, ddof=0, as CoOp's parse_test_res.py)"
 # the fields `describe` gives every record, in its order
 DESCRIPTION = ("layout", "clipcache", "created", "dataset", "store", "store_fingerprint", "model", "pretrained",
-               "method", "checkpoint", "protocol", "options", "split", "split_requested", "held_out", "classes",
-               "left_out")
+               "method", "checkpoint", "protocol", "options", "split", "split_requested", "split_drawn", "held_out",
+               "classes", "left_out")
 # the fields that say which evaluation a record is: two records that agree on them are the same evaluation
-IDENTITY = ("store", "store_fingerprint", "method", "checkpoint", "protocol", "split_requested", "options")
+IDENTITY = ("store", "store_fingerprint", "method", "checkpoint", "protocol", "split_requested", "split_drawn",
+            "options")
 
 
 @dataclass
@@ -89,7 +91,8 @@ def describe(reader: CacheReader, *, method: str, split: EvalSplit, held_out: bo
         "store_fingerprint": settings.fingerprint(), "model": settings.model, "pretrained": settings.pretrained,
         "method": method, "checkpoint": str(checkpoint.resolve()) if checkpoint else None, "protocol": protocol,
         "options": _plain(options),
-        "split": split.name, "split_requested": split.requested, "held_out": held_out,
+        "split": split.name, "split_requested": split.requested,
+        "split_drawn": split.drawn.to_json() if split.drawn else None, "held_out": held_out,
         "classes": classes if classes is not None else len(reader.classes), "left_out": left_out(reader),
     }
 

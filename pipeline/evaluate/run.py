@@ -14,7 +14,7 @@ from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_sho
 from clipcache.pipeline.evaluate.report import captions_note, check_out, split_note, write_result
 from clipcache.pipeline.evaluate.results import Result
 from clipcache.pipeline.evaluate.zero_shot import zero_shot, zero_shot_retrieval
-from clipcache.pipeline.train.splits import TEST, left_out_note
+from clipcache.pipeline.train.splits import ALL, TEST, Drawn, drawn_note, left_out_note
 
 DEFAULT_OUT = Path("eval")  # zero-shot and probe results without --out: ./eval/<what was evaluated>/
 
@@ -35,28 +35,32 @@ def _check(cfg: EvalConfig) -> None:
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise InputError(f"--{name} must be at least 1, got {value}")
+    if cfg.split_fractions is not None and (cfg.checkpoint is not None or cfg.captions is not None):
+        raise InputError("--split-fractions draws the splits of zero-shot and probe classification; a run is "
+                         "scored on the splits it was trained on (drawn at 0.7,0.1,0.2 for a store without splits)")
     if cfg.half_classes < 0:
         raise InputError(f"--half-classes must be at least 1, got {cfg.half_classes}")
     check_out(cfg.out)
 
 
 def _run(cfg: EvalConfig) -> Result:
-    split, moved = cfg.split or TEST, cfg.pretrained
+    split, moved, fractions = cfg.split or TEST, cfg.pretrained, cfg.split_fractions
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
                                    quiet=cfg.quiet, captions=cfg.captions, pretrained=moved)
     if cfg.half_classes:
         return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
-                                    cfg.quiet, moved)
+                                    cfg.quiet, moved, fractions)
     if cfg.base_to_novel:
         return zero_shot_base_to_novel(cfg.store, 0, split, cfg.templates, cfg.class_names, cfg.device, cfg.quiet,
-                                       moved)
+                                       moved, fractions)
     if cfg.captions is not None:
         return zero_shot_retrieval(cfg.store, cfg.captions, split, cfg.device, cfg.quiet, moved)
     if cfg.zero_shot:
         return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet,
-                         pretrained=moved)
-    return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds)
+                         pretrained=moved, fractions=fractions)
+    return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds,
+                        fractions)
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
@@ -69,6 +73,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     record = result.record
     note(left_out_note(record["left_out"], str(cfg.store)), cfg.quiet)
     note(split_note(record), cfg.quiet)
+    if record.get("split_drawn") and record["split"] != ALL:
+        note(drawn_note(cfg.store, Drawn(tuple(record["split_drawn"]["fractions"]))), cfg.quiet)
     note(captions_note(record), cfg.quiet)
     base = cfg.out or (cfg.checkpoint / "eval" if cfg.checkpoint is not None else DEFAULT_OUT)
     record["output"] = str(write_result(result, base, CacheReader(cfg.store)))

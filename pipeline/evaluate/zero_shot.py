@@ -26,13 +26,14 @@ VIDEO_BLOCK = 1024  # videos read at a time for their embeddings
 
 def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
               device: str = "auto", classes: tuple[str, ...] | None = None, quiet: bool = True,
-              pretrained: Path | None = None) -> Result:
+              pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None) -> Result:
     """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training.
-    Any split is held out, since nothing is fitted or selected."""
+    Any split is held out ("all" too), since nothing is fitted or selected; `fractions` draw the splits of a
+    store without splits."""
     reader = CacheReader(store)
     if not reader.classes:
         raise InputError(f"{store}: the store has no class labels; zero-shot needs classes to name")
-    scored = evaluation_split(reader, split)
+    scored = evaluation_split(reader, split, fractions=fractions)
     torch_device = resolve_device(device)
     text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet, pretrained=pretrained)
     ctx = head_context(reader, reader.settings.frames, text, classes)
