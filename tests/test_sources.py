@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 from clipcache.pipeline.extract.sources import VideoList, discover_videos
+from conftest import run_cli, tiny_extract_args
 
 
 def _touch(root: Path, *paths: str) -> None:
@@ -27,6 +29,31 @@ def _rows(listing: VideoList) -> list[tuple[str, str | None, str]]:
 
 
 # folders
+
+def test_folder_scans_take_every_video_container_and_count_the_files_left_out(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/1.mpg", "a/2.MPEG", "a/3.m4v", "b/4.wmv", "b/5.flv", "b/6.3gp", "b/7.ts", "b/8.ogv",
+           "a/notes.txt", "a/more.txt", "b/frame.jpg", "b/README", ".hidden/x.doc")
+    listing = discover_videos(tmp_path)
+    assert [path for path, _, _ in _rows(listing)] == ["a/1.mpg", "a/2.MPEG", "a/3.m4v", "b/4.wmv", "b/5.flv",
+                                                       "b/6.3gp", "b/7.ts", "b/8.ogv"]
+    assert listing.skipped == (f"{tmp_path.resolve()}: 4 files whose extension is not in --extensions "
+                               "(2 .txt, 1 .jpg, 1 no extension)",)
+    assert discover_videos(tmp_path, extensions=["mpg"]).skipped == (
+        f"{tmp_path.resolve()}: 11 files whose extension is not in --extensions "
+        "(2 .txt, 1 .3gp, 1 .flv, 1 .jpg, 1 .m4v, 1 .mpeg, 1 .ogv, 1 .ts, 1 .wmv, 1 no extension)",)
+
+
+def test_a_real_mpeg1_clip_is_extracted_beside_mp4_and_other_files_are_counted(tmp_path: Path) -> None:
+    clip = shape_frames(8, 48, 64, (220, 40, 40), "square", seed=0)
+    write_video(tmp_path / "videos" / "red" / "a.mp4", clip, fps=25)
+    write_video(tmp_path / "videos" / "red" / "b.mpeg", clip, fps=25, codec="mpeg1")
+    _write(tmp_path / "videos" / "red" / "notes.txt", "not a video")
+    result = run_cli(*tiny_extract_args(tmp_path / "videos", tmp_path / "s.zarr")[:-1])  # not --quiet: the notes
+    assert result.code == 0, result
+    assert "2 done" in result.stdout, result
+    assert f"{(tmp_path / 'videos').resolve()}: 1 file whose extension is not in --extensions (1 .txt) " \
+           "(left out)" in result.stderr, result
+
 
 def test_class_folders_skip_hidden_and_other_files(tmp_path: Path) -> None:
     _touch(tmp_path, "b/2.mp4", "a/1.AVI", "a/notes.txt", "a/mp4", ".hidden/x.mp4", "a/.y.mp4", "top.mkv")

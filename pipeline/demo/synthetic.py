@@ -13,7 +13,8 @@ import av
 import numpy as np
 
 CODECS = {"h264": ("libx264", "yuv420p"), "mpeg4": ("mpeg4", "yuv420p"), "vp9": ("libvpx-vp9", "yuv420p"),
-          "av1": ("libsvtav1", "yuv420p"), "hevc": ("libx265", "yuv420p")}
+          "av1": ("libsvtav1", "yuv420p"), "hevc": ("libx265", "yuv420p"),
+          "mpeg1": ("mpeg1video", "yuv420p")}  # MPEG-1 (.mpg/.mpeg): only the broadcast rates (24, 25, 30 fps...)
 
 DEMO_CLASSES = {  # name -> (colour, shape)
     "red_square": ((220, 40, 40), "square"),

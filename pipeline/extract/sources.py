@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -24,7 +25,9 @@ from pathlib import Path, PurePosixPath
 from clipcache import InputError
 from clipcache.cache.schema import canonical_split
 
-VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "avi", "mkv", "webm", "mov")
+# the containers FFmpeg (PyAV) and decord open as video, most common first (the order breaks ties between copies)
+VIDEO_EXTENSIONS: tuple[str, ...] = ("mp4", "avi", "mkv", "webm", "mov", "mpg", "mpeg", "m4v", "wmv", "flv", "3gp",
+                                     "3g2", "ts", "m2ts", "mts", "ogv", "vob", "asf", "f4v", "mxf")
 _SPLIT_FOLDERS = ("train", "val", "validation", "test")
 _HMDB_FILE = re.compile(r"_test_split(\d+)\.txt$")
 _GLOB = re.compile(r"[*?\[]")
@@ -49,7 +52,8 @@ class VideoList:
     root: Path  # absolute input root; entries' paths are relative to it
     entries: tuple[VideoEntry, ...]  # sorted by `listed`
     classes: tuple[str, ...]  # labels of entries index into this
-    skipped: tuple[str, ...] = ()  # one line per kind of list line that is not a video (headers, comments)
+    skipped: tuple[str, ...] = ()  # one line per kind of list line that is not a video (headers, comments), and
+    # for a folder scan one counting the files left out by their extension
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -89,11 +93,11 @@ def _lines(numbers: list[int]) -> str:
                                                                 else "")
 
 
-def _video_paths(root: Path, extensions: tuple[str, ...]) -> list[str]:
-    """Sorted relative paths of the videos under root. Hidden files and folders are skipped; symlinked
-    folders are followed (datasets are often linked in) but each real folder is walked once, so a link
-    loop ends."""
-    found, walked = [], set()
+def _video_paths(root: Path, extensions: tuple[str, ...]) -> tuple[list[str], Counter[str]]:
+    """Sorted relative paths of the videos under root, and how many other files there are by extension.
+    Hidden files and folders are skipped; symlinked folders are followed (datasets are often linked in) but
+    each real folder is walked once, so a link loop ends."""
+    found, walked, others = [], set(), Counter()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in walked:
@@ -102,9 +106,24 @@ def _video_paths(root: Path, extensions: tuple[str, ...]) -> list[str]:
         walked.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         base = Path(folder).relative_to(root)
-        found += [(base / f).as_posix() for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1][1:].lower() in extensions]
-    return sorted(found)
+        for f in files:
+            suffix = os.path.splitext(f)[1][1:].lower()
+            if f.startswith("."):
+                continue
+            if suffix in extensions:
+                found.append((base / f).as_posix())
+            else:
+                others[f".{suffix}" if suffix else "no extension"] += 1
+    return sorted(found), others
+
+
+def _left_out_line(root: Path, others: Counter[str]) -> list[str]:
+    """The line that counts a folder's files whose extension --extensions does not name, by extension."""
+    if not others:
+        return []
+    counts = ", ".join(f"{n} {suffix}" for suffix, n in sorted(others.items(), key=lambda item: (-item[1], item[0])))
+    total = sum(others.values())
+    return [f"{root}: {total} file{'s' if total > 1 else ''} whose extension is not in --extensions ({counts})"]
 
 
 def _folder_entry(path: str) -> VideoEntry:
@@ -404,13 +423,14 @@ def discover_videos(root: Path, lists: Sequence[Path] = (), extensions: Sequence
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
     allowed = _extensions(extensions)
-    paths = _video_paths(root, allowed)
+    paths, others = _video_paths(root, allowed)
     skipped: list[str] = []
     classes = None
     if not lists:
         if not paths:
             raise InputError(f"{root}: no videos ({', '.join(sorted(allowed))})")
         entries = [_folder_entry(p) for p in paths]
+        skipped += _left_out_line(root, others)
     else:
         parsed = []
         for given in lists:
