@@ -19,6 +19,7 @@ if __name__ == "__main__" and not __package__:  # `python cli.py` in a checkout:
 import dataclasses
 import inspect
 import json
+import signal
 from collections.abc import Callable
 from dataclasses import MISSING
 from pathlib import Path
@@ -50,6 +51,27 @@ T = TypeVar("T")
 @dataclasses.dataclass(kw_only=True)
 class InfoConfig(JsonOutput):
     store: Path = argument("A clipcache Zarr store.")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and `kill` send before a kill), raised where Ctrl-C raises
+    KeyboardInterrupt, so that both stop a command the same way: what is finished is kept, and the exit code
+    says which signal it was (130 for SIGINT, 143 for SIGTERM, as a shell reports them)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not break the cleanup under way
+    raise Terminated()
+
+
+def _stopped(exc: KeyboardInterrupt, line: str) -> typer.Exit:
+    """Say what was kept and how to go on (on a line of its own, clear of any progress bar) and give the
+    exit code of the signal."""
+    from tqdm import tqdm
+
+    tqdm.write(f"clipcache: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; {line}",
+               file=sys.stderr)
+    return typer.Exit(143 if isinstance(exc, Terminated) else 130)
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -133,10 +155,8 @@ def extract(cfg: ExtractConfig) -> None:
         return
     try:
         summary = _run(lambda: run_extract(cfg))
-    except KeyboardInterrupt:
-        typer.echo("clipcache: interrupted; finished shard groups are kept, rerun the same command to resume",
-                   err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        raise _stopped(exc, "finished shard groups are kept, rerun the same command to resume") from None
     typer.echo(format_extract_summary(summary))
     failure = summary.failure(cfg.strict)
     if failure is not None:
@@ -195,9 +215,24 @@ def train_head(cfg: TrainCommand) -> None:
     from clipcache.pipeline.evaluate.protocols import format_training, run_train_head
     from clipcache.pipeline.train.distributed import is_main
 
-    result = _run(lambda: run_train_head(cfg.run_config(), cfg.threads))
+    try:
+        result = _run(lambda: run_train_head(cfg.run_config(), cfg.threads))
+    except KeyboardInterrupt as exc:
+        if not is_main():
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+        raise _stopped(exc, _kept_epochs(cfg.out)) from None
     if is_main():  # under torchrun every rank trains; rank 0 reports
         typer.echo(format_training(result))
+
+
+def _kept_epochs(out: Path) -> str:
+    """What an interrupted train-head keeps: each run's finished epochs (a protocol's runs are OUT/seed-<s>)."""
+    from clipcache.pipeline.train.checkpoint import METRICS
+
+    runs = [run for run in (out, *sorted(out.glob("seed-*"))) if (run / METRICS).is_file()]
+    finished = {run: len((run / METRICS).read_text(encoding="utf-8").splitlines()) for run in runs}
+    kept = "; ".join(f"{run}: {n} finished epoch{'s' if n != 1 else ''} kept" for run, n in finished.items())
+    return f"{kept or f'{out}: no epoch had finished'}; rerun the same command with --resume to continue"
 
 
 @command(EvalConfig, "eval", epilog="Examples: clipcache eval features.zarr --checkpoint runs/text; "
@@ -234,6 +269,7 @@ def demo(cfg: DemoConfig) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 
