@@ -99,6 +99,18 @@ def _parameter(f: dataclasses.Field, cli: Cli, hint: Any) -> inspect.Parameter:
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=cli.text or hint)
 
 
+class _Command(typer.core.TyperCommand):
+    """Usage lines name positional arguments plainly (`clipcache extract [OPTIONS] VIDEOS STORE`), as usage lines
+    do, not in typer's braces."""
+
+    def collect_usage_pieces(self, ctx: typer.core._click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            plain = isinstance(param, typer.core.TyperArgument) and param.required and param.nargs == 1
+            pieces += [param.display_name_raw] if plain else param.get_usage_pieces(ctx)
+        return pieces
+
+
 def command(config: type[C], name: str, epilog: str) -> Callable[[Callable[[C], None]], Callable[[C], None]]:
     """Register `body(cfg)` as command `name`, with one option per command-line field of `config`."""
     hints = get_type_hints(config)
@@ -122,7 +134,7 @@ def command(config: type[C], name: str, epilog: str) -> Callable[[Callable[[C], 
         run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in parameters}
         run.__doc__, run.__name__ = body.__doc__, body.__name__
-        app.command(name, epilog=epilog)(run)
+        app.command(name, epilog=epilog, cls=_Command)(run)
         return body
     return register
 

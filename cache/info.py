@@ -31,9 +31,29 @@ def _feature_bytes_per_video(reader: CacheReader) -> int:
     return total + int(np.prod(pooled.shape[1:])) * pooled.dtype.itemsize
 
 
+NO_SPLIT, NO_LABEL = "(none)", "(no label)"  # how videos without a split or a label are counted
+STATUS_NAMES = {DONE: "done", FAILED: "failed", PENDING: "pending", MISSING: "missing"}
+
+
+def _by_split(splits: np.ndarray, labels: np.ndarray, status: np.ndarray, classes: tuple[str, ...]
+              ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Per split, the videos of each status; per class, its done videos in each split (the usable ones)."""
+    names = [str(s) or NO_SPLIT for s in splits]
+    order = list(dict.fromkeys(sorted(names, key=lambda s: (s == NO_SPLIT, s))))
+    per_split = {split: {kind: 0 for kind in STATUS_NAMES.values()} for split in order}
+    per_class: dict[str, dict[str, int]] = {name: {split: 0 for split in order} for name in classes}
+    for split, label, state in zip(names, labels, status):
+        per_split[split][STATUS_NAMES[int(state)]] += 1
+        if state == DONE:
+            name = classes[label] if label >= 0 else NO_LABEL
+            per_class.setdefault(name, {s: 0 for s in order})[split] += 1
+    return per_split, per_class
+
+
 def store_info(path: Path) -> dict[str, Any]:
-    """A JSON-ready summary; `done`, `failed`, `pending` and `missing` are the per-video status counts,
-    `text_templates` and `text_captions` the class-name and sentence entries of the text table."""
+    """A JSON-ready summary; `done`, `failed`, `pending` and `missing` are the per-video status counts (per split
+    in `splits`), `class_names` the classes with their done videos per split, `text_templates` and
+    `text_captions` the class-name and sentence entries of the text table."""
     reader = CacheReader(path)
     s = reader.settings
     status = reader.status
@@ -44,6 +64,7 @@ def store_info(path: Path) -> dict[str, Any]:
     logical = _feature_bytes_per_video(reader) * (stored_frames if s.dense else done)
     paths, errors, notes = reader.column("path"), reader.column("error"), reader.column("note")
     text_keys = sorted(reader.root["text"].group_keys()) if "text" in reader.root else []
+    splits, class_names = _by_split(reader.column("split"), reader.column("label"), status, s.classes)
     return {
         "store": str(reader.path),
         "format": reader.attrs["format"],
@@ -52,6 +73,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "failed": int((status == FAILED).sum()),
         "pending": int((status == PENDING).sum()),
         "missing": int((status == MISSING).sum()),
+        "splits": splits,
         "model": s.model,
         "pretrained": s.pretrained or "none (random init)",
         "pretrained_sha256": s.pretrained_sha256,
@@ -71,6 +93,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "dtype": s.dtype,
         "compression": s.compression,
         "classes": len(s.classes),
+        "class_names": class_names,
         "bytes_on_disk": on_disk,
         "bytes_per_video": feature_disk // done if done else 0,
         "compression_ratio": round(logical / feature_disk, 3) if done and feature_disk else None,
@@ -117,6 +140,10 @@ def format_info(info: dict[str, Any]) -> str:
         f"store        {info['store']}  ({info['format']})",
         f"videos       {info['videos']}: {info['done']} done, {info['failed']} failed, {info['pending']} pending, "
         f"{info['missing']} missing",
+    ]
+    lines += [f"{'splits' if i == 0 else '':13s}{split}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+              for i, (split, counts) in enumerate(info["splits"].items())]
+    lines += [
         f"model        {info['model']}  pretrained: {info['pretrained']}"
         + (f" (sha256 {info['pretrained_sha256'][:12]}...)" if info["pretrained_sha256"] else ""),
         f"layers       {info['layers'] or 'none (pooled embeddings only)'} of {info['num_blocks']} blocks, "
@@ -140,6 +167,11 @@ def format_info(info: dict[str, Any]) -> str:
         lines.append(f"text         {', '.join(info['text_templates'])}")
     if info["text_captions"]:
         lines.append(f"captions     {', '.join(info['text_captions'])}")
+    if info["class_names"]:
+        lines.append(f"classes      {info['classes']}; done videos per split:")
+        width = max(len(name) for name in info["class_names"])
+        lines += [f"             {name:{width}s}  " + "  ".join(f"{split} {n}" for split, n in counts.items())
+                  for name, counts in info["class_names"].items()]
     for failure in info["failures"]:
         lines.append(f"failed       {failure['path']}: {failure['reason']}")
     for path in info["missing_videos"]:

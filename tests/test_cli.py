@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import typer
@@ -43,3 +45,25 @@ def test_help_version_and_choices() -> None:
         assert "<attnpool|evl|linear|prompt|text>" in joined
     version = run_cli("--version")
     assert version.code == 0 and version.stdout.strip() == f"clipcache {__version__}"
+
+
+def test_usage_lines_name_the_arguments_plainly() -> None:
+    for name, usage in (("extract", "extract [OPTIONS] VIDEOS STORE"), ("eval", "eval [OPTIONS] STORE")):
+        first = run_cli(name, "--help").stdout.splitlines()[0]
+        assert first.endswith(usage) and "{" not in first, first
+
+
+def test_eval_captions_help_is_its_own() -> None:
+    commands = typer.main.get_command(app).commands
+    helps = {name: next(p.help for p in commands[name].params if p.name == "captions") for name in ("eval",
+                                                                                                     "train-head")}
+    assert helps["eval"] != helps["train-head"] and "--zero-shot" in helps["eval"]
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    """What makes them slow (torch and open_clip take seconds to import) stays out until a command runs."""
+    probe = ("import sys; from clipcache.cli import app; from typer.testing import CliRunner; "
+             "[CliRunner().invoke(app, args) for args in (['--version'], ['--help'], ['train-head', '--help'])]; "
+             "print(sorted(m for m in ('torch', 'open_clip', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done

@@ -40,6 +40,10 @@ def parse_fractions(text: str | None) -> Fractions | None:
 @dataclass(kw_only=True)
 class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions):
     store: Path = argument("A store made by `clipcache extract`.")
+    captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
+                                         "CSV/TSV lines): with --zero-shot, text-video retrieval by CLIP itself; with "
+                                         "--checkpoint of a retrieval run, a moved copy of the file it was trained "
+                                         "with. Scored in both directions (R@1, R@5, R@10, median and mean rank).")
     checkpoint: Path | None = option(None, "Run directory of `train-head` to evaluate (multi-view); a retrieval run "
                                            "reads the caption file it was trained with (--captions names a moved "
                                            "copy).")

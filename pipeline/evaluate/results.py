@@ -154,17 +154,19 @@ PREDICTION_COLUMNS = ["run", "video", "path", "label", "correct"] + \
 
 
 def write_predictions(path: Path, scores: list[Scores], reader: CacheReader) -> None:
-    """predictions.csv: one row per scored video (and run): `run`, `video` (row in the store), `path` (as the
-    store records it), `label`, `correct` (top-1), then the top-5 classes and their probabilities best first
-    (`pred_1`, `score_1`, ...; empty where there are fewer classes)."""
+    """predictions.csv: one row per scored video (and run): `run` (only where several runs scored), `video` (row
+    in the store), `path` (as the store records it), `label`, `correct` (top-1), then the top-5 classes and their
+    probabilities best first (`pred_1`, `score_1`, ...; empty where there are fewer classes)."""
     paths = reader.column("path")
+    runs = len(scores) > 1
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerow(PREDICTION_COLUMNS if runs else PREDICTION_COLUMNS[1:])
         for s in scores:
             ranked = top_classes(s.probs)
             for row, video in enumerate(s.videos):
                 best = [(s.classes[c], f"{s.probs[row, c]:.6f}") for c in ranked[row]]
                 best += [("", "")] * (TOP_K - len(best))
-                writer.writerow([s.run, int(video), paths[video], s.classes[s.labels[row]],
-                                 int(ranked[row, 0] == s.labels[row]), *[x for pair in best for x in pair]])
+                cells = [int(video), paths[video], s.classes[s.labels[row]], int(ranked[row, 0] == s.labels[row]),
+                         *[x for pair in best for x in pair]]
+                writer.writerow([s.run, *cells] if runs else cells)
