@@ -22,6 +22,7 @@ import json
 import signal
 from collections.abc import Callable
 from dataclasses import MISSING
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, get_origin, get_type_hints
 
@@ -32,7 +33,7 @@ from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
-from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of
+from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
 from clipcache.pipeline.thread_options import ThreadOptions
 from clipcache.pipeline.train.config import TrainConfig
 
@@ -106,8 +107,10 @@ class _Command(typer.core.TyperCommand):
     def collect_usage_pieces(self, ctx: typer.core._click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
-            plain = isinstance(param, typer.core.TyperArgument) and param.required and param.nargs == 1
-            pieces += [param.display_name_raw] if plain else param.get_usage_pieces(ctx)
+            if isinstance(param, typer.core.TyperArgument) and param.required:
+                pieces.append(param.display_name_raw + ("..." if param.nargs != 1 else ""))
+            else:
+                pieces += param.get_usage_pieces(ctx)
         return pieces
 
 
@@ -270,6 +273,25 @@ def export(cfg: ExportConfig) -> None:
     from clipcache.pipeline.export.run import export as run_export
 
     typer.echo(str(_run(lambda: run_export(cfg))))
+
+
+TableFormat = StrEnum("TableFormat", {"markdown": "markdown", "csv": "csv"})
+
+
+@dataclasses.dataclass(kw_only=True)
+class ResultsConfig:
+    paths: tuple[Path, ...] = dataclasses.field(metadata={"cli": Cli(
+        "result.json files, or folders searched for them (e.g. eval/ or runs/).", argument=True, text=list[Path],
+        parse=tuple)})
+    format: TableFormat = option(TableFormat.markdown, "markdown (a table to paste) or csv.")
+
+
+@command(ResultsConfig, "results", epilog="Example: clipcache results eval/ runs/ --format csv > results.csv")
+def results(cfg: ResultsConfig) -> None:
+    """One table of many evaluations: a row per result.json (store, split, method, protocol, the numbers)."""
+    from clipcache.pipeline.evaluate.collect import collect
+
+    typer.echo(_run(lambda: collect(cfg.paths, cfg.format)))
 
 
 @command(DemoConfig, "demo", epilog="Example: clipcache demo --out demo_out")

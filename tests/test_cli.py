@@ -9,7 +9,7 @@ import pytest
 import typer
 
 from clipcache import __version__
-from clipcache.cli import InfoConfig, TrainCommand, VerifyConfig, app
+from clipcache.cli import InfoConfig, ResultsConfig, TrainCommand, VerifyConfig, app
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.extract.config import ExtractConfig
@@ -17,7 +17,7 @@ from clipcache.pipeline.options import cli_of
 from conftest import run_cli
 
 COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainCommand,
-            "eval": EvalConfig, "demo": DemoConfig}
+            "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

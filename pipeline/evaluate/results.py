@@ -8,8 +8,8 @@ A record (written as result.json; `eval --json` prints the same) is one flat JSO
   "half-class zero-shot"), `options` (everything else that defines the evaluation: templates, shots, ...);
 - on what: `split` (the split scored: a name, a file of paths, or "all"), `split_requested` (differs only after
   the test -> val fallback), `split_drawn` (a store without splits: the fractions, seed and stratification its
-  splits were drawn with, splits.py; else null), `held_out` (true: no scored video was used for fitting or for model selection;
-  null: unknown, e.g. a head trained on another store), `classes` (how many);
+  splits were drawn with, splits.py; else null), `held_out` (true: no scored video was used for fitting or for
+  model selection; null: unknown, e.g. a head trained on another store), `classes` (how many);
 - the numbers: `videos`, `top1`, `top5` (null with 5 classes or fewer, where it is always 1), and
   `mean_class_accuracy`; a protocol reports the mean over its runs with `<metric>_std` beside each and
   states the std's definition in `std`; base-to-novel reports `base_top1`, `novel_top1`, `harmonic_mean`;
