@@ -70,8 +70,9 @@ def _worker_main(conn: Connection, recipe: Recipe) -> None:
     final, or a one-line reason. A bad video fails alone; any other exception is a bug in our code and is
     sent back with its traceback. Ctrl-C reaches the whole process group: workers leave it to the parent,
     which stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked since `_start` (see there)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # SIGTERM to the process group (Slurm) likewise: the parent
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stops its workers itself
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked since `_start`
     conn.send(_READY)
     while True:
         task = conn.recv()
@@ -118,9 +119,10 @@ class _Worker:
 
 
 def _start(process: mp.Process) -> None:
-    """Start a worker with SIGINT blocked: the spawned interpreter inherits the mask, so a Ctrl-C while it
-    imports stays pending until `_worker_main` ignores it, instead of a KeyboardInterrupt traceback."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Start a worker with SIGINT and SIGTERM blocked: the spawned interpreter inherits the mask, so a Ctrl-C
+    (or a scheduler's SIGTERM to the process group) while it imports stays pending until `_worker_main`
+    ignores it, instead of a traceback."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         process.start()
     finally:
