@@ -14,6 +14,7 @@ from PIL import Image
 
 from clipcache.pipeline.demo.synthetic import write_video
 from clipcache.pipeline.extract.video import VideoDecodeError, VideoInfo, decode_frames
+from untrimmed_videos import write_audio_only
 
 
 def _indexed_frames(n: int, height: int = 32, width: int = 64, noise: int = 0) -> np.ndarray:
@@ -140,19 +141,6 @@ def test_one_frame_video(tmp_path: Path) -> None:
 def _first_half(path: Path) -> bytes:
     data = path.read_bytes()
     return data[: len(data) // 2]
-
-
-def _audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.mark.parametrize("make, reason", [
