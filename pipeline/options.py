@@ -2,16 +2,24 @@
 derived from the config dataclasses (cli.py), so the two can never disagree.
 
 The option groups shared by several commands (device, templates, splits, shots, captions) are declared here once
-and mixed into the stages' configs.
+and mixed into the stages' configs. Every config checks on construction what holds for any option: a number is
+finite (`--lr inf` would train to NaN weights) and within the range its field declares (`limits`), so a value
+no library accepts (`--seed 1e23`) or that would run for ever (`--min-steps 1e22`) is one line, before anything
+heavy starts.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from clipcache import InputError
+
+Limits = tuple[float | None, float | None]  # (lowest, highest) value an option accepts; None: unbounded
 
 
 @dataclass(frozen=True)
@@ -24,13 +32,18 @@ class Cli:
     text: type | None = None  # what the command line reads when it differs from the field's type...
     parse: Callable[[Any], Any] | None = None  # ...and how that becomes the field's value
     metavar: str | None = None
+    limits: Limits | None = None  # the range a number must lie in (checked by `Options`)
+
+    def name(self, field_name: str) -> str:
+        """The option as the user typed it: --lr, --option."""
+        return self.flags[0].split("/")[0] if self.flags else f"--{field_name.replace('_', '-')}"
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None,
            flags: tuple[str, ...] = (), text: type | None = None, parse: Callable[[Any], Any] | None = None,
-           metavar: str | None = None) -> Any:
+           metavar: str | None = None, limits: Limits | None = None) -> Any:
     """A config field that is also a command-line option (required when it has no default)."""
-    cli = Cli(help, flags, False, text, parse, metavar)
+    cli = Cli(help, flags, False, text, parse, metavar, limits)
     if factory is not None:
         return field(default_factory=factory, metadata={"cli": cli})
     return field(default=default, metadata={"cli": cli})
@@ -52,7 +65,8 @@ def cli_of(f: dataclasses.Field) -> Cli | None:
 
 class Options:
     """Base of every option group: paths given as text (from Python: `store="features.zarr"`) become
-    `Path`s, as the command line makes them, so the stages can rely on the field's type."""
+    `Path`s, as the command line makes them, so the stages can rely on the field's type; numbers are checked
+    (`check_numbers`)."""
 
     def __post_init__(self) -> None:
         for name, kind in _path_fields(type(self)):
@@ -62,6 +76,28 @@ class Options:
             elif kind == "paths" and value is not None:
                 values = [value] if isinstance(value, (str, Path)) else value
                 setattr(self, name, tuple(Path(v) for v in values))
+        check_numbers(self)
+
+
+def check_numbers(config: Any) -> None:
+    """Every float option is finite and every option with `limits` lies within them (InputError otherwise)."""
+    for f in dataclasses.fields(config):
+        value, cli = getattr(config, f.name), cli_of(f)
+        if cli is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise InputError(f"{cli.name(f.name)} must be a finite number, got {value}")
+        if cli.limits is not None:
+            check_limits(cli.name(f.name), value, cli.limits)
+
+
+def check_limits(name: str, value: float, limits: Limits) -> None:
+    """`value` within `limits`, or one line naming the option and the range."""
+    low, high = limits
+    if low is not None and value < low:
+        raise InputError(f"{name} must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise InputError(f"{name} must be at most {high}, got {value}")
 
 
 @cache
@@ -111,12 +147,17 @@ class SplitOptions(Options):
                                    "scored) or a file; none in the store: a stratified, seeded 10% of train.")
 
 
+MAX_SEEDS = 1000  # K-shot draws: more only repeat the spread they measure, at the cost of a run each
+SEED_LIMITS: Limits = (0, 2**32 - 1)  # what numpy's and torch's generators accept, with room for seed x pass
+
+
 @dataclass(kw_only=True)
 class ShotOptions(Options):
     """K-shot training sets, drawn per class with seeds 0..N-1."""
 
     shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.")
-    seeds: int = option(3, "With --shots: K-shot sets drawn with seeds 0..N-1; mean ± std over them.")
+    seeds: int = option(3, f"With --shots: K-shot sets drawn with seeds 0..N-1; mean ± std over them (at most "
+                           f"{MAX_SEEDS}).", limits=(1, MAX_SEEDS))
 
 
 @dataclass(kw_only=True)

@@ -11,6 +11,7 @@ from clipcache import InputError
 from clipcache.heads import HEADS
 from clipcache.heads.recipes import RECIPES, RETRIEVAL_RECIPES, Schedule
 from clipcache.pipeline.options import (
+    SEED_LIMITS,
     CaptionOptions,
     RunOptions,
     ShotOptions,
@@ -20,6 +21,9 @@ from clipcache.pipeline.options import (
     internal,
     option,
 )
+
+MAX_MIN_STEPS = 1_000_000  # days of a small head's steps on a CPU: a larger value is a typo, not a plan
+MAX_EPOCHS = 10_000
 
 HeadName = StrEnum("HeadName", {name: name for name in sorted(HEADS)})
 
@@ -55,12 +59,14 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOpt
              "text: depth=6, learn_scale=true; prompt: prefix=16, suffix=16 (fewer on short text contexts), "
              "depth=2, heads=8; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8.",
         factory=dict, flags=("--option",), text=list[str], parse=parse_head_options, metavar="KEY=VALUE")
-    epochs: int | None = option(None, "Epochs; validation and checkpoints after each (default: the head's recipe: "
-                                      f"{per_head('epochs')}).")
+    epochs: int | None = option(None, f"Epochs, at most {MAX_EPOCHS}; validation and checkpoints after each "
+                                      f"(default: the head's recipe: {per_head('epochs')}).",
+                                limits=(1, MAX_EPOCHS))
     min_steps: int | None = option(None, "At least this many optimiser steps: a small training set is passed over "
                                          "several times per epoch (as Text4Vis repeats few-shot sets), so a recipe's "
-                                         "learning rate gets the updates it was made for; 0: one pass per epoch "
-                                         f"(default: the head's recipe: {per_head('min_steps')}).")
+                                         "learning rate gets the updates it was made for; 0: one pass per epoch; "
+                                         f"at most {MAX_MIN_STEPS:,} (default: the head's recipe: "
+                                         f"{per_head('min_steps')}).", limits=(0, MAX_MIN_STEPS))
     batch_size: int | None = option(None, "Videos per batch; a smaller training set is one batch (default: the "
                                           f"head's recipe: {per_head('batch_size')}).")
     lr: float | None = option(None, f"AdamW peak learning rate (default: the head's recipe: {per_head('lr')}).")
@@ -74,7 +80,8 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOpt
                                                  f"{per_head('label_smoothing')}).")
     grad_clip: float | None = option(None, "Gradient norm clip, 0: off (default: the head's recipe: "
                                            f"{per_head('grad_clip')}).")
-    seed: int = option(0, "Seed of initialisation, shuffling, views, hold-out and shots.")
+    seed: int = option(0, f"Seed of initialisation, shuffling, views, hold-out and shots (0 to {SEED_LIMITS[1]}).",
+                       limits=SEED_LIMITS)
     frames: int | None = option(None, "Frames the head sees (a subset of the stored ones; default all).")
     test_split: str = option("test", "Test split or file of video paths, recorded for eval and scored by the "
                                      "protocols.")

@@ -63,12 +63,12 @@ def with_recipe(cfg: TrainConfig) -> TrainConfig:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "shots", "frames"):
+    for name in ("batch_size", "shots", "frames"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("min_steps", "weight_decay", "warmup_epochs", "grad_clip"):
+    for name in ("weight_decay", "warmup_epochs", "grad_clip"):
         value = getattr(cfg, name)
-        if value is not None and not value >= 0:  # NaN too
+        if value is not None and value < 0:
             raise InputError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
     if cfg.lr is not None and not cfg.lr > 0:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
