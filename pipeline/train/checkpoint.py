@@ -111,7 +111,7 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
 
 
 def write_run(run_dir: Path, run: dict[str, Any]) -> None:
-    write_atomically(run_dir / RUN_FILE, json.dumps(run, indent=2).encode())
+    write_atomically(run_dir / RUN_FILE, json.dumps(run, indent=2, allow_nan=False).encode())
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
@@ -143,5 +143,6 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """metrics.jsonl, one row per finished epoch, rewritten whole (never a torn last line)."""
-    write_atomically(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    """metrics.jsonl, one row per finished epoch, rewritten whole (never a torn last line); strict JSON (a NaN
+    would be written as a token no JSON reader accepts, so it is an error here, never a file)."""
+    write_atomically(run_dir / METRICS, "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows).encode())

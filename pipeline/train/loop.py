@@ -6,6 +6,10 @@ epoch, best and last checkpoints, early stopping and exact resuming. A small tra
 over several times per epoch so that every run makes at least `--min-steps` optimiser steps. The loop
 knows a head only through its `request`, `prepare` and `lr_scales`, and what it learns (classification, or
 text-video retrieval with `--captions`) only through its `pipeline.train.task.Task`.
+
+A run whose loss or weights stop being finite numbers stops at once (`Diverged`, one line naming the epoch and
+step): nothing of that epoch is saved, so its weights are never published as best and metrics.jsonl stays
+strict JSON; the run directory keeps its last finished epoch.
 """
 from __future__ import annotations
 
@@ -53,6 +57,15 @@ from clipcache.pipeline.train.task import Task, check_retrieval_options, make_ta
 # not their paths)
 RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet",
                      "pretrained")
+
+
+class Diverged(InputError):
+    """The loss or the weights became NaN or infinite (usually a learning rate too high for the head)."""
+
+    def __init__(self, cfg: TrainConfig, what: str, epoch: int, step: int, total: int) -> None:
+        super().__init__(f"{cfg.out}: {what} at epoch {epoch + 1}, step {step}/{total}; stopped without saving that "
+                         f"epoch (the run keeps its last finished one): lower --lr (was {cfg.lr:g}) or --grad-clip "
+                         "and train into another --out")
 
 
 def with_recipe(cfg: TrainConfig) -> TrainConfig:
@@ -323,6 +336,8 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
     repeats them exactly."""
     model, cfg, optimizer, ranks = training.model, training.cfg, training.optimizer, training.ranks
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    total_steps = cfg.epochs * training.steps_per_epoch
+    step = epoch * training.steps_per_epoch
     model.train()
     total_loss, samples, began = 0.0, 0, time.perf_counter()
     bar = tqdm(total=training.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step", leave=False,
@@ -341,10 +356,16 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             training.scheduler.step()
+            step += 1
+            if not math.isfinite(loss.item()):
+                bar.close()
+                raise Diverged(cfg, f"the training loss became {loss.item()}", epoch, step, total_steps)
             total_loss += loss.item() * len(batch["video"])
             samples += len(batch["video"])
             bar.update()
             bar.set_postfix(loss=f"{total_loss / samples:.4f}")
     bar.close()
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise Diverged(cfg, "the weights became non-finite", epoch, step, total_steps)
     total_loss, samples = ranks.sum(total_loss, samples)
     return total_loss / max(samples, 1), samples / (time.perf_counter() - began)
