@@ -10,6 +10,7 @@ from inspect import signature
 from typing import TYPE_CHECKING, Any
 
 from clipcache import InputError
+from clipcache.heads.options import check_head_options
 
 if TYPE_CHECKING:
     from clipcache.heads.base import Head, HeadContext
@@ -34,13 +35,15 @@ def head_class(name: str) -> type[Head]:
 
 
 def build_head(name: str, ctx: HeadContext, **options: Any) -> Head:
-    """The head `name` for the store described by `ctx`; unknown options are refused by name."""
+    """The head `name` for the store described by `ctx`; unknown options, and values of the wrong type or out of
+    the head's `option_limits`, are refused by name."""
     cls = head_class(name)
     try:
         signature(cls).bind(ctx, **options)
     except TypeError as exc:
         known = ", ".join(p for p in signature(cls).parameters if p != "ctx") or "none"
         raise InputError(f"--head {name}: bad option ({exc}); its options: {known}") from None
+    check_head_options(name, cls, options)
     return cls(ctx, **options)
 
 

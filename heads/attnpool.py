@@ -21,12 +21,12 @@ class AttentionalPoolerHead(Head):
     """`queries` learned queries (default 1), `layer` which stored block (index into the stored ones,
     default the last), `heads` attention heads (default 8)."""
 
+    option_limits = {"queries": (1, None), "heads": (1, None)}
+
     def __init__(self, ctx: HeadContext, queries: int = 1, layer: int = -1, heads: int = 8) -> None:
         super().__init__()
         if not -len(ctx.layers) <= layer < len(ctx.layers):
             raise InputError(f"attnpool layer={layer}: the store holds {len(ctx.layers)} blocks {list(ctx.layers)}")
-        if queries < 1:
-            raise InputError(f"attnpool queries={queries}: at least one query")
         width = ctx.width
         if heads < 1 or width % heads:
             raise InputError(f"attnpool heads={heads} must divide the width {width}")

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from clipcache.heads.options import Limits
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -70,6 +72,9 @@ class Head(nn.Module):
     uses_text_embeddings: ClassVar[bool] = False  # the context carries class-name text embeddings
     uses_text_tower: ClassVar[bool] = False  # the context carries the store's frozen text encoder
     lr_scales: ClassVar[dict[str, float]] = {}  # parameter name -> multiple of the learning rate
+    # option name -> (lowest, highest) value `__init__` accepts (both included, None: unbounded); with the types
+    # of `__init__`'s annotations, checked by `heads.build_head` before the head is built (`heads.options`)
+    option_limits: ClassVar[dict[str, Limits]] = {}
     request: FeatureRequest
 
     def prepare(self, batches: Iterable[Batch]) -> None:

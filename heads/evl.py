@@ -204,6 +204,8 @@ class EVLHead(Head):
     """`num_layers` decoder layers M (default 4, or fewer when fewer blocks are stored), `dropout` in the
     decoder MLPs and before the classifier (0.5 as in the paper)."""
 
+    option_limits = {"num_layers": (1, None), "dropout": (0, 1)}
+
     def __init__(self, ctx: HeadContext, num_layers: int | None = None, dropout: float = 0.5) -> None:
         super().__init__()
         tail = consecutive_tail(ctx.layers)

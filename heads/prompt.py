@@ -36,6 +36,7 @@ class PromptHead(Head):
     PyTorch's defaults."""
 
     uses_text_tower = True
+    option_limits = {"prefix": (0, None), "suffix": (0, None), "depth": (0, None), "heads": (1, None)}
 
     def __init__(self, ctx: HeadContext, prefix: int | None = None, suffix: int | None = None, depth: int = 2,
                  heads: int = 8) -> None:
@@ -44,8 +45,6 @@ class PromptHead(Head):
             raise InputError("the prompt head needs the store's text encoder")
         model, tokenizer = ctx.text_tower
         prefix, suffix = _fitting(model.positional_embedding.shape[0], prefix, suffix)
-        if depth < 0:
-            raise InputError(f"prompt head depth={depth}: 0 (the frame mean) or more layers")
         self.request = FeatureRequest(pooled=True)
         self.prompts = PromptedText(model, tokenizer, prefix, suffix)
         self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth, heads, residual=False, eps=1e-5,

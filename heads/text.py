@@ -29,13 +29,12 @@ class TextHead(Head):
 
     uses_text_embeddings = True
     lr_scales: ClassVar[dict[str, float]] = {"log_scale": 0.1}  # Text4Vis: CLIP's parameters at 0.1x lr
+    option_limits = {"depth": (0, None)}
 
     def __init__(self, ctx: HeadContext, depth: int = 6, learn_scale: bool = True) -> None:
         super().__init__()
         if ctx.text_embeddings is None:
             raise InputError("the text head needs class-name text embeddings (--templates)")
-        if depth < 0:
-            raise InputError(f"text head depth={depth}: 0 (the frame mean) or more layers")
         self.request = FeatureRequest(pooled=True)
         heads = max(1, text_width(ctx) // 64)
         self.temporal = TemporalTransformer(ctx.embed_dim, ctx.frames, depth, heads, residual=True, eps=1e-12,

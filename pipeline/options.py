@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from clipcache import InputError
-
-Limits = tuple[float | None, float | None]  # (lowest, highest) value an option accepts; None: unbounded
+from clipcache.heads.options import Limits, check_limits
 
 
 @dataclass(frozen=True)
@@ -90,14 +89,6 @@ def check_numbers(config: Any) -> None:
         if cli.limits is not None:
             check_limits(cli.name(f.name), value, cli.limits)
 
-
-def check_limits(name: str, value: float, limits: Limits) -> None:
-    """`value` within `limits`, or one line naming the option and the range."""
-    low, high = limits
-    if low is not None and value < low:
-        raise InputError(f"{name} must be at least {low}, got {value}")
-    if high is not None and value > high:
-        raise InputError(f"{name} must be at most {high}, got {value}")
 
 
 @cache
