@@ -35,6 +35,7 @@ from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import split_videos, stratified_holdout, train_val_test
 
+MIN_CONTRASTIVE_BATCH = 2  # a pair's negatives are the batch's other pairs: one pair alone has a loss of 0
 SENTENCE_BLOCK = 256  # sentences through the prompted text tower at a time, when evaluating
 CAPTION_STREAM = 1  # tells the caption draws' random stream from the dataset's views, seeded by (seed, pass) too
 
@@ -126,6 +127,9 @@ def retrieval_splits(reader: CacheReader, captions: Captions, train: str, val: s
     if len(val_videos) == 0:
         raise InputError(f"{captions.file.path}: no captioned videos in validation split {val!r} and too few "
                          "training videos to hold some out; name one with --val-split")
+    if len(train_videos) < MIN_CONTRASTIVE_BATCH:
+        raise InputError(f"{captions.file.path}: {len(train_videos)} captioned training video; contrastive training "
+                         f"needs at least {MIN_CONTRASTIVE_BATCH} (each pair's negatives are the others)")
     return {"train": train_videos, "val": val_videos, "test": captions.captioned(split_videos(reader, test, named))}
 
 
@@ -199,9 +203,13 @@ def make_task(cfg: TrainConfig, reader: CacheReader) -> Task:
 
 
 def check_retrieval_options(cfg: TrainConfig) -> None:
-    """Refuse `--captions` with a head or protocol that cannot train retrieval, before anything is loaded."""
+    """Refuse `--captions` with a head, protocol or batch that cannot train retrieval, before anything is
+    loaded."""
     if cfg.captions is None:
         return
+    if cfg.batch_size is not None and cfg.batch_size < MIN_CONTRASTIVE_BATCH:
+        raise InputError(f"--batch-size {cfg.batch_size}: a contrastive batch needs at least {MIN_CONTRASTIVE_BATCH} "
+                         "video-caption pairs (each pair's negatives are the others; alone its loss is always 0)")
     if cfg.head not in RETRIEVAL_HEADS:
         raise InputError(f"--captions trains text-video retrieval, which the {cfg.head} head cannot; heads that "
                          f"can: {', '.join(RETRIEVAL_HEADS)}")
