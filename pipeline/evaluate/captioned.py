@@ -30,12 +30,14 @@ class CaptionedSplit:
 
     def result(self, description: dict[str, Any], text: np.ndarray, video: np.ndarray) -> Result:
         """The record of unit sentence embeddings `text` against unit video embeddings `video`, both directions;
-        captions of unknown videos and the split's videos without captions are named in it."""
+        captions of unknown videos and the split's videos without captions are named in it, repeated rows
+        counted."""
         paths = self.reader.column("path")
         left = self.scored.videos[~np.isin(self.scored.videos, self.videos)]
         ranks = ranks_from_embeddings(text, video, self.caption_video)
         return ranked(description, Retrieval(self.videos, self.rows, tuple(self.sentences), ranks),
                       unknown_captions=self.captions.unknown_captions, unknown_videos=list(self.captions.unknown),
+                      repeated_captions=self.captions.repeated_captions,
                       uncaptioned_videos=[str(paths[v]) for v in left])
 
 

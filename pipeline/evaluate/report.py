@@ -140,7 +140,8 @@ def split_note(record: dict[str, Any]) -> str | None:
 
 
 def captions_note(record: dict[str, Any]) -> str | None:
-    """The one line on stderr when a retrieval leaves captions or videos out (the result names them)."""
+    """The one line on stderr when a retrieval leaves captions or videos out (the result names them), repeated
+    caption rows included."""
     if "unknown_videos" not in record:
         return None
     parts = []
@@ -149,6 +150,9 @@ def captions_note(record: dict[str, Any]) -> str | None:
                      "does not hold")
     if record["uncaptioned_videos"]:
         parts.append(f"{len(record['uncaptioned_videos'])} videos of split {record['split']!r} without a caption")
+    if record.get("repeated_captions"):
+        parts.append(f"{record['repeated_captions']} caption rows repeating an earlier row (the same video and "
+                     "sentence, counted once)")
     if not parts:
         return None
     return f"{record['options']['captions']}: {' and '.join(parts)} left out (result.json names them)"

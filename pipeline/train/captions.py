@@ -12,7 +12,9 @@ Blank lines and lines starting with `#` are skipped; a byte-order mark is ignore
 
 A video is named by its path as the store records it, or by its id: the path's stem (`video7020` for
 `videos/video7020.mp4`). Captions of videos the store does not hold are `unknown`, kept for the report, never
-dropped silently.
+dropped silently. A row that repeats an earlier one (the same store video and sentence, however the video is
+named) is counted once: scored twice it would be its own distractor and a second query; the repeats are
+counted (`repeated`) for the report.
 """
 from __future__ import annotations
 
@@ -153,21 +155,33 @@ class Captions:
     video: np.ndarray  # (captions,) int64
     splits: np.ndarray | None  # (store videos,) str
     unknown: tuple[str, ...]  # the videos the file names that the store does not hold, each once
+    repeated: np.ndarray  # (captions,) bool: the row repeats an earlier one (same store video and sentence)
 
     @property
     def unknown_captions(self) -> int:
         return int((self.video < 0).sum())
+
+    @property
+    def repeated_captions(self) -> int:
+        return int(self.repeated.sum())
+
+    def repeated_note(self) -> str | None:
+        """The one line on stderr when rows repeat earlier ones."""
+        if not self.repeated_captions:
+            return None
+        return (f"{self.file.path}: {self.repeated_captions} caption rows repeat an earlier row (the same video and "
+                "sentence); each pair is counted once")
 
     def captioned(self, videos: np.ndarray) -> np.ndarray:
         """Those of `videos` (store indices) that have at least one caption, in the given order."""
         return videos[np.isin(videos, self.video)]
 
     def of(self, videos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The captions of `videos` (distinct store indices): (their positions in the file, in file order;
-        for each, the position of its video in `videos`)."""
+        """The captions of `videos` (distinct store indices): (their positions in the file, in file order,
+        repeats left out; for each, the position of its video in `videos`)."""
         position = np.full(max(self.video.max(initial=-1), videos.max(initial=-1)) + 1, -1, np.int64)
         position[videos] = np.arange(len(videos))
-        rows = np.flatnonzero(self.video >= 0)
+        rows = np.flatnonzero((self.video >= 0) & ~self.repeated)
         rows = rows[position[self.video[rows]] >= 0]
         return rows, position[self.video[rows]]
 
@@ -202,4 +216,10 @@ def match_captions(file: CaptionFile, reader: CacheReader) -> Captions:
             if where[name] >= 0:
                 splits[where[name]] = split
     unknown = tuple(name for name in dict.fromkeys(file.videos) if where[name] < 0)
-    return Captions(file, np.array([where[name] for name in file.videos], np.int64), splits, unknown)
+    video = np.array([where[name] for name in file.videos], np.int64)
+    seen: set[tuple[int, str]] = set()
+    repeated = np.zeros(len(video), bool)
+    for row, pair in enumerate(zip(video.tolist(), file.sentences)):
+        repeated[row] = pair[0] >= 0 and pair in seen
+        seen.add(pair)
+    return Captions(file, video, splits, unknown, repeated)

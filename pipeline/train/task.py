@@ -140,6 +140,7 @@ class RetrievalTask(Task):
     def __init__(self, cfg: TrainConfig, reader: CacheReader) -> None:
         self.cfg, self.reader = cfg, reader
         self.captions = match_captions(read_captions(cfg.captions), reader)
+        note(self.captions.repeated_note(), cfg.quiet)
 
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg
@@ -195,7 +196,8 @@ class RetrievalTask(Task):
 
     def run_fields(self) -> dict[str, Any]:
         return {**super().run_fields(), "captions": self.captions.file.source, "captions_used": self.used,
-                "unknown_captions": self.captions.unknown_captions}
+                "unknown_captions": self.captions.unknown_captions,
+                "repeated_captions": self.captions.repeated_captions}
 
 
 def make_task(cfg: TrainConfig, reader: CacheReader) -> Task:
