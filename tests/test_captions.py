@@ -84,6 +84,10 @@ def test_plain_csv_and_tsv_with_or_without_a_header(tmp_path: Path) -> None:
     ('{"videos": []}', 'expected the MSR-VTT layout: {"videos": [...], "sentences"'),
     ('{"sentences": [{"video_id": "v1"}]}', "sentence 0: expected an object with video_id and caption"),
     ('{"sentences": [', "not valid JSON"),
+    ('{"videos": 5, "sentences": [{"video_id": "v1", "caption": "a dog"}]}', '"videos" is 5; expected the MSR-VTT'),
+    ('[{"video_id": "v1", "caption": "a dog"}]', "the JSON is a list; expected the MSR-VTT layout"),
+    ('{"sentences": {"v1": "a dog"}}', '"sentences" is an object; expected the MSR-VTT layout'),
+    ('{"videos": []}', 'no "sentences"; expected the MSR-VTT layout'),
     ("video,caption,split\nv1,a dog,train\nv1,a dog runs,test\n", "line 3: video 'v1' is in split 'test' here "
                                                                     "and 'train' before"),
 ])
@@ -102,6 +106,8 @@ def test_unreadable_and_missing_files_are_refused(tmp_path: Path) -> None:
         read_captions(latin)
     with pytest.raises(ValueError, match="--captions .*nothing.csv: no such file"):
         read_captions(tmp_path / "nothing.csv")
+    with pytest.raises(ValueError, match=f"^--captions {re.escape(str(tmp_path))}: a folder; name the caption file"):
+        read_captions(tmp_path)
 
 
 def test_videos_are_matched_by_store_path_or_id(tmp_path: Path) -> None:

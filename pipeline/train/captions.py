@@ -55,6 +55,8 @@ class CaptionFile:
 def read_captions(path: Path) -> CaptionFile:
     """Parse a caption file of any of the three layouts; bad content is an InputError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--captions {path}: a folder; name the caption file in it")
     if not path.is_file():
         raise InputError(f"--captions {path}: no such file")
     data = path.read_bytes()
@@ -63,7 +65,7 @@ def read_captions(path: Path) -> CaptionFile:
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        pairs, splits = _parse_json(text) if text.lstrip().startswith("{") else _parse_table(text)
+        pairs, splits = _parse_json(text) if text.lstrip().startswith(("{", "[")) else _parse_table(text)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     if not pairs:
@@ -73,14 +75,21 @@ def read_captions(path: Path) -> CaptionFile:
 
 
 def _parse_json(text: str) -> tuple[list[tuple[str, str]], dict[str, str] | None]:
-    """MSR-VTT's annotation layout: sentences with video_id and caption; videos with video_id and split."""
+    """MSR-VTT's annotation layout: sentences with video_id and caption; videos with video_id and split. Any
+    other JSON is refused naming what differs (a CSV parser would only see odd lines)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    sentences = data.get("sentences") if isinstance(data, dict) else None
+    layout = 'expected the MSR-VTT layout: {"videos": [...], "sentences": [{"video_id", "caption"}]}'
+    if not isinstance(data, dict):
+        raise InputError(f"the JSON is {_json_kind(data)}; {layout}")
+    sentences, videos = data.get("sentences"), data.get("videos", [])
     if not isinstance(sentences, list):
-        raise InputError('expected the MSR-VTT layout: {"videos": [...], "sentences": [{"video_id", "caption"}]}')
+        found = 'no "sentences"' if sentences is None else f'"sentences" is {_json_kind(sentences)}'
+        raise InputError(f"{found}; {layout}")
+    if not isinstance(videos, list):
+        raise InputError(f'"videos" is {_json_kind(videos)}; {layout}')
     pairs = []
     for n, item in enumerate(sentences):
         video, caption = (item.get("video_id"), item.get("caption")) if isinstance(item, dict) else (None, None)
@@ -88,11 +97,20 @@ def _parse_json(text: str) -> tuple[list[tuple[str, str]], dict[str, str] | None
             raise InputError(f"sentence {n}: expected an object with video_id and caption, got {str(item)[:80]!r}")
         pairs.append(_pair(str(video), caption, f"sentence {n}"))
     splits: dict[str, str] = {}
-    for n, item in enumerate(data.get("videos") or []):
+    for n, item in enumerate(videos):
         video, split = (item.get("video_id"), item.get("split")) if isinstance(item, dict) else (None, None)
         if isinstance(video, (str, int)) and isinstance(split, str):
             _set_split(splits, str(video).strip(), split, f"video {n}")
     return pairs, splits or None
+
+
+def _json_kind(value: Any) -> str:
+    """How a message names a JSON value: "a list", "an object", else the value itself ("5")."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return json.dumps(value)[:40]
 
 
 def _parse_table(text: str) -> tuple[list[tuple[str, str]], dict[str, str] | None]:
