@@ -2,8 +2,12 @@
 another evaluation or anything else, and figures that stay small and readable at 400 classes."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,9 +18,10 @@ from PIL import Image
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.figures import DPI, MAX_INCHES, per_class_figure
 from clipcache.pipeline.evaluate.metrics import classification_metrics
+from clipcache.pipeline.evaluate import report
 from clipcache.pipeline.evaluate.report import write_figures, write_result
 from clipcache.pipeline.evaluate.results import Result, Scores
-from conftest import run_cli
+from conftest import REPO, run_cli
 from mounts import read_only
 
 
@@ -133,3 +138,45 @@ def test_a_folder_that_cannot_take_the_results_is_one_line(appearance_store: Pat
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert f"{out / 'features-test-zero-shot-text4vis'}: cannot write the results (" in result.stderr
     assert list(out.iterdir()) == []
+
+
+def test_evaluations_into_one_folder_take_turns(appearance_store: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two evaluations started at once into the same --out both write whole results (they chose the same
+    folder and clobbered each other's files: "No such file or directory"); one that finds the folder held
+    longer than it waits says another evaluation is writing there."""
+    out = tmp_path / "shared"
+    command = [sys.executable, str(REPO / "cli.py"), "eval", str(appearance_store), "--zero-shot", "--device", "cpu",
+               "--quiet", "--json", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)]
+    done = [process.communicate(timeout=600) for process in both]
+    assert [process.returncode for process in both] == [0, 0], done
+    outputs = {json.loads(stdout)["output"] for stdout, _ in done}
+    assert outputs == {str(out / "features-test-zero-shot-text4vis")}
+    assert json.loads((out / "features-test-zero-shot-text4vis" / "result.json").read_text())["top1"] is not None
+    monkeypatch.setattr(report, "LOCK_WAIT_S", 0.2)
+    held = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as an evaluation writing there does
+        result = run_cli("eval", appearance_store, "--zero-shot", "--device", "cpu", "--quiet", "--out", out)
+    finally:
+        os.close(held)
+    assert result.code == 2, result
+    assert result.stderr == (f"clipcache: error: {out}: another evaluation is writing there; run this one again "
+                             "once it is done, or name another folder with --out\n")
+
+
+def test_a_run_whose_eval_folder_is_a_file_is_named(appearance_store: Path, tmp_path: Path) -> None:
+    """--checkpoint RUN writes into RUN/eval: when that is a file, the message names it, not --out."""
+    run = tmp_path / "run"
+    trained = run_cli("train-head", appearance_store, "--head", "linear", "--out", run, "--epochs", "1",
+                      "--min-steps", "0", "--device", "cpu", "--quiet")
+    assert trained.code == 0, trained
+    (run / "eval").write_text("mine")
+    result = run_cli("eval", appearance_store, "--checkpoint", run, "--device", "cpu", "--quiet")
+    assert result.code == 2, result
+    assert result.stderr == (f"clipcache: error: {run / 'eval'}: is a file; name a folder for the evaluation's "
+                             "results with --out\n")
+    assert (run / "eval").read_text() == "mine"

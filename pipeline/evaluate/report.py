@@ -6,12 +6,19 @@ result.json (the record, results.py), predictions.csv and, for a single evaluati
 holds ranks.csv (retrieval.py) instead of predictions and figures. The same
 evaluation run again replaces its own folder's files; a folder holding another evaluation's result (or
 anything that is not a result) is never overwritten: the new one goes to `<name>-2`, `<name>-3`, ...
+Evaluations writing into the same folder at once take turns (an advisory lock on the folder itself, so no
+lock file is left behind): choosing a subfolder and writing it is one step, and one that waits longer than
+`LOCK_WAIT_S` stops with one line saying another evaluation is writing there.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +32,15 @@ from clipcache.pipeline.evaluate.retrieval import format_ranks, write_ranks
 
 RESULT, PREDICTIONS, RANKS = "result.json", "predictions.csv", "ranks.csv"
 SHORT_PROTOCOLS = {"base-to-novel": "base-to-novel", "half-class zero-shot": "half-class"}
+LOCK_WAIT_S = 60.0  # writing a result takes seconds: longer means the other evaluation is stuck or huge
 
 
-def check_out(out: Path | None) -> None:
-    """Refuse an --out that cannot be a folder, before any work is done."""
+def check_out(out: Path | None, named_by: str = "--out") -> None:
+    """Refuse a results folder that is a file, before any work is done; `named_by` is the option that named it
+    ("" for a folder derived from others, such as RUN/eval, so the message does not blame an option not given)."""
     if out is not None and out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file; name a folder for the evaluation's results")
+        raise InputError(f"{named_by + ' ' if named_by else ''}{out}: is a file; name a folder for the evaluation's "
+                         "results with --out")
 
 
 def folder_name(record: dict[str, Any]) -> str:
@@ -81,23 +91,47 @@ def write_result(result: Result, base: Path, reader: CacheReader) -> Path:
     """The evaluation's folder under `base` with predictions.csv, the figures (single evaluations) and
     result.json, each written beside and renamed into place, result.json last: a folder with a result.json
     is complete. A folder that cannot take them (read-only, full) is one line naming it."""
-    check_out(base)
-    folder = output_folder(base, result.record)
+    check_out(base, named_by="")  # an --out given was checked before the evaluation; this is RUN/eval or ./eval
+    folder = base
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if result.retrieval is not None:
-            paths = reader.column("path")
-            _replace(folder / RANKS, lambda tmp: write_ranks(tmp, result.retrieval, paths))
-        else:
-            _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
-        if result.confusion is not None:
-            write_figures(folder, result.confusion, result.record["per_class"], title(result.record))
-        text = json.dumps(result.record, indent=2)
-        _replace(folder / RESULT, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        base.mkdir(parents=True, exist_ok=True)
+        with _turn(base):
+            folder = output_folder(base, result.record)
+            folder.mkdir(exist_ok=True)
+            if result.retrieval is not None:
+                paths = reader.column("path")
+                _replace(folder / RANKS, lambda tmp: write_ranks(tmp, result.retrieval, paths))
+            else:
+                _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
+            if result.confusion is not None:
+                write_figures(folder, result.confusion, result.record["per_class"], title(result.record))
+            text = json.dumps(result.record, indent=2)
+            _replace(folder / RESULT, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"{folder}: cannot write the results ({exc.strerror or exc}); name another folder "
                          "with --out") from None
     return folder
+
+
+@contextmanager
+def _turn(base: Path) -> Iterator[None]:
+    """This process's turn at writing into `base`: an exclusive flock on the folder, waited for up to
+    `LOCK_WAIT_S`."""
+    handle = os.open(base, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise InputError(f"{base}: another evaluation is writing there; run this one again once it "
+                                     "is done, or name another folder with --out") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(handle)
 
 
 def write_figures(folder: Path, confusion: np.ndarray, per_class: dict[str, float | None], title: str
