@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +94,13 @@ def _red_pixels(path: Path) -> int:
 def test_figures_stay_small_and_show_zero_accuracy_classes(tmp_path: Path, classes: int) -> None:
     metrics, confusion = _synthetic(classes, 10)
     assert sum(a == 0 for a in metrics["per_class"].values()) == classes // 4
-    began = time.perf_counter()
-    paths = write_figures(tmp_path, confusion, metrics["per_class"], "a 400-class result")
-    took = time.perf_counter() - began
-    assert took < 10, took  # the full 400 x 400 drawing took 46 s and 10 GB of RAM
+    tracemalloc.start()
+    try:
+        paths = write_figures(tmp_path, confusion, metrics["per_class"], "a 400-class result")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5e8, peak  # ~90 MB; a label per cell of the 400 x 400 matrix took 10 GB (0.8 GB for half)
     expected = {"confusion.png", "per_class.png"} | ({"confused_pairs.png"} if classes > 30 else set())
     assert {p.name for p in paths} == expected == {p.name for p in tmp_path.iterdir()}
     for path in paths:
@@ -111,8 +114,9 @@ def test_figures_stay_small_and_show_zero_accuracy_classes(tmp_path: Path, class
     assert _red_pixels(tmp_path / "per_class.png") == 0
 
 
-def test_a_400_class_result_is_written_quickly(appearance_store: Path, tmp_path: Path) -> None:
-    """The whole folder for 4,000 videos of 400 classes: predictions, figures and the record."""
+def test_a_400_class_result_is_written_whole(appearance_store: Path, tmp_path: Path) -> None:
+    """The whole folder for 4,000 videos of 400 classes: predictions, figures and the record (what is written;
+    how long it takes is benchmarks' business)."""
     reader = CacheReader(appearance_store)
     rng = np.random.default_rng(0)
     classes = tuple(f"c{i}" for i in range(400))
@@ -123,11 +127,11 @@ def test_a_400_class_result_is_written_quickly(appearance_store: Path, tmp_path:
     metrics = scores.metrics()
     record = {"dataset": "big", "split": "test", "method": "zero-shot", "protocol": "single",
               "options": {"templates": "text4vis"}, "top1": metrics["top1"], "per_class": metrics["per_class"]}
-    began = time.perf_counter()
     folder = write_result(Result(record, [scores]), tmp_path, reader)
-    assert time.perf_counter() - began < 15
     assert folder.name == "big-test-zero-shot-text4vis"
     assert sum(1 for _ in (folder / "predictions.csv").open()) == 4001
+    assert {"confusion.png", "per_class.png", "confused_pairs.png", "result.json"} <= set(_folders(folder))
+    assert len(json.loads((folder / "result.json").read_text())["per_class"]) == 400
 
 
 def test_a_folder_that_cannot_take_the_results_is_one_line(appearance_store: Path, tmp_path: Path) -> None:
