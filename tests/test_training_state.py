@@ -4,6 +4,8 @@ a full disk (a small tmpfs filled for real) stops the run with one line and it r
 freed."""
 from __future__ import annotations
 
+import json
+import re
 import resource
 import shutil
 import signal
@@ -127,3 +129,26 @@ def test_damaged_checkpoints_and_bad_run_directories_are_one_line(appearance_sto
     a_file.write_text("mine")
     refused = run_cli("train-head", appearance_store, "--head", "linear", "--out", a_file, "--device", "cpu")
     assert refused.code == 2 and f"--out {a_file}: is a file" in refused.stderr and a_file.read_text() == "mine"
+
+
+def test_an_unfinished_run_says_so_when_evaluated_and_resumed(appearance_store: Path, tmp_path: Path) -> None:
+    """A run killed after 2 of 6 epochs: its evaluation prints and records that it is unfinished; --resume says
+    from which epoch it continues; the finished run's evaluation no longer carries the note."""
+    cut = tmp_path / "cut"
+    kill_after(command(appearance_store, cut, "linear"), cut / METRICS, 2)
+    done = json.loads((cut / RUN_FILE).read_text())["epochs_done"]  # what the evaluated files are from
+    assert 1 <= done < SHORT["epochs"]
+    evaluated = run_cli("eval", appearance_store, "--checkpoint", cut, "--device", "cpu", "--quiet")
+    assert evaluated.code == 0, evaluated
+    assert f"[unfinished run: {done} of {SHORT['epochs']} epochs]" in evaluated.stdout, evaluated
+    record = json.loads(run_cli("eval", appearance_store, "--checkpoint", cut, "--device", "cpu", "--quiet",
+                                "--json").stdout)
+    assert record["training"] == {"complete": False, "epochs_done": done, "epochs_planned": SHORT["epochs"]}
+    resumed = run_cli(*command(appearance_store, cut, "linear")[2:-1], "--resume")  # not --quiet
+    assert resumed.code == 0, resumed
+    after = re.search(rf"{re.escape(str(cut))}: resumed after epoch ([0-9]+) of {SHORT['epochs']}\n", resumed.stderr)
+    assert after is not None and done <= int(after[1]) < SHORT["epochs"], resumed
+    finished = run_cli("eval", appearance_store, "--checkpoint", cut, "--device", "cpu", "--quiet", "--json")
+    assert json.loads(finished.stdout)["training"]["complete"] is True
+    assert "[unfinished run" not in run_cli("eval", appearance_store, "--checkpoint", cut, "--device", "cpu",
+                                       "--quiet").stdout

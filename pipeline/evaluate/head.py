@@ -49,6 +49,14 @@ def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weigh
     return not np.isin(videos, np.concatenate(used)).any()
 
 
+def training_progress(run: dict[str, Any]) -> dict[str, Any]:
+    """How far the run got: a run stopped or killed after 3 of 30 epochs scores what 3 epochs learned, and its
+    result says so (early stopping finishes a run)."""
+    done, planned = run["epochs_done"], run["config"]["epochs"]
+    return {"complete": bool(run.get("stopped_early")) or done >= planned, "epochs_done": done,
+            "epochs_planned": planned}
+
+
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
                         weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
                         captions: Path | None = None, pretrained: Path | None = None) -> Result:
@@ -83,6 +91,7 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     description = describe(reader, method=f"head {run['head']}", split=scored, checkpoint=run_dir / weights,
                            held_out=held_out(reader, run, dataset.videos, weights), options=options,
                            classes=len(classes))
+    description["training"] = training_progress(run)
     return single(description, Scores(dataset.videos, labels, probs, classes))
 
 
@@ -124,4 +133,5 @@ def evaluate_retrieval(reader: CacheReader, run: dict[str, Any], run_dir: Path, 
     description = describe(reader, method=f"head {run['head']}", split=queries.scored, checkpoint=run_dir / weights,
                            held_out=held_out(reader, run, queries.videos, weights, trained_on),
                            options={**file.source, "weights": weights.removesuffix(".safetensors")})
+    description["training"] = training_progress(run)
     return queries.result(description, text, video)

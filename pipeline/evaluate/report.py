@@ -203,6 +203,9 @@ def format_report(record: dict[str, Any]) -> str:
     """One line: what was scored on which split, the numbers, and where the files are."""
     protocol = "" if record["protocol"] == "single" else f" ({record['protocol']}, {len(record['runs'])} runs)"
     held = {True: "", False: " [NOT held out]", None: " [held out: unknown]"}[record["held_out"]]
+    training = record.get("training")
+    if training and not training["complete"]:
+        held += f" [unfinished run: {training['epochs_done']} of {training['epochs_planned']} epochs]"
     videos = f" ({record['videos']} videos)" if record.get("videos") is not None else ""
     if "captions" in record:
         videos = f" ({record['videos']} videos, {record['captions']} captions)"

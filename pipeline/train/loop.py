@@ -194,6 +194,8 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     if state is not None:
         run, rows, stale = _resumed(cfg, run, state), state["metrics"], int(state["stale"])
         training.restore(state)
+        note(f"{cfg.out}: resumed after epoch {run['epochs_done']} of {cfg.epochs}"
+             + (" (it had stopped early)" if run.get("stopped_early") else ""), cfg.quiet)
         if ranks.main:
             _publish(cfg.out, training.head, run, rows)  # whatever a kill cut short after the state was saved
     elif ranks.main:
