@@ -25,7 +25,7 @@ from PIL import Image
 from clipcache.cache.reader import CacheReader, StoreDamageError
 from clipcache.cache.schema import DONE, FAILED, PENDING
 from clipcache.cache.segments import read_segments
-from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli
+from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli, run_cli_process, torchrun
 from untrimmed_videos import WrittenVideo, misstate_length, write_audio_only, write_cfr, write_vfr
 
 RATE = 2
@@ -143,6 +143,14 @@ def test_shards_of_a_job_array_make_the_same_store(dense_store: Path,
     store = tmp_path / "shards.zarr"
     for shard in ("1/2", "0/2"):
         assert run_cli(*dense_args(dense_inputs[0], store, "--shard", shard)).code == 0
+    assert_stores_equal(store, dense_store)
+
+
+def test_torchrun_ranks_make_the_same_store(dense_store: Path, dense_inputs: tuple[Path, dict[str, WrittenVideo]],
+                                            tmp_path: Path) -> None:
+    store = tmp_path / "ranks.zarr"
+    result = run_cli_process(*dense_args(dense_inputs[0], store), launcher=torchrun(2))
+    assert result.code == 0, result
     assert_stores_equal(store, dense_store)
 
 

@@ -227,7 +227,7 @@ def test_hung_decoder_is_abandoned_after_timeout(tmp_path: Path) -> None:
     (["--layers=-10:"], "--layers '-10:': -10 is beyond the model's 3 blocks"),
     (["--layers", "1:9"], "--layers '1:9': 9 is beyond the model's 3 blocks"),
     (["--shard", "2/2"], "--shard '2/2'"),
-    (["--timeout", "nan"], "--timeout must be a positive number of seconds, got nan"),
+    (["--timeout", "nan"], "--timeout must be a finite number, got nan"),
     (["--device", "banana"], "--device banana: expected auto, cpu, cuda or cuda:N"),
     (["--pretrained", "nonexistent-tag"], "--pretrained nonexistent-tag"),
 ])

@@ -44,7 +44,7 @@ def _train(store: Path, out: Path, epochs: int, *extra: str) -> list[str | Path]
 
 
 def _interrupted_training(store: Path, out: Path, sig: signal.Signals, group: bool) -> tuple[int, str]:
-    process = _start(*_train(store, out, 100000))
+    process = _start(*_train(store, out, 10000))
     _wait_for(process, lambda: _finished_epochs(out) >= 1, "training ended")
     (os.killpg if group else os.kill)(process.pid, sig)
     _, stderr = process.communicate(timeout=60)

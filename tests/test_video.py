@@ -148,7 +148,7 @@ def _first_half(path: Path) -> bytes:
     (lambda p: p.write_text("certainly not a video\n" * 50) and p, "cannot open"),
     (lambda p: p.write_bytes(_first_half(write_video(p.with_name("src.mp4"), _indexed_frames(20)))) and p,
      "cannot open"),  # the MP4 index (moov) sits at the end: half a file has none
-    (_audio_only, "no video stream"),
+    (write_audio_only, "no video stream"),
     (lambda p: Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(p, format="PNG"), "a still image"),
 ])
 def test_bad_files_raise_one_line_reasons(tmp_path: Path, make, reason: str) -> None:
