@@ -33,6 +33,7 @@ from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
+from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
 from clipcache.pipeline.thread_options import ThreadOptions
 from clipcache.pipeline.train.config import TrainConfig
@@ -292,6 +293,18 @@ def results(cfg: ResultsConfig) -> None:
     from clipcache.pipeline.evaluate.collect import collect
 
     typer.echo(_run(lambda: collect(cfg.paths, cfg.format)))
+
+
+@command(SearchConfig, "search", epilog="Examples: clipcache search thumos.zarr 'a person diving'; "
+                                       "clipcache search features.zarr 'a dog catches a frisbee' --top 5 --json")
+def search(cfg: SearchConfig) -> None:
+    """Find videos (clip stores) or moments within them (dense stores) that match a sentence, with the store's own
+    text tower: zero-shot, nothing trained, nothing decoded."""
+    from clipcache.pipeline.search.run import format_matches, matches_json
+    from clipcache.pipeline.search.run import search as run_search
+
+    matches = _run(lambda: run_search(cfg))
+    typer.echo(json.dumps(matches_json(matches), indent=2) if cfg.as_json else format_matches(matches))
 
 
 @command(DemoConfig, "demo", epilog="Example: clipcache demo --out demo_out")

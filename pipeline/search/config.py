@@ -1,0 +1,18 @@
+"""Every option of `clipcache search`, with its default and help (the command line is derived from it)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcache.pipeline.options import JsonOutput, RunOptions, argument, option
+
+
+@dataclass(kw_only=True)
+class SearchConfig(RunOptions, JsonOutput):
+    store: Path = argument("A clipcache Zarr store (clips or dense).")
+    query: str = argument("What to look for, in words (e.g. 'a person diving').")
+    top: int = option(10, "How many videos (clip stores) or moments (dense stores) to list.", flags=("--top", "-k"),
+                      limits=(1, 10_000))
+    split: str | None = option(None, "Search only the videos of this split (default: every done video).")
+    pretrained: Path | None = option(None, "Where the checkpoint file the store was made with is now, if it moved "
+                                           "(its sha256 must match the store's).")
