@@ -39,12 +39,12 @@ detection stays a true positive even where it overlaps one. We apply that rule, 
 computation above; `DetectionResult.ignored` counts the dropped detections per threshold. The kit differs
 elsewhere and is not reproduced: it matches greedily from each ground truth in file order to the free detection of
 highest overlap, needs overlap > threshold (strictly), and averages precision at 11 recall points (a later version
-of the kit: precision at each true positive). Feature-based works (ActionFormer, TriDet, OpenTAD; G-TAD's THUMOS
-code the same way) score THUMOS14 with the ActivityNet function on annotation JSON that leaves the Ambiguous
-regions out, so detections there are false positives: `ambiguous=None` gives their number.
+of the kit: precision at each true positive). Feature-based works (ActionFormer's libs/utils/metrics.py, and the
+works built on it) score THUMOS14 with the ActivityNet function alone, which knows no ambiguous regions: a
+detection there is a false positive, as with `ambiguous=None`, which gives their number.
 
 Proposals: average recall against the average number of proposals per video (AR-AN), as ActivityNet's
-eval_proposal.py `average_recall_vs_avg_nr_proposals`, called as BMN, BSN and G-TAD call it (`max_avg_nr_proposals`
+eval_proposal.py `average_recall_vs_avg_nr_proposals`, called as BMN's evaluation calls it (`max_avg_nr_proposals`
 100, tIoU 0.5:0.05:0.95), class-agnostic:
 - V = videos with ground truth, P = all proposals given (those of videos without ground truth too). Each video
   keeps its `int(n * 100 V / P)` best-scored proposals (sorted by the same unstable argsort), K in all.
@@ -124,10 +124,12 @@ def threshold_set(spec: str | Sequence[float]) -> tuple[float, ...]:
     return values
 
 
-def segment_iou(segment: tuple[float, float], others: np.ndarray) -> np.ndarray:
-    """tIoU of one (start, end) with each row of an (N, 2) array (the official formula, so rounding agrees)."""
-    inter = np.clip(np.minimum(segment[1], others[:, 1]) - np.maximum(segment[0], others[:, 0]), 0, None)
-    return inter / ((others[:, 1] - others[:, 0]) + (segment[1] - segment[0]) - inter)
+def segment_iou(segments: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """tIoU of each (start, end) row of `segments` (N, 2) with each row of `others` (M, 2): (N, M). The official
+    formula term by term, so the rounding, and a tIoU landing exactly on a threshold, agree."""
+    a, b = segments[:, None, :], others[None, :, :]
+    inter = np.clip(np.minimum(a[..., 1], b[..., 1]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    return inter / ((b[..., 1] - b[..., 0]) + (a[..., 1] - a[..., 0]) - inter)
 
 
 def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -221,14 +223,15 @@ def _match(gt: Segments, gt_video: np.ndarray, ranked: Segments, ranked_video: n
     tp = np.zeros((len(thresholds), len(ranked)), bool)
     fp = np.ones((len(thresholds), len(ranked)), bool)
     lowest = min(thresholds)
-    for video in np.unique(ranked_video):
-        gt_rows = np.flatnonzero(gt_video == video)
-        if not len(gt_rows):
+    gt_groups = _groups(gt_video)
+    for video, rows in _groups(ranked_video).items():
+        if video not in gt_groups:
             continue  # no ground truth of the class in this video: false positives
-        gt_segments = np.stack([gt.start[gt_rows], gt.end[gt_rows]], axis=1)
+        gt_rows = gt_groups[video]
+        ious = segment_iou(np.stack([ranked.start[rows], ranked.end[rows]], 1),
+                           np.stack([gt.start[gt_rows], gt.end[gt_rows]], 1))
         taken = np.zeros((len(thresholds), len(gt_rows)), bool)
-        for i in np.flatnonzero(ranked_video == video):
-            iou = segment_iou((ranked.start[i], ranked.end[i]), gt_segments)
+        for i, iou in zip(rows, ious):
             if iou.max() < lowest:
                 continue
             candidates = np.argsort(iou)[::-1]  # the official call: best tIoU first, ties as numpy leaves them
@@ -250,6 +253,15 @@ def _overlaps(segments: Segments, video: np.ndarray, regions: Segments, region_v
         inter = np.minimum(segments.end, regions.end[r]) - np.maximum(segments.start, regions.start[r])
         hit |= same & (inter > 0)
     return hit
+
+
+def _groups(codes: np.ndarray) -> dict[int, np.ndarray]:
+    """Rows per code, each group in the order given (a stable sort keeps the official tie order intact)."""
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]])) if len(codes) else []
+    ends = [*starts[1:], len(codes)]
+    return {int(ordered[a]): order[a:b] for a, b in zip(starts, ends)}
 
 
 def _shared_codes(*videos: np.ndarray) -> list[np.ndarray]:
@@ -303,20 +315,19 @@ def proposal_recall(ground_truth: Segments, proposals: Segments, thresholds: str
     gt_video, prop_video = _shared_codes(ground_truth.video, proposals.video)
     videos = list(dict.fromkeys(gt_video.tolist()))
     ratio = max_average * float(len(videos)) / len(proposals)
+    gt_groups, proposal_groups = _groups(gt_video), _groups(prop_video)
     ious, kept_total = [], 0
     for video in videos:
-        gt_rows, rows = np.flatnonzero(gt_video == video), np.flatnonzero(prop_video == video)
-        gt_segments = np.stack([ground_truth.start[gt_rows], ground_truth.end[gt_rows]], axis=1)
+        gt_rows, rows = gt_groups[video], proposal_groups.get(video, np.zeros(0, np.int64))
         if not len(rows):
             ious.append(np.zeros((len(gt_rows), 1)))  # as the official code: one column that recalls nothing
             continue
         rows = rows[np.argsort(proposals.score[rows])[::-1]]
         rows = rows[:min(int(len(rows) * ratio), len(rows))]
         kept_total += len(rows)
-        if len(rows):  # a video keeping none recalls nothing and adds no column
-            ious.append(np.stack([segment_iou((proposals.start[r], proposals.end[r]), gt_segments) for r in rows], 1))
-        else:
-            ious.append(np.zeros((len(gt_rows), 0)))
+        # (ground truth, kept proposals); a video keeping none adds no column and recalls nothing
+        ious.append(segment_iou(np.stack([proposals.start[rows], proposals.end[rows]], 1),
+                                np.stack([ground_truth.start[gt_rows], ground_truth.end[gt_rows]], 1)).T)
     if not kept_total:
         raise ValueError(f"too few proposals: none of the {len(videos)} videos keeps one at {max_average} per video")
     fractions = np.arange(1, CURVE_POINTS + 1) / float(CURVE_POINTS) * (max_average * float(len(videos))

@@ -4,7 +4,7 @@ and other detectors' proposals classified here.
 - Detections are written in ActivityNet's submission format, which its official evaluation (and ActionFormer's,
   OpenTAD's) read: `{"version": ..., "results": {video: [{"label", "score", "segment": [start, end]}]},
   "external_data": {}}`, times in seconds, a video's detections in the order given.
-- Proposals are read from the same JSON layout as BMN, BSN and G-TAD write it (`results`, each entry a `segment`
+- Proposals are read from the same JSON layout as BMN writes it (`results`, each entry a `segment`
   and a `score`, `label` optional and ignored for proposals); ActionFormer's `scores` key is taken for `score`.
   Or from a CSV `video,start,end,score` (a header line naming those columns is optional).
 
