@@ -15,11 +15,11 @@ Limits = tuple[float | None, float | None]  # (lowest, highest) value accepted, 
 
 
 def check_limits(name: str, value: float, limits: Limits) -> None:
-    """`value` within `limits`, or one line naming the option and the range."""
+    """`value` within `limits` (NaN is within none), or one line naming the option and the range."""
     low, high = limits
-    if low is not None and value < low:
-        raise InputError(f"{name} must be at least {low}, got {value}")
-    if high is not None and value > high:
+    if low is not None and not value >= low:
+        raise InputError(f"{name} must be {'0 or more' if low == 0 else f'at least {low}'}, got {value}")
+    if high is not None and not value <= high:
         raise InputError(f"{name} must be at most {high}, got {value}")
 
 
@@ -38,7 +38,7 @@ def check_head_options(head: str, cls: type, options: dict[str, Any]) -> None:
             raise InputError(f"{name}: {head} takes a whole number, got {value!r}")
         if float in kinds and not number:
             raise InputError(f"{name}: {head} takes a number, got {value!r}")
-        if number and not math.isfinite(value):
-            raise InputError(f"{name} must be a finite number, got {value}")
         if key in cls.option_limits:
             check_limits(name, value, cls.option_limits[key])
+        if number and not math.isfinite(value):
+            raise InputError(f"{name} must be a finite number, got {value}")

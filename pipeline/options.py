@@ -84,10 +84,10 @@ def check_numbers(config: Any) -> None:
         value, cli = getattr(config, f.name), cli_of(f)
         if cli is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        if not math.isfinite(value):
-            raise InputError(f"{cli.name(f.name)} must be a finite number, got {value}")
         if cli.limits is not None:
             check_limits(cli.name(f.name), value, cli.limits)
+        if not math.isfinite(value):
+            raise InputError(f"{cli.name(f.name)} must be a finite number, got {value}")
 
 
 
@@ -146,7 +146,7 @@ SEED_LIMITS: Limits = (0, 2**32 - 1)  # what numpy's and torch's generators acce
 class ShotOptions(Options):
     """K-shot training sets, drawn per class with seeds 0..N-1."""
 
-    shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.")
+    shots: int | None = option(None, "K-shot: K training videos per class, drawn with each seed.", limits=(1, None))
     seeds: int = option(3, f"With --shots: K-shot sets drawn with seeds 0..N-1; mean ± std over them (at most "
                            f"{MAX_SEEDS}).", limits=(1, MAX_SEEDS))
 

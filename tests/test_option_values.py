@@ -12,11 +12,12 @@ from conftest import run_cli
 
 @pytest.mark.parametrize("option, value, reason", [
     ("--lr", "inf", "--lr must be a finite number, got inf"),
-    ("--weight-decay", "nan", "--weight-decay must be a finite number, got nan"),
-    ("--warmup-epochs", "-inf", "--warmup-epochs must be a finite number, got -inf"),
+    ("--weight-decay", "nan", "--weight-decay must be 0 or more, got nan"),
+    ("--warmup-epochs", "inf", "--warmup-epochs must be a finite number, got inf"),
+    ("--grad-clip", "-inf", "--grad-clip must be 0 or more, got -inf"),
     ("--label-smoothing", "nan", "--label-smoothing must be a finite number, got nan"),
     ("--seed", "100000000000000000000000", "--seed must be at most 4294967295"),
-    ("--seed", "-1", "--seed must be at least 0"),
+    ("--seed", "-1", "--seed must be 0 or more"),
     ("--min-steps", "10000000000000000000000", "--min-steps must be at most 1000000"),
     ("--epochs", "10000000000", "--epochs must be at most 10000"),
 ])

@@ -68,21 +68,22 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOpt
                                          f"at most {MAX_MIN_STEPS:,} (default: the head's recipe: "
                                          f"{per_head('min_steps')}).", limits=(0, MAX_MIN_STEPS))
     batch_size: int | None = option(None, "Videos per batch; a smaller training set is one batch (default: the "
-                                          f"head's recipe: {per_head('batch_size')}).")
+                                          f"head's recipe: {per_head('batch_size')}).", limits=(1, None))
     lr: float | None = option(None, f"AdamW peak learning rate (default: the head's recipe: {per_head('lr')}).")
     weight_decay: float | None = option(None, f"AdamW weight decay (default: the head's recipe: "
-                                              f"{per_head('weight_decay')}).")
+                                              f"{per_head('weight_decay')}).", limits=(0, None))
     warmup_epochs: float | None = option(None, "Epochs of linear warm-up from 0 (default: the head's recipe: "
-                                               f"{per_head('warmup_epochs')}).")
+                                               f"{per_head('warmup_epochs')}).", limits=(0, None))
     schedule: Schedule | None = option(None, "Learning rate after the warm-up: cosine (decay to 0) or constant "
                                              f"(default: the head's recipe: {per_head('schedule')}).")
     label_smoothing: float | None = option(None, "Label smoothing (default: the head's recipe: "
                                                  f"{per_head('label_smoothing')}).")
     grad_clip: float | None = option(None, "Gradient norm clip, 0: off (default: the head's recipe: "
-                                           f"{per_head('grad_clip')}).")
+                                           f"{per_head('grad_clip')}).", limits=(0, None))
     seed: int = option(0, f"Seed of initialisation, shuffling, views, hold-out and shots (0 to {SEED_LIMITS[1]}).",
                        limits=SEED_LIMITS)
-    frames: int | None = option(None, "Frames the head sees (a subset of the stored ones; default all).")
+    frames: int | None = option(None, "Frames the head sees (a subset of the stored ones; default all).",
+                                limits=(1, None))
     test_split: str = option("test", "Test split or file of video paths, recorded for eval and scored by the "
                                      "protocols.")
     base_to_novel: bool = option(False, "Train on a seeded half of the classes, test base and novel classes "

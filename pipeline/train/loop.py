@@ -76,13 +76,7 @@ def with_recipe(cfg: TrainConfig) -> TrainConfig:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name in ("batch_size", "shots", "frames"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    for name in ("weight_decay", "warmup_epochs", "grad_clip"):
-        value = getattr(cfg, name)
-        if value is not None and value < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    """What the options' declared limits (checked on construction) cannot say: open bounds, and the run folder."""
     if cfg.lr is not None and not cfg.lr > 0:
         raise InputError(f"--lr must be positive, got {cfg.lr}")
     if cfg.label_smoothing is not None and not 0 <= cfg.label_smoothing < 1:
