@@ -90,7 +90,6 @@ def check_numbers(config: Any) -> None:
             raise InputError(f"{cli.name(f.name)} must be a finite number, got {value}")
 
 
-
 @cache
 def _path_fields(config: type) -> tuple[tuple[str, str], ...]:
     """(field, "path" | "paths") for the fields typed `Path`, `Path | None` or `tuple[Path, ...]`."""

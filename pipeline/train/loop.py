@@ -353,10 +353,11 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
             optimizer.step()
             training.scheduler.step()
             step += 1
-            if not math.isfinite(loss.item()):
+            value = loss.item()
+            if not math.isfinite(value):
                 bar.close()
-                raise Diverged(cfg, f"the training loss became {loss.item()}", epoch, step, total_steps)
-            total_loss += loss.item() * len(batch["video"])
+                raise Diverged(cfg, f"the training loss became {value}", epoch, step, total_steps)
+            total_loss += value * len(batch["video"])
             samples += len(batch["video"])
             bar.update()
             bar.set_postfix(loss=f"{total_loss / samples:.4f}")
