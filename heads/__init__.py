@@ -20,11 +20,14 @@ HEADS: dict[str, str] = {  # name -> module:class
     "evl": "evl:EVLHead",
     "linear": "linear:LinearHead",
     "prompt": "prompt:PromptHead",
+    "proposals": "proposals:ProposalHead",
     "text": "text:TextHead",
 }
 # heads that also train text-video retrieval (`train-head --captions`): they have `sentences`, `encode_text`,
 # `encode_video` and `retrieval_scale` (see heads/prompt.py)
 RETRIEVAL_HEADS = ("prompt",)
+# heads that train temporal action localisation on a dense store's windows (pipeline/localize/task.py)
+LOCALISATION_HEADS = ("proposals",)
 
 
 def head_class(name: str) -> type[Head]:

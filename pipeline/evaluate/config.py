@@ -61,6 +61,12 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions,
         metavar="TRAIN,VAL,TEST")
     half_classes: int = option(0, "Zero-shot: N random halves of the classes, mean ± std (Text4Vis).")
     base_to_novel: bool = option(False, "Zero-shot on the base and novel halves used by train-head --base-to-novel.")
+    proposals: Path | None = option(None, "Dense stores: temporal action localisation from another detector's "
+                                          "proposals (ActionFormer/BMN result JSON, or a video,start,end,score "
+                                          "CSV), each classified zero-shot and scored by mAP; a proposals run "
+                                          "(--checkpoint) makes its own.")
+    tiou: str = option("thumos14", "Localisation: the tIoU thresholds of mAP: thumos14 (0.3:0.1:0.7), activitynet "
+                                   "(0.5:0.05:0.95) or a comma-separated list.")
     weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")
     out: Path | None = option(None, "Folder for the results: each evaluation writes result.json, predictions.csv "
                                     "and figures into its own subfolder named after the store, split and method "

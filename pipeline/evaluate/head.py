@@ -22,7 +22,8 @@ from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.splits import evaluation_split, train_val_test
 from clipcache.pipeline.train.task import retrieval_embeddings, retrieval_splits, truncation_note
 
-CLASSIFICATION, RETRIEVAL = "classification", "retrieval"  # a run's task (runs without one are classification)
+CLASSIFICATION, RETRIEVAL, LOCALISATION = "classification", "retrieval", "localisation"  # a run's task (runs
+# without one are classification)
 
 
 def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weights: str,
@@ -59,7 +60,8 @@ def training_progress(run: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
                         weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
-                        captions: Path | None = None, pretrained: Path | None = None) -> Result:
+                        captions: Path | None = None, pretrained: Path | None = None,
+                        text: tuple[str, Path | None, str] = ("text4vis", None, "thumos14")) -> Result:
     """Multi-view metrics of a trained head on a split of `store` (default: the run's test split; any store
     made by the same model), over the run's classes or, for heads that score by class name (text, prompt),
     any other classes. A retrieval run is scored on captions instead (see `evaluate_retrieval`)."""
@@ -69,6 +71,12 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     if run.get("task", CLASSIFICATION) == RETRIEVAL:
         return evaluate_retrieval(reader, run, run_dir, split, resolve_device(device), weights, captions, quiet,
                                   pretrained)
+    if run.get("task") == LOCALISATION:  # `text`: the zero-shot classifier's templates, names file, tIoU set
+        from clipcache.pipeline.localize.evaluate import localise_checkpoint  # it imports this module
+        head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None,
+                               resolve_device(device), None, pretrained)
+        load_weights(head, run_dir / weights)
+        return localise_checkpoint(reader, run, run_dir, head, split, device, weights, text, quiet, pretrained)
     if captions is not None:
         raise InputError(f"{run_dir}: a classification run; --captions scores retrieval runs (train-head "
                          "--captions) or, with --zero-shot, CLIP itself")

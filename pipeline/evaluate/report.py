@@ -26,11 +26,12 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.evaluate.detection_files import write_submission
 from clipcache.pipeline.evaluate.figures import figures
 from clipcache.pipeline.evaluate.results import Result, identity, write_predictions
 from clipcache.pipeline.evaluate.retrieval import format_ranks, write_ranks
 
-RESULT, PREDICTIONS, RANKS = "result.json", "predictions.csv", "ranks.csv"
+RESULT, PREDICTIONS, RANKS, DETECTIONS = "result.json", "predictions.csv", "ranks.csv", "detections.json"
 SHORT_PROTOCOLS = {"base-to-novel": "base-to-novel", "half-class zero-shot": "half-class"}
 LOCK_WAIT_S = 60.0  # writing a result takes seconds: longer means the other evaluation is stuck or huge
 
@@ -101,6 +102,8 @@ def write_result(result: Result, base: Path, reader: CacheReader) -> Path:
             if result.retrieval is not None:
                 paths = reader.column("path")
                 _replace(folder / RANKS, lambda tmp: write_ranks(tmp, result.retrieval, paths))
+            elif result.detections is not None:
+                write_submission(folder / DETECTIONS, result.detections, result.detection_classes)
             else:
                 _replace(folder / PREDICTIONS, lambda tmp: write_predictions(tmp, result.scores, reader))
             if result.confusion is not None:
@@ -215,6 +218,10 @@ def format_report(record: dict[str, Any]) -> str:
         ("base_top1", "base top-1"), ("novel_top1", "novel top-1"), ("harmonic_mean", "harmonic mean")))
     if "ranking" in record:
         numbers = "  " + format_ranks(record)
+    if "average_map" in record:
+        maps = [f"{key.removeprefix('map@')} {value:.4f}" for key, value in record.items() if key.startswith("map@")]
+        numbers = (f"  mAP at tIoU {', '.join(maps)}  average {record['average_map']:.4f}  proposals AR@10 "
+                   f"{record['proposal_ar@10']:.4f} AR@100 {record['proposal_ar@100']:.4f}")
     std = "  (± population std over the runs)" if "std" in record else ""
     where = f"  -> {record['output']}" if record.get("output") else ""
     return head + numbers + std + where

@@ -20,7 +20,13 @@ A record (written as result.json; `eval --json` prints the same) is one flat JSO
   `runs` (protocols: each run's metrics, seed and, for the probe, its C sweep), `left_out` (videos
   whose status is not done, by status); retrieval: `unknown_captions` and `unknown_videos` (captions whose
   video the store does not hold, and those videos as the caption file names them) and `uncaptioned_videos`
-  (done videos of the split without a caption, left out of both directions).
+  (done videos of the split without a caption, left out of both directions);
+- localisation (a dense store's temporal segments; `classes` the segments' classes): `videos`, `segments`,
+  `proposals`, `map@<tIoU>` per threshold and `average_map` (ActivityNet's official computation,
+  pipeline/evaluate/detection.py), `proposal_ar@1/5/10/100` and `proposal_auc`, the counts `detections`,
+  `unscored_detections`, `tied_detections` and `ambiguous_ignored` (per threshold), `per_class` (AP per
+  threshold and their mean) and `scoring` (how a detection's score is made); the detections themselves are
+  detections.json beside result.json, in ActivityNet's submission format.
 """
 from __future__ import annotations
 
@@ -68,11 +74,14 @@ class Scores:
 @dataclass
 class Result:
     """A record (the layout above) and what is behind it: the scores of a classification, for the
-    predictions file and the figures, or the ranks of a retrieval, for the rank file."""
+    predictions file and the figures, the ranks of a retrieval, for the rank file, or the detections of a
+    localisation (video names, seconds, class indices into `detection_classes`), for the submission file."""
 
     record: dict[str, Any]
     scores: list[Scores] = field(default_factory=list)
     retrieval: Retrieval | None = None
+    detections: Any = None  # pipeline.evaluate.detection.Segments
+    detection_classes: tuple[str, ...] = ()
 
     @property
     def confusion(self) -> np.ndarray | None:

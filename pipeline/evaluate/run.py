@@ -9,6 +9,7 @@ from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.common import note, use_compute_threads
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
+from clipcache.pipeline.localize.evaluate import localise_from_file
 from clipcache.pipeline.evaluate.probe import linear_probe
 from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_shot_base_to_novel
 from clipcache.pipeline.evaluate.report import captions_note, check_out, split_note, write_result
@@ -23,8 +24,8 @@ def _check(cfg: EvalConfig) -> None:
     """Refuse contradictory or out-of-range options before any work."""
     if cfg.captions is not None and not cfg.zero_shot and cfg.checkpoint is None:
         raise InputError("--captions scores text-video retrieval: add --zero-shot, or --checkpoint of a retrieval run")
-    if sum([cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None]) != 1:
-        raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear")
+    if sum([cfg.checkpoint is not None, cfg.zero_shot, cfg.probe is not None, cfg.proposals is not None]) != 1:
+        raise InputError("choose exactly one of --checkpoint, --zero-shot, --probe linear, --proposals FILE")
     if (cfg.half_classes or cfg.base_to_novel) and not cfg.zero_shot:
         raise InputError("--half-classes and --base-to-novel are zero-shot protocols: add --zero-shot")
     if cfg.captions is not None and (cfg.half_classes or cfg.base_to_novel):
@@ -45,9 +46,12 @@ def _check(cfg: EvalConfig) -> None:
 
 def _run(cfg: EvalConfig) -> Result:
     split, moved, fractions = cfg.split or TEST, cfg.pretrained, cfg.split_fractions
+    if cfg.proposals is not None:
+        return localise_from_file(cfg)
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
-                                   quiet=cfg.quiet, captions=cfg.captions, pretrained=moved)
+                                   quiet=cfg.quiet, captions=cfg.captions, pretrained=moved,
+                                   text=(cfg.templates, cfg.class_names, cfg.tiou))
     if cfg.half_classes:
         return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
                                     cfg.quiet, moved, fractions)

@@ -170,7 +170,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     task = make_task(cfg, reader)
     splits = task.splits()
     torch.manual_seed(cfg.seed)
-    training = _build(cfg, reader, splits, frames, ranks)
+    training = _build(cfg, reader, task, splits, frames, ranks)
     task.attach(training.head, training.train_set, training.val_set, cfg.quiet)
     classes = cfg.classes or reader.classes
     run = json.loads(json.dumps({  # plain JSON values (paths and choices as text): run.json and the state hold it
@@ -225,14 +225,12 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     return run
 
 
-def _build(cfg: TrainConfig, reader: CacheReader, splits: dict[str, Any], frames: int, ranks: Ranks) -> Training:
+def _build(cfg: TrainConfig, reader: CacheReader, task: Task, splits: dict[str, Any], frames: int, ranks: Ranks
+           ) -> Training:
     device = ranks.device
     head = build_for_store(reader, cfg.head, cfg.head_options, frames, cfg.templates, cfg.class_names, device,
                            cfg.classes, cfg.pretrained)
-    train_set = CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
-                             device=device, seed=cfg.seed, classes=cfg.classes)
-    val_set = CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload,
-                           device=device, classes=cfg.classes)
+    train_set, val_set = task.datasets(head, splits, frames, cfg, device)
     for name, dataset in (("training", train_set), ("validation", val_set)):
         if len(dataset.videos) == 0:
             raise InputError(f"{reader.path}: no {name} videos of the classes being trained; name other splits "

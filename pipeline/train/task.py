@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.heads import RETRIEVAL_HEADS
+from clipcache.heads import LOCALISATION_HEADS, RETRIEVAL_HEADS
 from clipcache.heads.base import Batch, Head
 from clipcache.heads.prompt_text import PromptLayout
 from clipcache.pipeline.common import autocast, note
@@ -51,6 +51,15 @@ class Task(ABC):
 
     @abstractmethod
     def splits(self) -> dict[str, np.ndarray]: ...
+
+    def datasets(self, head: Head, splits: dict[str, np.ndarray], frames: int, cfg: TrainConfig,
+                 device: torch.device) -> tuple[CacheDataset, CacheDataset]:
+        """The training and validation sets: by default the head's requested features of each split's videos."""
+        reader = self.reader
+        return (CacheDataset(reader, head.request, splits["train"], frames, train=True, preload=cfg.preload,
+                             device=device, seed=cfg.seed, classes=cfg.classes),
+                CacheDataset(reader, head.request, splits["val"], frames, train=False, preload=cfg.preload,
+                             device=device, classes=cfg.classes))
 
     def attach(self, head: Head, train_set: CacheDataset, val_set: CacheDataset, quiet: bool) -> None:
         """Nothing by default."""
@@ -201,6 +210,9 @@ class RetrievalTask(Task):
 
 
 def make_task(cfg: TrainConfig, reader: CacheReader) -> Task:
+    if cfg.head in LOCALISATION_HEADS:
+        from clipcache.pipeline.localize.task import LocalisationTask  # it imports this module
+        return LocalisationTask(cfg, reader)
     return RetrievalTask(cfg, reader) if cfg.captions is not None else ClassificationTask(cfg, reader)
 
 
