@@ -65,6 +65,10 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions,
                                           "proposals (ActionFormer/BMN result JSON, or a video,start,end,score "
                                           "CSV), each classified zero-shot and scored by mAP; a proposals run "
                                           "(--checkpoint) makes its own.")
+    classifier: Path | None = option(None, "Localisation: a run of a classification head trained on the store's "
+                                           "segments (train-head STORE --head prompt|text|linear on a dense store) "
+                                           "names the proposals instead of zero-shot CLIP (Efficient-Prompt's "
+                                           "second stage).")
     tiou: str = option("thumos14", "Localisation: the tIoU thresholds of mAP: thumos14 (0.3:0.1:0.7), activitynet "
                                    "(0.5:0.05:0.95) or a comma-separated list.")
     weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")

@@ -61,7 +61,8 @@ def training_progress(run: dict[str, Any]) -> dict[str, Any]:
 def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
                         weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
                         captions: Path | None = None, pretrained: Path | None = None,
-                        text: tuple[str, Path | None, str] = ("text4vis", None, "thumos14")) -> Result:
+                        text: tuple[str, Path | None, str] = ("text4vis", None, "thumos14"),
+                        classifier: Path | None = None) -> Result:
     """Multi-view metrics of a trained head on a split of `store` (default: the run's test split; any store
     made by the same model), over the run's classes or, for heads that score by class name (text, prompt),
     any other classes. A retrieval run is scored on captions instead (see `evaluate_retrieval`)."""
@@ -76,7 +77,15 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
         head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], None,
                                resolve_device(device), None, pretrained)
         load_weights(head, run_dir / weights)
-        return localise_checkpoint(reader, run, run_dir, head, split, device, weights, text, quiet, pretrained)
+        return localise_checkpoint(reader, run, run_dir, head, split, device, weights, text, quiet, pretrained,
+                                   classifier)
+    if reader.settings.dense:  # a head trained on a dense store's segments
+        from clipcache.pipeline.localize.evaluate import evaluate_segments  # it imports this module
+        head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"],
+                               Path(run["class_names"]) if run["class_names"] else None, resolve_device(device),
+                               tuple(run["classes"]), pretrained)
+        load_weights(head, run_dir / weights)
+        return evaluate_segments(reader, run, run_dir, head, split, device, weights, quiet)
     if captions is not None:
         raise InputError(f"{run_dir}: a classification run; --captions scores retrieval runs (train-head "
                          "--captions) or, with --zero-shot, CLIP itself")

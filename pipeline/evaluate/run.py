@@ -51,7 +51,7 @@ def _run(cfg: EvalConfig) -> Result:
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",
                                    quiet=cfg.quiet, captions=cfg.captions, pretrained=moved,
-                                   text=(cfg.templates, cfg.class_names, cfg.tiou))
+                                   text=(cfg.templates, cfg.class_names, cfg.tiou), classifier=cfg.classifier)
     if cfg.half_classes:
         return half_class_zero_shot(cfg.store, cfg.half_classes, split, cfg.templates, cfg.class_names, cfg.device,
                                     cfg.quiet, moved, fractions)

@@ -28,9 +28,13 @@ from clipcache.pipeline.common import resolve_device
 from clipcache.pipeline.evaluate.detection import Segments, detection_map, proposal_recall, threshold_set
 from clipcache.pipeline.evaluate.detection_files import read_proposals
 from clipcache.pipeline.evaluate.head import training_progress
-from clipcache.pipeline.evaluate.results import Result, describe
+from clipcache.pipeline.train.build import build_for_store
+from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
+from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
 from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, video_truth
 from clipcache.pipeline.localize.task import WINDOW, localisation_splits, truth_segments, video_level_proposals
+from clipcache.pipeline.evaluate.predict import predict
+from clipcache.pipeline.localize.segment_clips import SegmentClips
 from clipcache.pipeline.localize.windows import FeatureWindows
 from clipcache.pipeline.train.splits import TEST, evaluation_split
 from clipcache.pipeline.train.text_embeddings import text_embeddings
@@ -43,9 +47,11 @@ CLASSES_PER_PROPOSAL = 2
 
 def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, split: str, device: str,
                           templates: str, names_file: Path | None, thresholds: str, description: dict[str, Any],
-                          batch_size: int = 8, quiet: bool = True, pretrained: Path | None = None) -> Result:
-    """`description` holds what identifies the proposals (method, checkpoint, options, held_out) beside what
-    `describe` gives."""
+                          batch_size: int = 8, quiet: bool = True, pretrained: Path | None = None,
+                          classifier: tuple[Head, int] | None = None) -> Result:
+    """`description` holds what identifies the proposals and the classifier (method, checkpoint, options,
+    held_out) beside what `describe` gives; `classifier`: a head trained on the store's segments and the frames
+    it reads per segment, else zero-shot."""
     table = segment_table(reader)
     if tuple(table.classes) != tuple(reader.classes):
         raise InputError(f"{reader.path}: its segments name classes {list(table.classes)[:5]}... but the store "
@@ -58,9 +64,12 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     else:
         windows = FeatureWindows(reader, scored.videos, truth, WINDOW, train=False)
         proposals = video_level_proposals(proposals_from.to(torch_device), windows, reader, torch_device, batch_size)
-    text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet, pretrained=pretrained)
-    detections = classify(reader, proposals, text, float(np.exp(reader.frozen()["logit_scale"][0]))
-                          if "logit_scale" in reader.frozen() else 100.0)
+    if classifier is None:
+        text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet, pretrained=pretrained)
+        probs = zero_shot_probs(reader, proposals, text)
+    else:
+        probs = head_probs(reader, proposals, classifier, torch_device, batch_size)
+    detections = detect(proposals, probs)
     gt = truth_segments(truth)
     vague = _ambiguous(truth)
     found = detection_map(gt, detections, threshold_set(thresholds), vague if len(vague) else None)
@@ -68,35 +77,58 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     record = {**describe(reader, split=scored, **description), "videos": int(len(scored.videos)),
               "segments": int(len(gt)), "proposals": int(len(proposals)), "detections": int(len(detections)),
               **found.metrics(), **{f"proposal_{k}": v for k, v in recall.metrics().items()},
-              "per_class": found.per_class(), "scoring": "proposal confidence x zero-shot class probability, "
-              f"top {CLASSES_PER_PROPOSAL} classes per proposal; ActivityNet's official mAP"}
+              "per_class": found.per_class(),
+              "scoring": f"proposal confidence x class probability ({'zero-shot' if classifier is None else 'head'}),"
+                         f" top {CLASSES_PER_PROPOSAL} classes per proposal; ActivityNet's official mAP"}
     stems = np.array([Path(str(p)).stem for p in reader.column("path")], dtype=object)
     named = Segments.of(stems[detections.video.astype(np.int64)], detections.start, detections.end, detections.label,
                         detections.score)
     return Result(record, detections=named, detection_classes=tuple(reader.classes))
 
 
-def classify(reader: CacheReader, proposals: Segments, text: np.ndarray, scale: float) -> Segments:
-    """Each proposal's CLASSES_PER_PROPOSAL most probable classes as detections (see the module docstring)."""
-    rows: dict[str, list[Any]] = {"video": [], "start": [], "end": [], "label": [], "score": []}
+def zero_shot_probs(reader: CacheReader, proposals: Segments, text: np.ndarray) -> np.ndarray:
+    """(P, C) class probabilities of each proposal: softmax of CLIP's logit scale x cosine between the
+    normalised mean of its unit frame embeddings and each class-name embedding."""
+    frozen = reader.frozen()
+    scale = float(np.exp(frozen["logit_scale"][0])) if "logit_scale" in frozen else 100.0
+    probs = np.zeros((len(proposals), len(text)))
     for video in np.unique(proposals.video).tolist():
         mine = np.flatnonzero(proposals.video == video)
         frames = reader.dense(int(video)).astype(np.float32)
         frames /= np.linalg.norm(frames, axis=1, keepdims=True)
         times = reader.dense(int(video), "time")
         features = np.stack([_span_mean(frames, times, proposals.start[i], proposals.end[i]) for i in mine])
-        logits = scale * features @ text.T
-        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :CLASSES_PER_PROPOSAL]
-        for row, i in enumerate(mine):
-            for label in best[row]:
-                rows["video"].append(video)
-                rows["start"].append(proposals.start[i])
-                rows["end"].append(proposals.end[i])
-                rows["label"].append(int(label))
-                rows["score"].append(float(proposals.score[i] * probs[row, label]))
-    return Segments.of(np.asarray(rows["video"], dtype=proposals.video.dtype), rows["start"], rows["end"],
-                       np.asarray(rows["label"], np.int64), rows["score"])
+        probs[mine] = torch.softmax(torch.from_numpy(scale * features @ text.T), dim=1).numpy()
+    return probs
+
+
+def head_probs(reader: CacheReader, proposals: Segments, classifier: tuple[Head, int], device: torch.device,
+               batch_size: int) -> np.ndarray:
+    """(P, C) class probabilities of each proposal from a head trained on the store's segments, each proposal
+    a segment clip of the frames that head reads."""
+    head, frames = classifier
+    truth = {}
+    for video in np.unique(proposals.video).tolist():
+        mine = proposals.video == video
+        empty = np.zeros(0)
+        truth[int(video)] = VideoTruth(proposals.start[mine], proposals.end[mine], np.full(int(mine.sum()), -1),
+                                       empty, empty)
+    clips = SegmentClips(reader, truth, frames, train=False)
+    order = np.concatenate([np.flatnonzero(proposals.video == v) for v in sorted(truth)])
+    probs, _ = predict(head.to(device), clips, device, batch_size)
+    out = np.zeros_like(probs)
+    out[order] = probs
+    return out
+
+
+def detect(proposals: Segments, probs: np.ndarray) -> Segments:
+    """Each proposal's CLASSES_PER_PROPOSAL most probable classes as detections, scored by proposal confidence x
+    class probability (see the module docstring)."""
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :CLASSES_PER_PROPOSAL]
+    rows = np.repeat(np.arange(len(proposals)), best.shape[1])
+    labels = best.reshape(-1)
+    return Segments.of(proposals.video[rows], proposals.start[rows], proposals.end[rows], labels.astype(np.int64),
+                       proposals.score[rows] * probs[rows, labels])
 
 
 def _span_mean(frames: np.ndarray, times: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -132,39 +164,91 @@ def _ambiguous(truth: dict[int, VideoTruth]) -> Segments:
 
 
 def localise_from_file(cfg: EvalConfig) -> Result:
-    """`eval STORE --proposals FILE`: another detector's proposals, classified zero-shot. Whether its detector
-    saw the split scored cannot be known here (`held_out` null)."""
+    """`eval STORE --proposals FILE [--classifier RUN]`: another detector's proposals, classified zero-shot or by a
+    trained head. Whether that detector saw the split scored cannot be known here (`held_out` null)."""
     reader = CacheReader(cfg.store)
+    classifier = load_classifier(reader, cfg.classifier, cfg.device, cfg.pretrained)
     options = {"proposals": str(cfg.proposals.resolve()), "proposals_sha256": _sha256(cfg.proposals),
-               "templates": cfg.templates, "class_names": cfg.class_names, "tiou": cfg.tiou}
-    description = {"method": "proposals file + zero-shot", "held_out": None, "options": options}
+               "classifier": str(cfg.classifier.resolve()) if cfg.classifier else None, "templates": cfg.templates,
+               "class_names": cfg.class_names, "tiou": cfg.tiou}
+    description = {"method": f"proposals file + {_naming(cfg.classifier)}", "held_out": None, "options": options}
     return evaluate_localisation(reader, cfg.proposals, cfg.split or TEST, cfg.device, cfg.templates,
-                                 cfg.class_names, cfg.tiou, description, quiet=cfg.quiet, pretrained=cfg.pretrained)
+                                 cfg.class_names, cfg.tiou, description, quiet=cfg.quiet, pretrained=cfg.pretrained,
+                                 classifier=classifier)
+
+
+def load_classifier(reader: CacheReader, run_dir: Path | None, device: str, pretrained: Path | None
+                    ) -> tuple[Head, int] | None:
+    """A classification run trained on this store's segments, ready to name proposals, and the frames it reads."""
+    if run_dir is None:
+        return None
+    run = read_run(run_dir)
+    check_compatible(run, reader.settings, reader.path)
+    if run.get("task", "classification") != "classification" or tuple(run["classes"]) != tuple(reader.classes):
+        raise InputError(f"{run_dir}: --classifier takes a classification run trained on this store's segments "
+                         f"(train-head {reader.path} --head prompt)")
+    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"],
+                           Path(run["class_names"]) if run["class_names"] else None, resolve_device(device),
+                           tuple(run["classes"]), pretrained)
+    load_weights(head, run_dir / BEST)
+    return head, int(run["frames"])
+
+
+def _naming(classifier: Path | None) -> str:
+    return "zero-shot" if classifier is None else "head"
 
 
 def localise_checkpoint(reader: CacheReader, run: dict[str, Any], run_dir: Path, head: Head, split: str | None,
                         device: str, weights: str, cfg_text: tuple[str, Path | None, str], quiet: bool,
-                        pretrained: Path | None) -> Result:
+                        pretrained: Path | None, classifier_dir: Path | None = None) -> Result:
     """A proposal head's run (`train-head --head proposals`) on a split: its proposals, classified zero-shot.
     Held out when none of the split's videos trained it or chose its epoch."""
     config = run["config"]
     scored = split or config["test_split"]
-    fit = localisation_splits(reader, segment_table(reader), config["train_split"], config["val_split"],
-                              config["test_split"], config["seed"])
-    videos = evaluation_split(reader, scored, labels=False).videos
-    same_store = run["store_fingerprint"] == reader.settings.fingerprint()
-    held = bool(same_store and not np.isin(videos, np.concatenate([fit["train"], fit["val"]])).any()) \
-        if same_store else None
+    held = segment_splits_held_out(reader, run, evaluation_split(reader, scored, labels=False).videos)
     templates, names_file, tiou = cfg_text
+    classifier = load_classifier(reader, classifier_dir, device, pretrained)
+    if classifier_dir is not None and held:
+        held = segment_splits_held_out(reader, read_run(classifier_dir),
+                                       evaluation_split(reader, scored, labels=False).videos)
     options = {"weights": weights.removesuffix(".safetensors"), "templates": templates, "class_names": names_file,
-               "tiou": tiou}
-    description = {"method": "head proposals + zero-shot", "held_out": held, "options": options,
+               "tiou": tiou, "classifier": str(classifier_dir.resolve()) if classifier_dir else None}
+    description = {"method": f"head proposals + {_naming(classifier_dir)}", "held_out": held, "options": options,
                    "checkpoint": run_dir / weights}
     result = evaluate_localisation(reader, head, scored, device, templates, names_file, tiou, description,
-                                   batch_size=config["batch_size"], quiet=quiet, pretrained=pretrained)
+                                   batch_size=config["batch_size"], quiet=quiet, pretrained=pretrained,
+                                   classifier=classifier)
     result.record["training"] = training_progress(run)
     return result
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def segment_splits_held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray) -> bool | None:
+    """Whether none of `videos` trained a run on this store's segments or chose its epoch (None: another store)."""
+    if run["store_fingerprint"] != reader.settings.fingerprint():
+        return None
+    config = run["config"]
+    fit = localisation_splits(reader, segment_table(reader), config["train_split"], config["val_split"],
+                              config["test_split"], config["seed"])
+    return not np.isin(videos, np.concatenate([fit["train"], fit["val"]])).any()
+
+
+def evaluate_segments(reader: CacheReader, run: dict[str, Any], run_dir: Path, head: Head, split: str | None,
+                      device: str, weights: str, quiet: bool) -> Result:
+    """A classification head trained on a dense store's segments, scored on the ground-truth segments of a split's
+    videos (top-1 over segments: how well it would name perfect proposals)."""
+    scored = evaluation_split(reader, split or run["config"]["test_split"], labels=False)
+    truth = video_truth(segment_table(reader), scored.videos)
+    clips = SegmentClips(reader, truth, run["frames"], train=False)
+    if not len(clips):
+        raise InputError(f"{reader.path}: split {scored.name!r} has no labelled segments to score")
+    torch_device = resolve_device(device)
+    probs, labels = predict(head.to(torch_device), clips, torch_device, run["config"]["batch_size"], quiet=quiet)
+    description = describe(reader, method=f"head {run['head']} on segments", split=scored,
+                           checkpoint=run_dir / weights, options={"weights": weights.removesuffix(".safetensors")},
+                           held_out=segment_splits_held_out(reader, run, scored.videos))
+    description["training"] = training_progress(run)
+    return single(description, Scores(clips.videos, labels, probs, tuple(run["classes"])))

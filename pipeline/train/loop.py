@@ -165,9 +165,9 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     if not ranks.main:
         cfg = replace(cfg, quiet=True)  # rank 0 alone prints
     reader = CacheReader(cfg.store)
-    frames = cfg.frames or reader.settings.frames
     cfg = with_recipe(cfg)
     task = make_task(cfg, reader)
+    frames = task.frames()
     splits = task.splits()
     torch.manual_seed(cfg.seed)
     training = _build(cfg, reader, task, splits, frames, ranks)

@@ -52,6 +52,10 @@ class Task(ABC):
     @abstractmethod
     def splits(self) -> dict[str, np.ndarray]: ...
 
+    def frames(self) -> int:
+        """Frames per sample the head sees: --frames, else every frame a clip store holds per view."""
+        return self.cfg.frames or self.reader.settings.frames
+
     def datasets(self, head: Head, splits: dict[str, np.ndarray], frames: int, cfg: TrainConfig,
                  device: torch.device) -> tuple[CacheDataset, CacheDataset]:
         """The training and validation sets: by default the head's requested features of each split's videos."""
@@ -213,6 +217,9 @@ def make_task(cfg: TrainConfig, reader: CacheReader) -> Task:
     if cfg.head in LOCALISATION_HEADS:
         from clipcache.pipeline.localize.task import LocalisationTask  # it imports this module
         return LocalisationTask(cfg, reader)
+    if reader.settings.dense and cfg.captions is None:
+        from clipcache.pipeline.localize.segment_task import SegmentTask  # it imports this module
+        return SegmentTask(cfg, reader)
     return RetrievalTask(cfg, reader) if cfg.captions is not None else ClassificationTask(cfg, reader)
 
 
