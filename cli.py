@@ -35,7 +35,6 @@ from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
-from clipcache.pipeline.thread_options import ThreadOptions
 from clipcache.pipeline.train.config import TrainConfig
 
 app = typer.Typer(
@@ -208,19 +207,10 @@ def verify(cfg: VerifyConfig) -> None:
         raise typer.Exit(1)
 
 
-@dataclasses.dataclass(kw_only=True)
-class TrainCommand(TrainConfig, ThreadOptions):
-    """train-head's options: the run's (TrainConfig, recorded in run.json) and the threads it computes on, which
-    are not part of the run: a resumed run may use other threads."""
-
-    def run_config(self) -> TrainConfig:
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
-
-
-@command(TrainCommand, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
+@command(TrainConfig, "train-head", epilog="Example: clipcache train-head features.zarr --head text --out runs/text "
                                            "--shots 8 --seeds 3; retrieval: clipcache train-head features.zarr "
                                            "--head prompt --captions captions.csv --out runs/retrieval")
-def train_head(cfg: TrainCommand) -> None:
+def train_head(cfg: TrainConfig) -> None:
     """Train a light head on cached features (no video is decoded, no image encoder runs).
 
     With --shots K it trains one K-shot run per seed (OUT/seed-<s>); with --base-to-novel it trains on half
@@ -232,7 +222,7 @@ def train_head(cfg: TrainCommand) -> None:
     from clipcache.pipeline.train.distributed import is_main
 
     try:
-        result = _run(lambda: run_train_head(cfg.run_config(), cfg.threads))
+        result = _run(lambda: run_train_head(cfg, cfg.threads))
     except KeyboardInterrupt as exc:
         if not is_main():
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None

@@ -1,11 +1,11 @@
 """Options, declared once: each config field carries its default and its help, and the command line is
 derived from the config dataclasses (cli.py), so the two can never disagree.
 
-The option groups shared by several commands (device, templates, splits, shots, captions) are declared here once
-and mixed into the stages' configs. Every config checks on construction what holds for any option: a number is
-finite (`--lr inf` would train to NaN weights) and within the range its field declares (`limits`), so a value
-no library accepts (`--seed 1e23`) or that would run for ever (`--min-steps 1e22`) is one line, before anything
-heavy starts.
+The option groups shared by several commands (device, threads, templates, splits, shots, captions) are declared here
+once and mixed into the stages' configs. Every config checks on construction what holds for any option: a number is
+finite (`--lr inf` would train to NaN weights) and within the range its field declares (`limits`), so a value no
+library accepts (`--seed 1e23`) or that would run for ever (`--min-steps 1e22`) is one line, before anything heavy
+starts.
 """
 from __future__ import annotations
 
@@ -108,6 +108,17 @@ class RunOptions(Options):
 
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.")
     quiet: bool = option(False, "No progress bars and no notes on stderr.")
+
+
+@dataclass(kw_only=True)
+class ThreadOptions(Options):
+    """How many threads torch computes on in stage two (the rule that picks the default is
+    `common.compute_threads`). Not part of a run's identity: a resumed run may use other threads."""
+
+    threads: int | None = option(None, "Torch CPU threads for stage two's computation (default: OMP_NUM_THREADS when "
+                                       "set, else half the cores, fewer when other processes keep more busy: "
+                                       "threads waiting for a busy core make small heads many times slower).",
+                                 limits=(1, None))
 
 
 @dataclass(kw_only=True)

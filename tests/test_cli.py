@@ -9,14 +9,15 @@ import pytest
 import typer
 
 from clipcache import __version__
-from clipcache.cli import InfoConfig, ResultsConfig, TrainCommand, VerifyConfig, app
+from clipcache.cli import InfoConfig, ResultsConfig, VerifyConfig, app
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.options import cli_of
+from clipcache.pipeline.train.config import TrainConfig
 from conftest import run_cli
 
-COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainCommand,
+COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainConfig,
             "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig}
 
 

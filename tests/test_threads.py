@@ -1,4 +1,5 @@
-"""Stage two's compute threads: chosen by one rule (common.compute_threads), set by --threads, never part of a run."""
+"""Stage two's compute threads: chosen by one rule (common.compute_threads), set by --threads, never part of a run's
+identity (a run resumes on other threads)."""
 from __future__ import annotations
 
 import json
@@ -42,9 +43,11 @@ def test_threads_set_the_training_and_are_not_part_of_the_run(appearance_store: 
         first = run_cli(*common, "--epochs", "1", "--threads", "2")
         assert first.code == 0, first
         assert torch.get_num_threads() == 2
-        assert "threads" not in json.loads((out / "run.json").read_text())["config"]
+        assert json.loads((out / "run.json").read_text())["config"]["threads"] == 2  # recorded, as run
         resumed = run_cli(*common, "--epochs", "2", "--threads", "1", "--resume")  # other threads: same run
         assert resumed.code == 0 and "2 epochs" in resumed.stdout, resumed
         assert torch.get_num_threads() == 1
+        run = json.loads((out / "run.json").read_text())
+        assert run["epochs_done"] == 2 and run["config"]["threads"] == 1
     finally:
         torch.set_num_threads(before)

@@ -17,6 +17,7 @@ from clipcache.pipeline.options import (
     ShotOptions,
     SplitOptions,
     TextOptions,
+    ThreadOptions,
     argument,
     internal,
     option,
@@ -50,7 +51,7 @@ def parse_head_options(pairs: list[str]) -> dict[str, Any]:
 
 
 @dataclass(kw_only=True)
-class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOptions):
+class TrainConfig(RunOptions, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions):
     store: Path = argument("A store made by `clipcache extract`.")
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")
