@@ -148,6 +148,34 @@ class SplitOptions(Options):
                                    "scored) or a file; none in the store: a stratified, seeded 10% of train.")
 
 
+Fractions = tuple[float, float, float]
+
+
+def parse_fractions(text: str | None) -> Fractions | None:
+    """`--split-fractions TRAIN,VAL,TEST`: three fractions, train above 0, that add up to 1."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1) > 1e-6:
+        raise InputError(f"--split-fractions {text}: expected TRAIN,VAL,TEST fractions that add up to 1 "
+                         "(train above 0), e.g. 0.7,0.1,0.2")
+    return values  # type: ignore[return-value]
+
+
+@dataclass(kw_only=True)
+class DrawnSplitOptions(Options):
+    """How the splits of a store without splits are drawn (pipeline/train/splits.py draws them)."""
+
+    split_fractions: Fractions | None = option(
+        None, "A store without splits (a root/<class>/<video> folder): the TRAIN,VAL,TEST fractions of the "
+              "stratified splits drawn for it with seed 0 (default 0.7,0.1,0.2; recorded as split_drawn in "
+              "run.json and result.json; eval of a run draws the run's).", text=str, parse=parse_fractions,
+        metavar="TRAIN,VAL,TEST")
+
+
 MAX_SEEDS = 1000  # K-shot draws: more only repeat the spread they measure, at the cost of a run each
 SEED_LIMITS: Limits = (0, 2**32 - 1)  # what numpy's and torch's generators accept, with room for seed x pass
 

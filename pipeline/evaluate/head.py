@@ -43,11 +43,18 @@ def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weigh
                                    config["val_split"], config["test_split"], config["seed"])
         else:
             fit = train_val_test(reader, config["train_split"], config["val_split"], config["test_split"],
-                                 config["shots"], config["seed"])
+                                 config["shots"], config["seed"], run_fractions(run))
     except InputError:
         return None
     used = [fit["train"]] + ([fit["val"]] if weights == BEST or config.get("patience") else [])
     return not np.isin(videos, np.concatenate(used)).any()
+
+
+def run_fractions(run: dict[str, Any]) -> tuple[float, float, float] | None:
+    """The fractions the run drew the splits of a store without splits with (runs before train-head
+    --split-fractions drew the default ones)."""
+    fractions = run["config"].get("split_fractions")
+    return tuple(fractions) if fractions is not None else None
 
 
 def training_progress(run: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     if captions is not None:
         raise InputError(f"{run_dir}: a classification run; --captions scores retrieval runs (train-head "
                          "--captions) or, with --zero-shot, CLIP itself")
-    scored = evaluation_split(reader, split or run["config"]["test_split"])
+    scored = evaluation_split(reader, split or run["config"]["test_split"], fractions=run_fractions(run))
     classes = classes or tuple(run["classes"])
     torch_device = resolve_device(device)
     class_file = Path(run["class_names"]) if run["class_names"] else None

@@ -33,7 +33,7 @@ from clipcache.pipeline.evaluate.retrieval import ranks_from_embeddings
 from clipcache.pipeline.train.captions import Captions, match_captions, read_captions
 from clipcache.pipeline.train.config import TrainConfig
 from clipcache.pipeline.train.dataset import CacheDataset
-from clipcache.pipeline.train.splits import split_videos, stratified_holdout, train_val_test
+from clipcache.pipeline.train.splits import Drawn, split_videos, store_splits, stratified_holdout, train_val_test
 
 MIN_CONTRASTIVE_BATCH = 2  # a pair's negatives are the batch's other pairs: one pair alone has a loss of 0
 SENTENCE_BLOCK = 256  # sentences through the prompted text tower at a time, when evaluating
@@ -48,6 +48,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     selected_by: ClassVar[dict[str, str]]  # the field of `score` that comes first, and how lines name it
+    drawn: Drawn | None = None  # how `splits` drew the splits of a store without splits (set by `splits`)
 
     @abstractmethod
     def splits(self) -> dict[str, np.ndarray]: ...
@@ -88,7 +89,8 @@ class Task(ABC):
 
     def run_fields(self) -> dict[str, Any]:
         """What run.json records about the task."""
-        return {"task": self.name, "selected_by": self.selected_by}
+        return {"task": self.name, "selected_by": self.selected_by,
+                "split_drawn": self.drawn.to_json() if self.drawn else None}
 
 
 class ClassificationTask(Task):
@@ -102,7 +104,9 @@ class ClassificationTask(Task):
 
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg
-        return train_val_test(self.reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed)
+        self.drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split), cfg.split_fractions)
+        return train_val_test(self.reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed,
+                              cfg.split_fractions)
 
     def loss(self, head: Head, batch: Batch) -> torch.Tensor:
         return self.criterion(head(batch).float(), batch["label"])
@@ -157,6 +161,8 @@ class RetrievalTask(Task):
 
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg
+        if self.captions.splits is None:
+            self.drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split))
         return retrieval_splits(self.reader, self.captions, cfg.train_split, cfg.val_split, cfg.test_split, cfg.seed)
 
     def attach(self, head: Head, train_set: CacheDataset, val_set: CacheDataset, quiet: bool) -> None:
@@ -213,6 +219,15 @@ class RetrievalTask(Task):
                 "repeated_captions": self.captions.repeated_captions}
 
 
+def drawn_splits(reader: CacheReader, specs: tuple[str, ...], fractions: tuple[float, float, float] | None = None
+                 ) -> Drawn | None:
+    """How the splits named in `specs` are drawn for a store without splits; None where the store has splits or
+    every spec is a file of video paths."""
+    if all(Path(spec).is_file() for spec in specs):
+        return None
+    return store_splits(reader, fractions)[1]
+
+
 def make_task(cfg: TrainConfig, reader: CacheReader) -> Task:
     if cfg.head in LOCALISATION_HEADS:
         from clipcache.pipeline.localize.task import LocalisationTask  # it imports this module
@@ -237,6 +252,9 @@ def check_retrieval_options(cfg: TrainConfig) -> None:
     for name, value in (("--shots", cfg.shots), ("--base-to-novel", cfg.base_to_novel or cfg.classes)):
         if value:
             raise InputError(f"{name} is a classification protocol: not with --captions")
+    if cfg.split_fractions is not None:  # eval scores a retrieval run on the splits drawn at the default fractions
+        raise InputError("--split-fractions draws the splits of classification runs; retrieval on a store without "
+                         "splits draws 0.7,0.1,0.2 (or give the caption file's splits)")
 
 
 def truncation_note(*layouts: PromptLayout, path: Path) -> str | None:
