@@ -35,6 +35,7 @@ from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
+from clipcache.pipeline.predict.config import PredictConfig
 from clipcache.pipeline.train.config import TrainConfig
 
 app = typer.Typer(
@@ -254,6 +255,16 @@ def eval_(cfg: EvalConfig) -> None:
 
     report = _run(lambda: evaluate(cfg))
     typer.echo(json.dumps(report, indent=2) if cfg.as_json else format_report(report))
+
+
+@command(PredictConfig, "predict", epilog="Example: clipcache predict clip1.mp4 clip2.mp4 --checkpoint runs/text "
+                                         "--top-k 3 --json")
+def predict(cfg: PredictConfig) -> None:
+    """Classify new videos with a trained head: each is decoded, sampled and cropped as the run's store was made,
+    encoded by the store's model and scored by the head (views averaged); the top-k classes with their scores."""
+    from clipcache.pipeline.predict.run import format_predictions, predict_videos
+
+    typer.echo(format_predictions(_run(lambda: predict_videos(cfg)), cfg.as_json))
 
 
 @command(ExportConfig, "export", epilog="Examples: clipcache export thumos.zarr thumos_features/ --format actionformer; "

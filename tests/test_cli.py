@@ -14,11 +14,12 @@ from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.options import cli_of
+from clipcache.pipeline.predict.config import PredictConfig
 from clipcache.pipeline.train.config import TrainConfig
 from conftest import run_cli
 
 COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainConfig,
-            "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig}
+            "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig, "predict": PredictConfig}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

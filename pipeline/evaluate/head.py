@@ -11,6 +11,7 @@ import torch
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.heads.base import Head
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.evaluate.captioned import captioned_split
 from clipcache.pipeline.evaluate.predict import predict
@@ -99,14 +100,7 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
     scored = evaluation_split(reader, split or run["config"]["test_split"], fractions=run_fractions(run))
     classes = classes or tuple(run["classes"])
     torch_device = resolve_device(device)
-    class_file = Path(run["class_names"]) if run["class_names"] else None
-    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], class_file,
-                           torch_device, classes, pretrained)
-    try:
-        load_weights(head, run_dir / weights)
-    except RuntimeError:
-        raise InputError(f"{run_dir}: a {run['head']} head trained on {len(run['classes'])} classes cannot score "
-                         f"{len(classes)} other classes") from None
+    head = trained_head(reader, run, run_dir, weights, torch_device, classes, pretrained)
     dataset = CacheDataset(reader, head.request, scored.videos, run["frames"], train=False, device=torch_device,
                            classes=classes)
     probs, labels = predict(head, dataset, torch_device, run["config"]["batch_size"], quiet=quiet)
@@ -117,6 +111,22 @@ def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, de
                            classes=len(classes))
     description["training"] = training_progress(run)
     return single(description, Scores(dataset.videos, labels, probs, classes))
+
+
+def trained_head(reader: CacheReader, run: dict[str, Any], run_dir: Path, weights: str, device: torch.device,
+                 classes: tuple[str, ...] | None = None, pretrained: Path | None = None) -> Head:
+    """A classification run's head with its trained weights, built on `reader`'s store (a store made by the same
+    model), scoring the run's classes or, for heads that score by class name, `classes`."""
+    classes = classes or tuple(run["classes"])
+    class_file = Path(run["class_names"]) if run["class_names"] else None
+    head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"], class_file,
+                           device, classes, pretrained)
+    try:
+        load_weights(head, run_dir / weights)
+    except RuntimeError:
+        raise InputError(f"{run_dir}: a {run['head']} head trained on {len(run['classes'])} classes cannot score "
+                         f"{len(classes)} other classes") from None
+    return head
 
 
 def run_captions(run: dict[str, Any], run_dir: Path, given: Path | None) -> tuple[CaptionFile, CaptionFile | None]:
