@@ -46,6 +46,10 @@ def test_linear_head_with_default_options_reaches_90_percent_and_shows_its_progr
     epochs = re.findall(r"epoch (\d+)/20  step (\d+)/500  loss ([\d.]+)  lr \S+  val top-1 ([\d.]+)", trained.stderr)
     assert [(int(e), int(s)) for e, s, _, _ in epochs] == [(e, 25 * e) for e in range(1, 21)]
     assert float(epochs[-1][2]) < 0.5 * float(epochs[0][2])  # the loss visibly fell
+    # one progress bar over the whole run's 500 steps (its ETA is the run's), no validation bars between epochs
+    assert re.search(r"epoch 1/20: .*\| 0/500 \[", trained.stderr) and re.search(r"epoch 20/20: .*/500 \[",
+                                                                                   trained.stderr), trained
+    assert "evaluate" not in trained.stderr
     run = read_run(out)
     assert run["splits"] == {"train": 18, "val": 6, "test": 12} and "preloaded on cpu" in run["features"]
     assert run["config"]["lr"] == 0.01 and run["config"]["batch_size"] == 64 and run["config"]["min_steps"] == 500

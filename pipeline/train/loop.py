@@ -200,11 +200,31 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     note(_plan(cfg, training), cfg.quiet)
     if state is None:  # from every training batch, whichever rank reads it
         training.head.prepare(to_device(batch, device) for batch in _global_batches(training))
+    with _progress(training, run["epochs_done"]) as bar:
+        _epochs(training, task, run, rows, stale, bar)
+    ranks.barrier()  # no rank returns before rank 0 has written the last epoch
+    return run
+
+
+def _progress(training: Training, done: int) -> tqdm:
+    """One bar for the whole run: the steps of every planned epoch (validation and saving between epochs are in
+    its measured rate), so its ETA is the run's; validation shows no bar of its own."""
+    cfg = training.cfg
+    return tqdm(total=cfg.epochs * training.steps_per_epoch, initial=done * training.steps_per_epoch, unit="step",
+                leave=False, disable=cfg.quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+def _epochs(training: Training, task: Task, run: dict[str, Any], rows: list[dict[str, Any]], stale: int,
+            bar: tqdm) -> None:
+    """Train, validate, save and report each remaining epoch; stop early on --patience."""
+    cfg, device, ranks = training.cfg, training.device, training.ranks
     for epoch in range(run["epochs_done"], run.get("stopped_early") or cfg.epochs):
-        loss, rate = _train_epoch(training, task, epoch)
+        bar.set_description(f"epoch {epoch + 1}/{cfg.epochs}")
+        loss, rate = _train_epoch(training, task, epoch, bar)
+        bar.set_postfix_str("validating")
         row = {"epoch": epoch + 1, "step": (epoch + 1) * training.steps_per_epoch, "loss": loss,
                "lr": training.scheduler.get_last_lr()[0], "samples_per_s": rate,
-               **task.validate(training.head, training.val_set, device, cfg.batch_size, cfg.workers, cfg.quiet)}
+               **task.validate(training.head, training.val_set, device, cfg.batch_size, cfg.workers, quiet=True)}
         rows.append(row)
         best = None if run["best"] is None else task.score(run["best"])
         stale = 0 if best is None or task.score(row)[0] > best[0] else stale + 1  # --patience
@@ -221,8 +241,6 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
              f"loss {loss:.4f}  lr {row['lr']:.2e}  {task.describe(row)}  {rate:.0f} samples/s", cfg.quiet)
         if "stopped_early" in run:
             break
-    ranks.barrier()  # no rank returns before rank 0 has written the last epoch
-    return run
 
 
 def _build(cfg: TrainConfig, reader: CacheReader, task: Task, splits: dict[str, Any], frames: int, ranks: Ranks
@@ -324,18 +342,16 @@ def _where(dataset: CacheDataset) -> str:
     return f"{size} preloaded on {dataset.placement}" if dataset.placement else f"{size} streamed from the store"
 
 
-def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, float]:
-    """`passes` passes over the training set; returns (mean loss, samples per second). Each pass draws its
-    order, views, frames (and the task's draws, e.g. captions) from (seed, pass index) only, so a resumed run
-    repeats them exactly."""
+def _train_epoch(training: Training, task: Task, epoch: int, bar: tqdm) -> tuple[float, float]:
+    """`passes` passes over the training set, each step counted on the run's `bar`; returns (mean loss, samples
+    per second). Each pass draws its order, views, frames (and the task's draws, e.g. captions) from (seed, pass
+    index) only, so a resumed run repeats them exactly."""
     model, cfg, optimizer, ranks = training.model, training.cfg, training.optimizer, training.ranks
     params = [p for group in optimizer.param_groups for p in group["params"]]
     total_steps = cfg.epochs * training.steps_per_epoch
     step = epoch * training.steps_per_epoch
     model.train()
     total_loss, samples, began = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=training.steps_per_epoch, desc=f"epoch {epoch + 1}", unit="step", leave=False,
-               disable=cfg.quiet, file=sys.stderr)
     for index in range(epoch * training.passes, (epoch + 1) * training.passes):
         training.train_set.set_epoch(index)
         task.set_pass(index)
@@ -353,13 +369,11 @@ def _train_epoch(training: Training, task: Task, epoch: int) -> tuple[float, flo
             step += 1
             value = loss.item()
             if not math.isfinite(value):
-                bar.close()
                 raise Diverged(cfg, f"the training loss became {value}", epoch, step, total_steps)
             total_loss += value * len(batch["video"])
             samples += len(batch["video"])
             bar.update()
             bar.set_postfix(loss=f"{total_loss / samples:.4f}")
-    bar.close()
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise Diverged(cfg, "the weights became non-finite", epoch, step, total_steps)
     total_loss, samples = ranks.sum(total_loss, samples)
