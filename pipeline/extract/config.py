@@ -62,7 +62,7 @@ class ExtractConfig(RunOptions):
     timeout: float = option(120.0, "Seconds before a video's decode is abandoned as hung.")
     overwrite: bool = option(False, "Replace a store made with other settings.")
     shard: str | None = option(None, "i/n: this job's share of the work (job arrays without torchrun).")
-    strict: bool = option(False, "Exit 1 if any video failed.")
+    strict: bool = option(False, "Exit 1 if any video failed or a listed video is missing.")
     retry_failed: bool = option(False, "Decode the store's failed videos again (in place; the others are kept).")
     dry_run: bool = option(False, "Read the inputs (folders, lists, annotations) and print what a run would do: "
                                   "videos found and missing, splits, segments, the store's fate, estimated frames "
