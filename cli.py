@@ -223,7 +223,7 @@ def train_head(cfg: TrainConfig) -> None:
     from clipcache.pipeline.train.distributed import is_main
 
     try:
-        result = _run(lambda: run_train_head(cfg, cfg.threads))
+        result = _run(lambda: run_train_head(cfg))
     except KeyboardInterrupt as exc:
         if not is_main():
             raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None

@@ -90,9 +90,6 @@ def test_a_bad_threads_value_is_refused_before_torch_is_imported(tmp_path) -> No
     assert code == 2 and "--threads must be at least 1, got 0" in stderr and heavy == [], (code, stderr, heavy)
 
 
-@pytest.mark.xfail(strict=True, reason="extract's ranges are checked in extract/run.py, after torch is imported; "
-                                       "declaring limits=(1, None) on ExtractConfig.frames (extract/config.py, owned "
-                                       "by another helper) makes this pass: then remove this mark")
 def test_extract_frames_0_is_refused_before_torch_is_imported(tmp_path) -> None:
     code, stderr, heavy = _refused_in_a_fresh_process("extract", str(tmp_path), str(tmp_path / "s.zarr"),
                                                       "--frames", "0")

@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcache.pipeline.options import RunOptions, option
-from clipcache.pipeline.thread_options import ThreadOptions
+from clipcache.pipeline.options import RunOptions, ThreadOptions, option
 
 
 @dataclass(kw_only=True)

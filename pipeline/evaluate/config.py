@@ -5,40 +5,24 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from clipcache import InputError
 from clipcache.pipeline.options import (
     CaptionOptions,
+    DrawnSplitOptions,
     JsonOutput,
     RunOptions,
     ShotOptions,
     SplitOptions,
     TextOptions,
+    ThreadOptions,
     argument,
     option,
 )
-from clipcache.pipeline.thread_options import ThreadOptions
 
 Probe = StrEnum("Probe", {"linear": "linear"})
 Weights = StrEnum("Weights", {"best": "best", "last": "last"})
-Fractions = tuple[float, float, float]
-
-
-def parse_fractions(text: str | None) -> Fractions | None:
-    """`--split-fractions TRAIN,VAL,TEST`: three fractions, train above 0, that add up to 1."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1) > 1e-6:
-        raise InputError(f"--split-fractions {text}: expected TRAIN,VAL,TEST fractions that add up to 1 "
-                         "(train above 0), e.g. 0.7,0.1,0.2")
-    return values  # type: ignore[return-value]
-
-
 @dataclass(kw_only=True)
-class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions):
+class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions,
+                 DrawnSplitOptions):
     store: Path = argument("A store made by `clipcache extract`.")
     captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
                                          "CSV/TSV lines): with --zero-shot, text-video retrieval by CLIP itself; with "
@@ -54,11 +38,6 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions,
     split: str | None = option(None, "Split (or file of paths) to score (default: the run's test split, else "
                                      "test; a store without a test split scores val, and says so); all: every "
                                      "video (zero-shot; the probe then scores each by cross-validation).")
-    split_fractions: Fractions | None = option(
-        None, "A store without splits (a root/<class>/<video> folder): the TRAIN,VAL,TEST fractions of the "
-              "stratified splits drawn for it with seed 0 (default 0.7,0.1,0.2, which train-head uses too; "
-              "recorded in the result as split_drawn).", text=str, parse=parse_fractions,
-        metavar="TRAIN,VAL,TEST")
     half_classes: int = option(0, "Zero-shot: N random halves of the classes, mean ± std (Text4Vis).")
     base_to_novel: bool = option(False, "Zero-shot on the base and novel halves used by train-head --base-to-novel.")
     proposals: Path | None = option(None, "Dense stores: temporal action localisation from another detector's "

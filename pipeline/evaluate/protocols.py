@@ -21,13 +21,13 @@ from clipcache.pipeline.train.loop import train_head
 from clipcache.pipeline.train.splits import drawn_note, store_splits
 
 
-def run_train_head(cfg: TrainConfig, threads: int | None = None) -> dict[str, Any]:
+def run_train_head(cfg: TrainConfig) -> dict[str, Any]:
     """`clipcache train-head`: one run, or the protocol its options name (K-shot over seeds, base-to-novel),
-    whose result goes to OUT/eval/<what was evaluated>/; computed on `threads` torch threads (default: by
+    whose result goes to OUT/eval/<what was evaluated>/; computed on --threads torch threads (default: by
     `compute_threads`)."""
-    use_compute_threads(threads)
+    use_compute_threads(cfg.threads)
     if cfg.captions is None and not Path(cfg.train_split).is_file():
-        note(drawn_note(cfg.store, store_splits(CacheReader(cfg.store))[1]), cfg.quiet)
+        note(drawn_note(cfg.store, store_splits(CacheReader(cfg.store), cfg.split_fractions)[1]), cfg.quiet)
     if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1)):
         raise InputError("--base-to-novel and --shots with several --seeds run in one process (each run is small); "
                          "start them without torchrun")

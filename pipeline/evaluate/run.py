@@ -9,7 +9,6 @@ from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.common import note, use_compute_threads
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
-from clipcache.pipeline.localize.evaluate import localise_from_file
 from clipcache.pipeline.evaluate.probe import linear_probe
 from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_shot_base_to_novel
 from clipcache.pipeline.evaluate.report import captions_note, check_out, split_note, write_result
@@ -47,6 +46,7 @@ def _check(cfg: EvalConfig) -> None:
 def _run(cfg: EvalConfig) -> Result:
     split, moved, fractions = cfg.split or TEST, cfg.pretrained, cfg.split_fractions
     if cfg.proposals is not None:
+        from clipcache.pipeline.localize.evaluate import localise_from_file  # it imports evaluate.head, like us
         return localise_from_file(cfg)
     if cfg.checkpoint is not None:
         return evaluate_checkpoint(cfg.store, cfg.checkpoint, cfg.split, cfg.device, f"{cfg.weights}.safetensors",

@@ -46,19 +46,20 @@ class ExtractConfig(RunOptions):
                                    "(the frame nearest each time k/F, by presentation time), or 'all' for every "
                                    "decoded frame, as one time series per video (a dense store). Replaces "
                                    "--frames/--sampling/--clips/--augment.", metavar="F")
-    frames: int = option(8, "Frames per view (T).")
+    frames: int = option(8, "Frames per view (T).", limits=(1, None))
     sampling: Sampling = option(Sampling.uniform, "uniform: TSN segment centres; dense: T frames --stride apart.")
-    stride: int = option(4, "Frame stride for --sampling dense.")
-    clips: int = option(1, "Temporal views per video.")
+    stride: int = option(4, "Frame stride for --sampling dense.", limits=(1, None))
+    clips: int = option(1, "Temporal views per video.", limits=(1, None))
     crops: int = option(1, "Spatial views: 1 (centre) or 3 (along the long side).")
-    augment: int = option(0, "Extra randomly augmented training views per video (seeded).")
+    augment: int = option(0, "Extra randomly augmented training views per video (seeded).", limits=(0, None))
     seed: int = option(0, "Seed of the augmented views.")
     dtype: TokenDtype = option(TokenDtype.float16, "float16, or int8 with a per-token scale (half the bytes).")
     compression: Compression = option(Compression.none, "Lossless compression of the features (see the README "
                                                         "for what it buys).")
-    shard_videos: int = option(16, "Videos per shard: the unit of writing, resuming and splitting work.")
-    batch_size: int = option(64, "Frames per encoder batch (batches span videos).")
-    workers: int | None = option(None, "Decode worker processes (default: cores - 1, at most 8).")
+    shard_videos: int = option(16, "Videos per shard: the unit of writing, resuming and splitting work.",
+                               limits=(1, None))
+    batch_size: int = option(64, "Frames per encoder batch (batches span videos).", limits=(1, None))
+    workers: int | None = option(None, "Decode worker processes (default: cores - 1, at most 8).", limits=(1, None))
     timeout: float = option(120.0, "Seconds before a video's decode is abandoned as hung.")
     overwrite: bool = option(False, "Replace a store made with other settings.")
     shard: str | None = option(None, "i/n: this job's share of the work (job arrays without torchrun).")
