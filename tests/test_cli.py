@@ -45,7 +45,7 @@ def test_help_version_and_choices() -> None:
         result = run_cli("train-head", flag)
         assert result.code == 0 and "--head" in result.stdout and "Example:" in result.stdout
         joined = "".join(result.stdout.replace("│", "").split())  # rich wraps the choices over lines
-        assert "<attnpool|evl|linear|prompt|text>" in joined
+        assert "<attnpool|evl|linear|prompt|proposals|text>" in joined
     version = run_cli("--version")
     assert version.code == 0 and version.stdout.strip() == f"clipcache {__version__}"
 

@@ -25,7 +25,13 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.base import Head
 from clipcache.pipeline.common import resolve_device
-from clipcache.pipeline.evaluate.detection import Segments, detection_map, proposal_recall, threshold_set
+from clipcache.pipeline.evaluate.detection import (
+    ProposalResult,
+    Segments,
+    detection_map,
+    proposal_recall,
+    threshold_set,
+)
 from clipcache.pipeline.evaluate.detection_files import read_proposals
 from clipcache.pipeline.evaluate.head import training_progress
 from clipcache.pipeline.train.build import build_for_store
@@ -77,6 +83,7 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     record = {**describe(reader, split=scored, **description), "videos": int(len(scored.videos)),
               "segments": int(len(gt)), "proposals": int(len(proposals)), "detections": int(len(detections)),
               **found.metrics(), **{f"proposal_{k}": v for k, v in recall.metrics().items()},
+              "proposal_recall@10@0.5": _recall_at(recall, 10, 0.5),
               "per_class": found.per_class(),
               "scoring": f"proposal confidence x class probability ({'zero-shot' if classifier is None else 'head'}),"
                          f" top {CLASSES_PER_PROPOSAL} classes per proposal; ActivityNet's official mAP"}
@@ -192,6 +199,12 @@ def load_classifier(reader: CacheReader, run_dir: Path | None, device: str, pret
                            tuple(run["classes"]), pretrained)
     load_weights(head, run_dir / BEST)
     return head, int(run["frames"])
+
+
+def _recall_at(recall: ProposalResult, number: int, tiou: float) -> float:
+    """Recall at one tIoU with `number` proposals per video (the issue's and AFSD's single-threshold figure)."""
+    point = int(np.argmin(np.abs(recall.average_number - number)))
+    return float(recall.recall[list(recall.thresholds).index(tiou), point])
 
 
 def _naming(classifier: Path | None) -> str:

@@ -48,6 +48,7 @@ class Task(ABC):
 
     name: ClassVar[str]
     selected_by: ClassVar[dict[str, str]]  # the field of `score` that comes first, and how lines name it
+    split_drawn: Drawn | None = None  # how the splits of a store without splits were drawn (run.json records it)
     drawn: Drawn | None = None  # how `splits` drew the splits of a store without splits (set by `splits`)
 
     @abstractmethod
@@ -90,7 +91,7 @@ class Task(ABC):
     def run_fields(self) -> dict[str, Any]:
         """What run.json records about the task."""
         return {"task": self.name, "selected_by": self.selected_by,
-                "split_drawn": self.drawn.to_json() if self.drawn else None}
+                "split_drawn": self.split_drawn.to_json() if self.split_drawn else None}
 
 
 class ClassificationTask(Task):
@@ -104,7 +105,8 @@ class ClassificationTask(Task):
 
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg
-        self.drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split), cfg.split_fractions)
+        self.split_drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split),
+                                        cfg.split_fractions)
         return train_val_test(self.reader, cfg.train_split, cfg.val_split, cfg.test_split, cfg.shots, cfg.seed,
                               cfg.split_fractions)
 
@@ -162,7 +164,7 @@ class RetrievalTask(Task):
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg
         if self.captions.splits is None:
-            self.drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split))
+            self.split_drawn = drawn_splits(self.reader, (cfg.train_split, cfg.val_split, cfg.test_split))
         return retrieval_splits(self.reader, self.captions, cfg.train_split, cfg.val_split, cfg.test_split, cfg.seed)
 
     def attach(self, head: Head, train_set: CacheDataset, val_set: CacheDataset, quiet: bool) -> None:
