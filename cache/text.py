@@ -4,8 +4,10 @@ file, so heads and zero-shot never load CLIP for them twice.
 An entry appears in one rename: it is written whole into `text/.partial-<host>-<pid>-<random>/` (a folder
 zarr does not take for a node) and then renamed to `text/<key>`, so a kill or a full disk never leaves a
 half-written entry where readers look; the next writer removes what dead writers of this host left behind.
-Readers still check what they read (`damage`), since entries written by older versions, in place, can be
-half-written (a missing chunk reads as zeros).
+Every chunk ends with crc32c and is written even when it holds zeros, as the rest of the store, so `verify`
+finds a flipped byte or a deleted chunk from the bytes alone. Readers still check what they read (`damage`),
+since entries written by older versions (in place, without checksums) can be half-written (a missing chunk
+reads as zeros).
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ import zarr
 
 from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate, open_root
+from clipcache.cache.writer import TABLE_COMPRESSORS, WRITE_EMPTY
 
 PARTIAL = ".partial-"
 CAPTIONS = "captions"  # the name of caption entries in the text table (text/captions-<hash>)
 UNIT = 1e-3  # how far from 1 the norm of a stored row may be
+CHUNK_BYTES = 4 << 20  # rows per chunk: whole rows, about 4 MB (8,192 sentences of 512 float32)
 
 
 def text_key(name: str, *embedded: list[str]) -> str:
@@ -96,8 +100,12 @@ def publish(store: Path | str, key: str, embeddings: np.ndarray, attrs: dict[str
     partial = text / f"{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         group = zarr.open_group(str(partial / "entry"), mode="w")
-        group.create_array("embeddings", data=np.ascontiguousarray(embeddings, dtype=np.float32),
-                           dimension_names=dimension_names(f"text/{key}/embeddings"))
+        values = np.ascontiguousarray(embeddings, dtype=np.float32)
+        row_bytes = max(1, values.itemsize * int(np.prod(values.shape[1:])))
+        rows = max(1, min(len(values), CHUNK_BYTES // row_bytes))
+        group.create_array("embeddings", shape=values.shape, chunks=(rows, *values.shape[1:]), dtype="float32",
+                           dimension_names=dimension_names(f"text/{key}/embeddings"), compressors=TABLE_COMPRESSORS,
+                           config=WRITE_EMPTY)[...] = values
         group.attrs.update(attrs)
         target = text / key
         if target.exists():
