@@ -5,10 +5,16 @@ its crc32c, which is all reading could find and is cheaper than decoding. Arrays
 decoded, so only a missing or undecodable chunk shows there. Per-video arrays are checked group by
 group: a group's chunks exist once its status is written (the table's path, label, split and status
 exist from creation), so a missing chunk of a pending group is no damage.
+
+Metadata is covered too: every folder of the store that is a zarr node must hold its zarr.json. Without it
+zarr no longer lists what the folder holds (a group's arrays vanish from listings, xarray and consolidation),
+although a direct path may still read an array, so reading alone would never notice.
 """
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,8 +114,46 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
     damage += _value_damage(root, settings, damage, owns)
     if settings.dense:
         damage += _dense_damage(root, settings, damage, owns)
+    if whole:
+        named = {d.array for d in damage}
+        damage += [d for d in _metadata_damage(path) if d.array not in named]
     _name_paths(root, damage)
     return VerifyReport(str(path), attrs["format"], settings.num_videos, arrays, checked, damage)
+
+
+GROUP_METADATA_MISSING = "group metadata missing (its zarr.json was deleted)"
+ARRAY_METADATA_MISSING = "array metadata missing (its zarr.json was deleted)"
+
+
+def _metadata_damage(path: Path) -> list[Damage]:
+    """Folders of the store that lack their zarr.json: a group's (its members are then unlisted) or an
+    array's (a folder holding chunks, `c/`). Hidden folders (a writer's partial work, a lock) are no nodes,
+    and an array's chunk folders are not walked."""
+    found = []
+    for folder, subfolders, files in os.walk(path):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        name = Path(folder).relative_to(path).as_posix()
+        holds_chunks = "c" in subfolders
+        if "zarr.json" in files:
+            kind = _node_type(Path(folder) / "zarr.json")
+            if kind == "array" or kind is None and holds_chunks:
+                subfolders.clear()
+            if kind is None and name != ".":
+                found.append(Damage(name, [], "metadata unreadable (zarr.json is not valid JSON metadata)"))
+            continue
+        found.append(Damage(name, [], ARRAY_METADATA_MISSING if holds_chunks else GROUP_METADATA_MISSING))
+        if holds_chunks:
+            subfolders.clear()
+    return found
+
+
+def _node_type(metadata: Path) -> str | None:
+    """"array" or "group", or None when the file is not a node's metadata."""
+    try:
+        kind = json.loads(metadata.read_bytes()).get("node_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if kind in ("array", "group") else None
 
 
 def _open(root: zarr.Group, name: str, damage: list[Damage], videos: list[int]) -> zarr.Array | None:
@@ -184,9 +228,11 @@ def _other_arrays(root: zarr.Group) -> list[tuple[str, zarr.Array]]:
             else:
                 walk(node, f"{prefix}{name}/")
 
-    for top in ("frozen", "text", "segments"):
-        if top in root:
-            walk(root[top], f"{top}/")
+    with warnings.catch_warnings():  # a folder without its zarr.json: _metadata_damage names it
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
+        for top in ("frozen", "text", "segments"):
+            if top in root:
+                walk(root[top], f"{top}/")
     return found
 
 

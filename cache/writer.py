@@ -37,7 +37,7 @@ from clipcache.cache.schema import (
     tokens_name,
 )
 from clipcache.cache.store import consolidate, open_root
-from clipcache.cache.verify import VerifyReport
+from clipcache.cache.verify import GROUP_METADATA_MISSING, Damage, VerifyReport
 
 
 class StoreMismatchError(InputError):
@@ -236,14 +236,23 @@ class StoreWriter:
         array[slice(*self.settings.group_range(result.group))] = values
 
     def repair(self, report: VerifyReport, paths: list[str], labels: list[int], splits: list[str],
-               frozen: dict[str, np.ndarray], owns: Callable[[int], bool], main: bool) -> list[int]:
-        """Make the damage `report` found redoable and return the damaged groups, now pending: arrays whose
-        metadata is gone are made again, damaged table chunks are rewritten from the input list (the
-        store's identity guarantees it lists the same videos), damaged frozen parameters are written
+               frozen: dict[str, np.ndarray], owns: Callable[[int], bool], main: bool) -> tuple[list[int], list[Damage]]:
+        """Make the damage `report` found redoable; return the damaged groups, now pending, and the damage it
+        could not restore. Groups whose metadata (zarr.json) is gone get it again (they hold no attributes),
+        arrays whose metadata is gone are made again, damaged table chunks are rewritten from the input list
+        (the store's identity guarantees it lists the same videos), damaged frozen parameters are written
         again and damaged text tables dropped (stage two recomputes them). Only the groups `owns` accepts
-        are touched; `main` also repairs what is not per video."""
+        are touched; `main` also repairs what is not per video. What is left (the segment table, whose
+        attributes only its annotation files hold; folders the store's layout has no place for) is returned."""
         s = self.settings
         specs = _video_array_specs(s)
+        left = []
+        if main:
+            for d in sorted(report.damage, key=lambda d: d.array.count("/")):  # parents first
+                if d.reason == GROUP_METADATA_MISSING and _layout_group(d.array):
+                    zarr.open_group(str(self.path / d.array), mode="a")
+                elif not d.videos and not _restorable(d.array, specs):
+                    left.append(d)
         lost = {d.array for d in report.damage if d.array in specs and not _chunk_damage(d.reason)}
         for name in sorted(lost):
             _create_array(self.root, name, overwrite=True, **specs[name])
@@ -255,12 +264,25 @@ class StoreWriter:
                 _write_table(self.root, region, paths, labels, splits, status=False)
             self._array("videos/status")[region] = np.full(region.stop - region.start, PENDING, np.uint8)
         if main:
-            if any(d.array.startswith("frozen/") for d in report.damage):
+            if any(d.array.split("/")[0] == "frozen" for d in report.damage):
                 _write_frozen(self.root, frozen)
             for key in sorted({d.array.split("/")[1] for d in report.damage if d.array.startswith("text/")}):
-                del self.root[f"text/{key}"]
+                shutil.rmtree(self.path / "text" / key)  # its zarr.json may be the damage: not through zarr
         consolidate(self.path)
-        return groups
+        return groups, left
+
+
+def _layout_group(name: str) -> bool:
+    """A group of the store's layout, which holds no attributes: its metadata can be written again."""
+    parts = name.split("/")
+    return name in ("videos", "tokens", "dense", "frozen", "text") or parts[0] == "dense" and len(parts) == 2 \
+        and parts[1].isdigit()
+
+
+def _restorable(name: str, specs: dict[str, dict[str, object]]) -> bool:
+    """Whether `repair` restores damage to `name` that is not per video."""
+    return name in specs or _layout_group(name) or name.split("/")[0] in ("frozen", "text") \
+        or name.startswith("dense/")
 
 
 def _chunk_damage(reason: str) -> bool:

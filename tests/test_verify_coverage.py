@@ -13,8 +13,10 @@ import pytest
 import zarr
 
 from clipcache.cache.reader import CacheReader
+from clipcache.cache.segments import SegmentTable, write_segments
+from clipcache.cache.store import open_root
 from clipcache.pipeline.train.text_embeddings import text_embeddings
-from conftest import run_cli, tiny_extract_args
+from conftest import assert_stores_equal, run_cli, tiny_extract_args
 
 
 def _verify(store: Path) -> tuple[int, dict]:
@@ -86,3 +88,67 @@ def test_a_text_table_written_without_checksums_still_reads(store: Path) -> None
     np.testing.assert_array_equal(text_embeddings(CacheReader(store), "ensemble"), embeddings)
     code, report = _verify(store)
     assert code == 0 and report["checksums"] is False and report["intact"], report
+
+
+
+def _metadata(store: Path, node: str) -> Path:
+    """The zarr.json of `node`; `text/*` is the class-name entry stage two wrote."""
+    if node.startswith("text/*"):
+        node = _entry(store).relative_to(store).as_posix() + node.removeprefix("text/*")
+    return store / node / "zarr.json"
+
+
+@pytest.mark.parametrize("node, reason", [
+    ("videos", "group metadata missing (its zarr.json was deleted)"),
+    ("tokens", "group metadata missing (its zarr.json was deleted)"),
+    ("frozen", "group metadata missing (its zarr.json was deleted)"),
+    ("text", "group metadata missing (its zarr.json was deleted)"),
+    ("text/*", "group metadata missing (its zarr.json was deleted)"),
+    ("text/*/embeddings", "array metadata missing (its zarr.json was deleted)"),
+    ("frozen/proj", "array metadata missing (its zarr.json was deleted)"),
+    ("videos/status", "array missing"),
+    ("tokens/2", "array missing"),
+])
+def test_a_deleted_zarr_json_is_found_and_repaired(store: Path, appearance_store: Path, node: str,
+                                                   reason: str) -> None:
+    before = {name: open_root(store)[name][...] for name in ("videos/status", "pooled", "frozen/proj")}
+    metadata = _metadata(store, node)
+    name = metadata.parent.relative_to(store).as_posix()
+    metadata.unlink()
+    code, report = _verify(store)
+    assert code == 1 and (name, reason) in _problems(report), report
+    repaired = _repair(store, appearance_store)
+    assert repaired.code == 0, repaired
+    code, report = _verify(store)
+    assert code == 0, report
+    root = open_root(store)
+    assert sorted(n for n, _ in root["videos"].members()) == sorted(n for n, _ in open_root(appearance_store)[
+        "videos"].members())  # listed again
+    for array, values in before.items():
+        np.testing.assert_array_equal(root[array][...], values, err_msg=array)
+
+
+def test_a_deleted_root_zarr_json_is_one_line(store: Path, appearance_store: Path) -> None:
+    (store / "zarr.json").unlink()
+    for result in (run_cli("verify", store), _repair(store, appearance_store)):
+        assert result.code == 2 and result.stderr.count("\n") == 1, result
+        assert str(store) in result.stderr
+
+
+def test_what_repair_cannot_restore_is_one_line(store: Path, appearance_store: Path) -> None:
+    """The segment table's attributes (classes, sources) are only in its annotation files: without them,
+    --repair restores the rest and names the table and the way to restore it."""
+    write_segments(store, SegmentTable(video=np.array([0, 1]), start=np.array([0.0, 0.2]), end=np.array([0.5, 0.6]),
+                                       label=np.array([0, 0]), ambiguous=np.array([False, False]), classes=("a",),
+                                       format="csv"))
+    assert _verify(store)[0] == 0
+    (store / "segments" / "zarr.json").unlink()
+    (store / "videos" / "zarr.json").unlink()
+    code, report = _verify(store)
+    assert code == 1 and {name for name, _ in _problems(report)} == {"segments", "videos"}, report
+    repaired = _repair(store, appearance_store)
+    assert repaired.code == 2 and repaired.stderr.count("\n") == 1, repaired
+    assert "could not restore segments (group metadata missing" in repaired.stderr
+    assert "--annotations" in repaired.stderr
+    code, report = _verify(store)
+    assert code == 1 and [name for name, _ in _problems(report)] == ["segments"], report  # the rest restored

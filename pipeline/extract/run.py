@@ -25,7 +25,7 @@ from clipcache.cache.lock import Holder, StoreLock
 from clipcache.cache.place import remove_leftovers, remove_store, store_format, writable_folder
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DENSE, StoreSettings, inputs_digest
-from clipcache.cache.verify import verify_store
+from clipcache.cache.verify import Damage, verify_store
 from clipcache.cache.writer import StoreWriter, check_complete, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.annotated import Annotated, annotate, store_segments
@@ -145,6 +145,7 @@ def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoLi
     it for every rank."""
     for leftover in remove_leftovers(cfg.store):
         note(f"removed {leftover}, left by a run killed while it created or replaced {cfg.store}", cfg.quiet)
+    left: list[Damage] = []  # what --repair could not restore
     if cfg.overwrite:
         remove_store(cfg.store, listing.root)
     if store_format(cfg.store) is None:
@@ -153,13 +154,30 @@ def _prepare_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoLi
     if cfg.repair:
         owns = (lambda group: True) if split.torchrun else split.owns
         report = verify_store(cfg.store, owns, whole=split.is_main)
-        groups = StoreWriter(cfg.store, settings).repair(report, *_columns(listing), frozen, owns, split.is_main)
+        groups, left = StoreWriter(cfg.store, settings).repair(report, *_columns(listing), frozen, owns,
+                                                                split.is_main)
         damaged = "; ".join(sorted({f"{d.array}: {d.reason}" for d in report.damage}))
         note(f"{cfg.store}: repairing {len(report.damaged_videos())} damaged videos in {len(groups)} groups "
              f"({damaged})" if report.damage else f"{cfg.store}: no damage found", cfg.quiet)
+        if annotated is not None:  # the segment table is written again below
+            left = [d for d in left if d.array.split("/")[0] != "segments"]
     check_complete(cfg.store, settings)
     if split.is_main:
         store_segments(cfg.store, annotated)
+    if left:
+        raise InputError(f"{cfg.store}: --repair restored the rest but could not restore "
+                         f"{'; '.join(f'{d.array} ({d.reason})' for d in left)}: {_restore_hint(left)}")
+
+
+def _restore_hint(left: list[Damage]) -> str:
+    """How the user can restore what --repair could not."""
+    segments = any(d.array.split("/")[0] == "segments" for d in left)
+    hints = ["rerun with --annotations naming the store's annotation files to write the segment table again"] \
+        if segments else []
+    if not segments or any(d.array.split("/")[0] != "segments" for d in left):
+        hints.append("folders the store's layout has no place for are left as they are (clipcache deletes only "
+                     "what it made): move them out of the store")
+    return "; ".join(hints)
 
 
 def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
