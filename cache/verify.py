@@ -97,6 +97,7 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
         raise InputError(f"{path}: not a readable zarr store ({str(error).splitlines()[0][:80]})") from None
     version = check_format(attrs, str(path))
     settings = StoreSettings.from_attrs(attrs, str(path))
+    _check_lengths(root, settings, path)
     damage: list[Damage] = []
     written = _written_groups(root, settings, version, damage, owns)
     arrays, checked = 0, True
@@ -119,6 +120,19 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
         damage += [d for d in _metadata_damage(path) if d.array not in named]
     _name_paths(root, damage)
     return VerifyReport(str(path), attrs["format"], settings.num_videos, arrays, checked, damage)
+
+
+def _check_lengths(root: zarr.Group, settings: StoreSettings, path: Path) -> None:
+    """Every per-video array must hold the videos the root's attributes count: when they disagree, the
+    attributes or the arrays were damaged or edited, and no chunk can be mapped to its videos."""
+    for name in video_arrays(settings):
+        try:
+            rows = root[name].shape[0]
+        except (KeyError, ValueError):  # missing or unreadable: reported as damage
+            continue
+        if rows != settings.num_videos:
+            raise InputError(f"{path}: {name} holds {rows} videos, the store's attributes say {settings.num_videos} "
+                             "(num_videos); its zarr.json or that array was damaged or edited")
 
 
 GROUP_METADATA_MISSING = "group metadata missing (its zarr.json was deleted)"

@@ -156,3 +156,11 @@ def test_direct_view_reads_equal_zarrs(tmp_path: Path, dtype: str) -> None:
             for view in range(array.shape[1]):
                 out = np.empty(array.chunks[2:], array.dtype)
                 np.testing.assert_array_equal(views.read(video, view, out), array[video, view])
+
+
+@pytest.mark.parametrize("num_videos", [8, 13, 20])
+def test_a_root_whose_video_count_disagrees_with_its_arrays_is_one_line(store: Path, num_videos: int) -> None:
+    _edit_attrs(store, num_videos=num_videos)  # the arrays hold 12
+    result = run_cli("verify", store)
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert f"videos/path holds 12 videos, the store's attributes say {num_videos} (num_videos)" in result.stderr
