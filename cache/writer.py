@@ -23,6 +23,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from clipcache import InputError
 from clipcache.cache import quant
+from clipcache.cache.chunks import chunk_file
 from clipcache.cache.place import aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
@@ -258,6 +259,7 @@ class StoreWriter:
             _create_array(self.root, name, overwrite=True, **specs[name])
         groups = sorted({v // s.shard_videos for v in report.damaged_videos()} & set(filter(owns, range(s.num_groups))))
         table_damaged = lost | {d.array for d in report.damage if d.array.removeprefix("videos/") in TABLE_AT_CREATION}
+        self._remove_damaged_files(report, specs.keys() - lost, set(groups))
         for group in groups:
             region = slice(*s.group_range(group))
             if table_damaged:
@@ -270,6 +272,18 @@ class StoreWriter:
                 shutil.rmtree(self.path / "text" / key)  # its zarr.json may be the damage: not through zarr
         consolidate(self.path)
         return groups, left
+
+
+    def _remove_damaged_files(self, report: VerifyReport, arrays: set[str], groups: set[int]) -> None:
+        """Delete the damaged chunk and shard files of the per-video `arrays` in the `groups` about to be
+        rewritten whole. zarr reads a file it writes into unless the write covers the whole of it (a shard
+        always; a chunk of the last, shorter group), and fails on damaged bytes: what is replaced must not be
+        read. A crash before the rewrite leaves a file missing where it was damaged: still damage that
+        verify finds and --repair redoes."""
+        for d in report.damage:
+            if d.array in arrays:
+                for block in sorted({video // self.settings.shard_videos for video in d.videos} & groups):
+                    chunk_file(self.root[d.array], block).unlink(missing_ok=True)
 
 
 def _layout_group(name: str) -> bool:
