@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,15 @@ GROUP_METADATA_MISSING = "group metadata missing (its zarr.json was deleted)"
 ARRAY_METADATA_MISSING = "array metadata missing (its zarr.json was deleted)"
 
 
+@contextmanager
+def unlisted_quiet() -> Iterator[None]:
+    """Without zarr's warning about a folder that lacks its zarr.json while walking a group: such a folder is
+    damage that `verify` names in one line (and `--repair` restores or names)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
+        yield
+
+
 def _metadata_damage(path: Path) -> list[Damage]:
     """Folders of the store that lack their zarr.json: a group's (its members are then unlisted) or an
     array's (a folder holding chunks, `c/`). Hidden folders (a writer's partial work, a lock) are no nodes,
@@ -242,8 +252,7 @@ def _other_arrays(root: zarr.Group) -> list[tuple[str, zarr.Array]]:
             else:
                 walk(node, f"{prefix}{name}/")
 
-    with warnings.catch_warnings():  # a folder without its zarr.json: _metadata_damage names it
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component")
+    with unlisted_quiet():
         for top in ("frozen", "text", "segments"):
             if top in root:
                 walk(root[top], f"{top}/")

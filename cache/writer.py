@@ -38,7 +38,7 @@ from clipcache.cache.schema import (
     tokens_name,
 )
 from clipcache.cache.store import consolidate, open_root
-from clipcache.cache.verify import GROUP_METADATA_MISSING, Damage, VerifyReport
+from clipcache.cache.verify import GROUP_METADATA_MISSING, Damage, VerifyReport, unlisted_quiet
 
 
 class StoreMismatchError(InputError):
@@ -270,7 +270,8 @@ class StoreWriter:
                 _write_frozen(self.root, frozen)
             for key in sorted({d.array.split("/")[1] for d in report.damage if d.array.startswith("text/")}):
                 shutil.rmtree(self.path / "text" / key)  # its zarr.json may be the damage: not through zarr
-        consolidate(self.path)
+        with unlisted_quiet():  # what is left unrestored is named by the caller
+            consolidate(self.path)
         return groups, left
 
 

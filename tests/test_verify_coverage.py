@@ -98,6 +98,7 @@ def _metadata(store: Path, node: str) -> Path:
     return store / node / "zarr.json"
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # each finding is named once, without zarr's warnings on stderr
 @pytest.mark.parametrize("node, reason", [
     ("videos", "group metadata missing (its zarr.json was deleted)"),
     ("tokens", "group metadata missing (its zarr.json was deleted)"),
@@ -135,6 +136,7 @@ def test_a_deleted_root_zarr_json_is_one_line(store: Path, appearance_store: Pat
         assert str(store) in result.stderr
 
 
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_what_repair_cannot_restore_is_one_line(store: Path, appearance_store: Path) -> None:
     """The segment table's attributes (classes, sources) are only in its annotation files: without them,
     --repair restores the rest and names the table and the way to restore it."""
