@@ -77,12 +77,25 @@ def _stopped(exc: KeyboardInterrupt, line: str) -> typer.Exit:
 
 
 def _run(action: Callable[[], T]) -> T:
-    """Bad input is one line on stderr and exit code 2; anything else is a bug and keeps its traceback."""
+    """Bad input is one line on stderr and exit code 2; a full disk (or quota, or file size limit) is one
+    line and exit code 1: the machine failed, not the input, whether a command said so in its own words (an
+    error raised while handling it) or not; anything else is a bug and keeps its traceback."""
     try:
         return action()
     except InputError as exc:
         typer.echo(f"clipcache: error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1 if _out_of_space(exc.__cause__ or exc.__context__) else 2) from None
+    except OSError as exc:
+        if not _out_of_space(exc):
+            raise
+        typer.echo(f"clipcache: error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _out_of_space(exc: BaseException | None) -> bool:
+    from clipcache.cache.writer import SPACE_ERRORS
+
+    return isinstance(exc, OSError) and exc.errno in SPACE_ERRORS
 
 
 def _parameter(f: dataclasses.Field, cli: Cli, hint: Any) -> inspect.Parameter:

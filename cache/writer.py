@@ -11,6 +11,7 @@ Repairing damage marks the damaged groups pending first, so the redo has resume'
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -67,6 +68,9 @@ class GroupResult:
     keep: np.ndarray | None = None  # (n,) bool: videos whose stored values stay as they are
 
 
+# what the machine refuses to store, whatever the input: a full disk, a quota, a file size limit
+SPACE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EFBIG: "file size limit reached"}
 WRITE_EMPTY = {"write_empty_chunks": True}  # a written chunk always exists, so a missing file is damage
 TABLE_COMPRESSORS = (ZstdCodec(level=0), Crc32cCodec())  # zarr's default compressor, plus the checksum
 

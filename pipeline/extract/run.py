@@ -11,7 +11,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +28,7 @@ from clipcache.cache.place import remove_leftovers, remove_store, store_format, 
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DENSE, StoreSettings, inputs_digest
 from clipcache.cache.verify import Damage, verify_store
-from clipcache.cache.writer import StoreWriter, check_complete, check_settings, create_store
+from clipcache.cache.writer import SPACE_ERRORS, StoreWriter, check_complete, check_settings, create_store
 from clipcache.pipeline.common import note, resolve_device
 from clipcache.pipeline.extract.annotated import Annotated, annotate, store_segments
 from clipcache.pipeline.extract.config import ExtractConfig
@@ -240,7 +242,7 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     listing, annotated, loaded, settings = _inputs(cfg)
     views = ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops)
     frozen = frozen_parameters(loaded.model, settings.layers)
-    with _lock_store(cfg, settings, listing, frozen, split, annotated):
+    with _room_needed(cfg.store), _lock_store(cfg, settings, listing, frozen, split, annotated):
         found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
@@ -254,6 +256,20 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
             outcome = _run_groups(cfg, settings, listing, work, encode, writer, recipe, split)
         split.barrier()
     return _summarise(cfg.store, outcome, time.monotonic() - began)
+
+
+@contextmanager
+def _room_needed(store: Path) -> Iterator[None]:
+    """A full disk, quota or file size limit is one line naming the store and how to go on; what is finished
+    is kept, as after a kill, and the CLI exits 1 (the machine failed, not the input)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in SPACE_ERRORS:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        raise InputError(f"{store}: {SPACE_ERRORS[error.errno]}{where}; the finished shard groups are kept: make "
+                         "room and rerun the same command to resume") from error
 
 
 def _tasks(listing: VideoList, work: list[GroupWork]) -> list[Task]:
