@@ -145,7 +145,10 @@ def command(config: type[C], name: str, epilog: str) -> Callable[[Callable[[C], 
                     if cli.parse is not None:
                         values[f.name] = cli.parse(values[f.name])
                 return config(**values)
-            body(_run(build))
+            try:
+                body(_run(build))
+            except Terminated:  # a command that does not say what it kept (extract and train-head do)
+                raise typer.Exit(143) from None  # typer would report any KeyboardInterrupt as 130
 
         parameters = [_parameter(f, cli, hints[f.name]) for f, cli in exposed]
         run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
