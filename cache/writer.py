@@ -241,7 +241,8 @@ class StoreWriter:
         array[slice(*self.settings.group_range(result.group))] = values
 
     def repair(self, report: VerifyReport, paths: list[str], labels: list[int], splits: list[str],
-               frozen: dict[str, np.ndarray], owns: Callable[[int], bool], main: bool) -> tuple[list[int], list[Damage]]:
+               frozen: dict[str, np.ndarray], owns: Callable[[int], bool], main: bool
+               ) -> tuple[list[int], list[Damage]]:
         """Make the damage `report` found redoable; return the damaged groups, now pending, and the damage it
         could not restore. Groups whose metadata (zarr.json) is gone get it again (they hold no attributes),
         arrays whose metadata is gone are made again, damaged table chunks are rewritten from the input list
