@@ -78,7 +78,7 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     detections = detect(proposals, probs)
     gt = truth_segments(truth)
     vague = _ambiguous(truth)
-    found = detection_map(gt, detections, threshold_set(thresholds), vague if len(vague) else None)
+    found = detection_map(gt, detections, tiou_thresholds(thresholds), vague if len(vague) else None)
     recall = proposal_recall(Segments.of(gt.video, gt.start, gt.end), proposals)
     record = {**describe(reader, split=scored, **description), "videos": int(len(scored.videos)),
               "segments": int(len(gt)), "proposals": int(len(proposals)), "detections": int(len(detections)),
@@ -91,6 +91,16 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     named = Segments.of(stems[detections.video.astype(np.int64)], detections.start, detections.end, detections.label,
                         detections.score)
     return Result(record, detections=named, detection_classes=tuple(reader.classes))
+
+
+def tiou_thresholds(spec: str) -> tuple[float, ...]:
+    """--tiou: thumos14, activitynet, or a comma-separated list of thresholds in (0, 1]."""
+    try:
+        return threshold_set(spec if spec.lower() in ("thumos14", "activitynet") else
+                             [float(part) for part in spec.split(",")])
+    except ValueError:
+        raise InputError(f"--tiou {spec}: expected thumos14, activitynet or thresholds in (0, 1] such as "
+                         "0.3,0.5,0.7") from None
 
 
 def zero_shot_probs(reader: CacheReader, proposals: Segments, text: np.ndarray) -> np.ndarray:
