@@ -52,6 +52,15 @@ def test_padding_changes_nothing_and_never_becomes_a_proposal() -> None:
     assert rows[:, 0].min() >= 0 and rows[:, 1].max() <= 13 and bool((rows[:, 1] > rows[:, 0]).all())
 
 
+def test_prepare_takes_statistics_of_valid_frames_only() -> None:
+    head = ProposalHead(_context(8), width=8, levels=2)
+    batch = _window([5, 3, 7], 7, 8, torch.Generator().manual_seed(1))  # padding holds values near +-100
+    head.prepare([{key: value[:1] for key, value in batch.items()}, {key: value[1:] for key, value in batch.items()}])
+    valid = torch.nn.functional.normalize(batch["pooled"][batch["mask"]].double(), dim=-1)
+    torch.testing.assert_close(head.mean, valid.mean(dim=0).float())
+    torch.testing.assert_close(head.scale, valid.var(dim=0, unbiased=False).mean().sqrt().float())
+
+
 def test_assignment_hand_case() -> None:
     head = ProposalHead(_context(4), width=4, levels=2)  # strides 1 and 2; ranges [0, 4) and [4, inf)
     batch = _window([16, 12, 16], 16, 4, torch.Generator().manual_seed(0))
