@@ -11,7 +11,7 @@ import torch
 from clipcache.heads.base import HeadContext
 from clipcache.heads.proposals import RECIPE, ProposalHead
 from clipcache.pipeline.localize.decode import (DecodeOptions, Suppression, segment_iou, suppress, video_proposals,
-                                                window_proposals)
+                                                window_proposals, window_starts)
 from clipcache.pipeline.localize.targets import assign, diou_loss, focal_loss, proposal_loss
 
 
@@ -195,6 +195,26 @@ def test_learns_proposals_on_synthetic_features_with_the_default_recipe() -> Non
                     found += 1
                     break
     assert total >= 60 and found / total >= 0.8, f"recall@10 at tIoU 0.5: {found}/{total}"
+
+    # whole videos of 400 steps at 10 steps a second, cut into half-overlapping windows and merged back in seconds
+    video_frames, video_mask, video_segments = _synthetic(12, rng, directions, width=400)
+    found = total = 0
+    for row in map(int, torch.nonzero(video_mask.all(dim=1)).flatten()):  # every fourth is padded: not those
+        starts = window_starts(400, 128, 64)
+        with torch.no_grad():
+            out = head({"pooled": torch.stack([video_frames[row, start:start + 128] for start in starts])})
+        rows = video_proposals(zip(starts, window_proposals(out)), rate=10.0)
+        assert len(rows) <= 100 and rows[:, 0].min() >= 0 and rows[:, 1].max() <= 40.0
+        for start, end in video_segments[row] / 10:
+            total += 1
+            found += any(segment_iou(np.array([[start, end]]), rows[:10, :2])[0] >= 0.5)
+    assert found / total >= 0.8, f"recall@10 per video at tIoU 0.5: {found}/{total}"
+
+
+def test_window_starts_cover_the_video() -> None:
+    assert window_starts(400, 128, 64) == [0, 64, 128, 192, 256, 272]
+    assert window_starts(128, 128, 64) == [0] and window_starts(50, 128, 64) == [0]
+    assert window_starts(129, 128, 64) == [0, 1]
 
 
 def test_segment_iou() -> None:

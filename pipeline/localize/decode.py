@@ -3,7 +3,7 @@
 1. Per window (`window_proposals`): every valid step gives (p - d_start, p + d_end) clipped to the window's valid
    frames, scored sigmoid(actionness); steps scoring below `min_score` and segments of no length are dropped, the
    `pre_nms_top_k` best are kept and suppressed (below) down to `per_window`.
-2. Per video (`video_proposals`): each window's rows shifted by its first frame's position in the video, all
+2. Per video (`video_proposals`), over windows cut by `window_starts`: each window's rows shifted by its first frame's position in the video, all
    windows' rows suppressed once more (overlapping windows propose the same action twice), the best
    `max_proposals` kept and converted to seconds: t / rate, rate being the store's frames per second.
 
@@ -41,6 +41,16 @@ class DecodeOptions:
     iou_threshold: float = 0.5  # hard NMS: drop rows overlapping a picked one more than this
     per_window: int = 100  # rows kept per window
     max_proposals: int = 100  # rows kept per video (AR@100 needs 100)
+
+
+def window_starts(frames: int, window: int, stride: int) -> list[int]:
+    """First frames of the windows that cover a video of `frames` steps: every `stride` steps, and the last one
+    ending at the video's end, so no window is mostly padding and every frame is seen; one window (padded) when the
+    video is not longer than `window`. A stride of half the window lets each action lie whole in some window when
+    it is at most half a window long."""
+    if frames <= window:
+        return [0]
+    return [*range(0, frames - window, stride), frames - window]
 
 
 def segment_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
