@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from clipcache.heads.proposals import ProposalOutputs
+from clipcache.pipeline.evaluate.detection import segment_iou
 
 
 class Suppression(StrEnum):
@@ -51,13 +52,6 @@ def window_starts(frames: int, window: int, stride: int) -> list[int]:
     if frames <= window:
         return [0]
     return [*range(0, frames - window, stride), frames - window]
-
-
-def segment_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(K, M) temporal IoU of the (K, 2) intervals `a` with the (M, 2) intervals `b`."""
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
 def suppress(rows: np.ndarray, keep: int, options: DecodeOptions) -> np.ndarray:

@@ -1,10 +1,10 @@
 """A dense store's videos as fixed-length windows of frame embeddings, the items localisation trains and
 evaluates on (the loop reads them as it reads a `CacheDataset`: `start(items)`, `set_epoch`, `len`).
 
-Training: each video gives ceil(T / W) windows per pass, each placed at k·W shifted by a draw from
-(seed, pass) of up to half a window either way (clipped to the video), so every frame is seen, windows
-differ between passes and a resumed run repeats them. Evaluation: windows every W/2 frames from 0, so
-every moment lies well inside at least one window; overlapping windows' proposals are merged per video
+Training: each video gives ceil(T / W) windows per pass (`decode.window_starts`: every W frames, the last
+ending at the video's end), each shifted by a draw from (seed, pass) of up to half a window either way
+(kept inside the video), so every frame is seen, windows differ between passes and a resumed run repeats
+them. Evaluation: windows every W/2 frames, so an action of up to half a window lies whole in one; overlapping windows' proposals are merged per video
 (`pipeline.localize.decode`). A segment a window cuts is kept, clipped to the window, when at least half of
 it is inside (ActionFormer's truncation rule). Frames past a video's end are padding: zeros, with `mask` False. A video's
 pooled embeddings are read once, checked, and kept (float16): a THUMOS14-sized store at 10 fps holds
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.localize.decode import window_starts
 from clipcache.pipeline.localize.ground_truth import VideoTruth, positions
 from clipcache.pipeline.train.dataset import Batch, PendingBatch
 
@@ -38,7 +39,7 @@ class FeatureWindows:
                       for v, t in zip(self.videos.tolist(), self.times)]
         step = window if train else max(1, window // 2)
         self.items = np.array([(i, start) for i, f in enumerate(self.features)
-                               for start in range(0, max(len(f), 1), step)], dtype=np.int64).reshape(-1, 2)
+                               for start in window_starts(len(f), window, step)], dtype=np.int64).reshape(-1, 2)
         self.shift = np.zeros(len(self.items), np.int64)
 
     def __len__(self) -> int:
