@@ -3,9 +3,10 @@
 1. Per window (`window_proposals`): every valid step gives (p - d_start, p + d_end) clipped to the window's valid
    frames, scored sigmoid(actionness); steps scoring below `min_score` and segments of no length are dropped, the
    `pre_nms_top_k` best are kept and suppressed (below) down to `per_window`.
-2. Per video (`video_proposals`), over windows cut by `window_starts`: each window's rows shifted by its first frame's position in the video, all
-   windows' rows suppressed once more (overlapping windows propose the same action twice), the best
-   `max_proposals` kept and converted to seconds: t / rate, rate being the store's frames per second.
+2. Per video (`video_proposals`), over the windows `window_starts` cuts: each window's rows shifted by its first
+   frame's position in the video, all windows' rows suppressed once more (overlapping windows propose the same
+   action twice), the best `max_proposals` kept and converted to seconds: t / rate, rate being the store's frames
+   per second.
 
 Suppression, greedy, highest score first:
 - Gaussian soft-NMS (Bodla et al. 2017, the default): pick the highest-scoring row, decay every remaining row j by
