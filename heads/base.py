@@ -61,7 +61,8 @@ class HeadContext:
 
 
 class Head(nn.Module):
-    """Base of every head: `Head(ctx, **options)` builds it for a store, `head(batch)` gives (B, C) logits.
+    """Base of every head: `Head(ctx, **options)` builds it for a store, `head(batch)` gives (B, C) logits (the
+    heads of `heads.LOCALISATION_HEADS` give their own outputs, which their task reads: heads/proposals.py).
 
     Subclasses set `request` in `__init__` and may override the class attributes and `prepare` below; the
     training loop and evaluation read nothing else about a head, except that the heads named in

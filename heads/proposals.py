@@ -36,17 +36,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from clipcache.heads.base import Batch, FeatureRequest, Head, HeadContext
-from clipcache.heads.recipes import Recipe
 
 RANGE_BASE = 4.0  # level 0 regresses farther-boundary distances below 4 steps, each level above twice as far
 PRIOR = 0.01  # actionness probability everywhere at initialisation
-# How it is trained by default (belongs in heads.recipes.RECIPES["proposals"] once the loop trains it): windows of
-# 128-256 steps, 8 per batch, AdamW 1e-3 (weight decay 0.05), 20 epochs with one of linear warm-up, then cosine to
-# 0, at least 200 steps. Measured on synthetic windows of 128 steps (1-3 actions of 8-64 steps, 100 for training):
-# these 260 steps give held-out AR@10 at tIoU 0.5 of 1.0, 1.0, 0.97 (seeds 0-2, tests/test_proposals.py). In first
-# trials on similar windows, 100 steps of batch 16 gave 0.77 (the coarse levels still proposed long segments
-# everywhere), at lr 3e-3 and 1e-2 no better; width 64 reached only 0.63 after 200 steps of batch 8.
-RECIPE = Recipe(lr=1e-3, weight_decay=0.05, batch_size=8, epochs=20, warmup_epochs=1.0, min_steps=200)
 
 
 @dataclass

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from clipcache.heads.base import HeadContext
-from clipcache.heads.proposals import RECIPE, ProposalHead
+from clipcache.heads.proposals import ProposalHead
+from clipcache.heads.recipes import RECIPES
 from clipcache.pipeline.localize.decode import (DecodeOptions, Suppression, segment_iou, suppress, video_proposals,
                                                 window_proposals, window_starts)
 from clipcache.pipeline.localize.targets import assign, diou_loss, focal_loss, proposal_loss
@@ -161,10 +162,11 @@ def test_learns_proposals_on_synthetic_features_with_the_default_recipe() -> Non
 
     head = ProposalHead(_context(embed))
     head.prepare([{"pooled": frames, "mask": mask}])
-    per_epoch = math.ceil(train_count / RECIPE.batch_size)
-    steps = max(RECIPE.epochs * per_epoch, RECIPE.min_steps)
-    warmup = RECIPE.warmup_epochs * per_epoch
-    optimizer = torch.optim.AdamW(head.parameters(), lr=RECIPE.lr, weight_decay=RECIPE.weight_decay)
+    recipe = RECIPES["proposals"]
+    per_epoch = math.ceil(train_count / recipe.batch_size)
+    steps = max(recipe.epochs * per_epoch, recipe.min_steps)
+    warmup = recipe.warmup_epochs * per_epoch
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps)))
     losses = []
@@ -172,7 +174,7 @@ def test_learns_proposals_on_synthetic_features_with_the_default_recipe() -> Non
     for step in range(steps):
         if step % per_epoch == 0:
             order = torch.randperm(train_count)
-        rows = order[(step % per_epoch) * RECIPE.batch_size:][: RECIPE.batch_size]
+        rows = order[(step % per_epoch) * recipe.batch_size:][: recipe.batch_size]
         out = head({"pooled": frames[rows], "mask": mask[rows]})
         loss, _ = proposal_loss(out, assign(out, [torch.from_numpy(segments[i]) for i in rows]))
         optimizer.zero_grad()
