@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from clipcache.cache.reader import CacheReader
-from clipcache.heads import HEADS
+from clipcache.heads import HEADS, LOCALISATION_HEADS
 from clipcache.pipeline.evaluate.predict import to_device
+from clipcache.pipeline.localize.targets import assign, proposal_loss
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import LAST, METRICS
 from clipcache.pipeline.train.dataset import CacheDataset
@@ -55,8 +56,13 @@ def test_every_trainable_parameter_of_every_head_gets_a_gradient(appearance_stor
     the next step): one training step's backward reaches all of them."""
     reader = CacheReader(appearance_store)
     built = build_for_store(reader, head, {}, reader.settings.frames, "text4vis", None, torch.device("cpu"))
-    dataset = CacheDataset(reader, built.request, reader.done[:4], reader.settings.frames, train=True)
-    batch = to_device(next(iter(batch_loader(dataset, 4))), torch.device("cpu"))
     built.train()
-    torch.nn.functional.cross_entropy(built(batch).float(), batch["label"]).backward()
+    if head in LOCALISATION_HEADS:  # windows of frame embeddings, one action in each
+        windows = {"pooled": torch.randn(2, 64, reader.settings.embed_dim), "mask": torch.ones(2, 64, dtype=torch.bool)}
+        out = built(windows)
+        proposal_loss(out, assign(out, [torch.tensor([[10.0, 30.0]]), torch.tensor([[5.0, 60.0]])]))[0].backward()
+    else:
+        dataset = CacheDataset(reader, built.request, reader.done[:4], reader.settings.frames, train=True)
+        batch = to_device(next(iter(batch_loader(dataset, 4))), torch.device("cpu"))
+        torch.nn.functional.cross_entropy(built(batch).float(), batch["label"]).backward()
     assert [name for name, p in built.named_parameters() if p.requires_grad and p.grad is None] == []

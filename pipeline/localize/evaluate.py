@@ -218,7 +218,8 @@ def _recall_at(recall: ProposalResult, number: int, tiou: float) -> float:
 
 
 def _naming(classifier: Path | None) -> str:
-    return "zero-shot" if classifier is None else "head"
+    """How a method names what classified its proposals."""
+    return "zero-shot" if classifier is None else f"head {read_run(classifier)['head']}"
 
 
 def localise_checkpoint(reader: CacheReader, run: dict[str, Any], run_dir: Path, head: Head, split: str | None,
@@ -274,4 +275,6 @@ def evaluate_segments(reader: CacheReader, run: dict[str, Any], run_dir: Path, h
                            checkpoint=run_dir / weights, options={"weights": weights.removesuffix(".safetensors")},
                            held_out=segment_splits_held_out(reader, run, scored.videos))
     description["training"] = training_progress(run)
-    return single(description, Scores(clips.videos, labels, probs, tuple(run["classes"])))
+    result = single(description, Scores(clips.videos, labels, probs, tuple(run["classes"])))
+    result.record.update(segments=result.record["videos"], videos=int(len(scored.videos)))
+    return result

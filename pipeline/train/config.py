@@ -60,7 +60,8 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
     head_options: dict[str, Any] = option(
         help="Head option key=value, repeatable; the defaults: linear: normalize=true, standardize=true; "
              "text: depth=6, learn_scale=true; prompt: prefix=16, suffix=16 (fewer on short text contexts), "
-             "depth=2, heads=8; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8.",
+             "depth=2, heads=8; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8; proposals: "
+             "width=128, levels=6, depth=2, head_depth=2 (dense stores).",
         factory=dict, flags=("--option",), text=list[str], parse=parse_head_options, metavar="KEY=VALUE")
     epochs: int | None = option(None, f"Epochs, at most {MAX_EPOCHS}; validation and checkpoints after each "
                                       f"(default: the head's recipe: {per_head('epochs')}).",
