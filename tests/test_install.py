@@ -8,7 +8,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from conftest import REPO
+from conftest import HANG_S, REPO
 
 
 def test_the_wheel_installs_one_package_and_runs_the_demo(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_the_wheel_installs_one_package_and_runs_the_demo(tmp_path: Path) -> Non
                            capture_output=True, text=True).stdout
     assert found.startswith(site)
     demo = subprocess.run([venv / "bin" / "clipcache", "demo", "--out", "demo", "--quiet"], cwd=work,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=HANG_S)
     assert demo.returncode == 0, demo.stderr
     assert "zero-shot" in demo.stdout and "head text" in demo.stdout
     version = subprocess.run([venv / "bin" / "clipcache", "--version"], cwd=work, capture_output=True, text=True)

@@ -15,10 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from clipcache.pipeline.train.checkpoint import BEST, LAST, METRICS
-from conftest import REPO
+from conftest import HANG_S, REPO
 
 SHORT = dict(epochs=6, min_steps=90, device="cpu", quiet=True)  # the defaults otherwise; short for speed
-HANG_S = 1800  # how long a run may take to reach an epoch before it counts as hung: no speed is asserted
 
 
 def command(store: Path, out: Path, head: str, *extra: str) -> list[str]:
