@@ -283,7 +283,7 @@ def predict(cfg: PredictConfig) -> None:
     typer.echo(format_predictions(_run(lambda: predict_videos(cfg)), cfg.as_json))
 
 
-@command(ExportConfig, "export", epilog="Examples: clipcache export thumos.zarr thumos_features/ --format actionformer; "
+@command(ExportConfig, "export", epilog="Examples: clipcache export thumos.zarr features/ --format actionformer; "
                                        "clipcache export features.zarr npy/ --format npy")
 def export(cfg: ExportConfig) -> None:
     """Write a store's features for other tools: ActionFormer/OpenTAD (one (T, C) .npy per video, the annotations

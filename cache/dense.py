@@ -1,12 +1,13 @@
 """The dense layout (format 3): each video of an untrimmed store is its own time series, `dense/<video>/`.
 
-A video's length is known only once it has been decoded, and a long video never fits in memory, so its
-arrays are created empty and grow piece by piece as its frames are encoded (one writer per video: the
-process that owns its shard group). One group per video also makes each a dataset of its own for other
-tools: `xarray.open_zarr(store, group="dense/17", consolidated=False)` has `pooled (time, embed)` with `time`
-in seconds as its coordinate (dense stores keep no consolidated metadata: see cache.store.consolidate). Arrays are chunked along time only (every chunk a file, crc32c last, written even when it
-holds zeros), so a video's chunks are exactly those covering its `videos/samples` frames; the last is
-padded to a whole chunk (at most DENSE_CHUNK - 1 frames of padding per array per video).
+A video's length is known only once it has been decoded, and a long video never fits in memory, so its arrays are
+created empty and grow piece by piece as its frames are encoded (one writer per video: the process that owns its
+shard group). One group per video also makes each a dataset of its own for other tools: `xarray.open_zarr(store,
+group="dense/17", consolidated=False)` has `pooled (time, embed)` with `time` in seconds as its coordinate (dense
+stores keep no consolidated metadata: see cache.store.consolidate). Arrays are chunked along time only (every chunk
+a file, crc32c last, written even when it holds zeros), so a video's chunks are exactly those covering its
+`videos/samples` frames; the last is padded to a whole chunk (at most DENSE_CHUNK - 1 frames of padding per array
+per video).
 
     dense/<v>/time          (samples,)          float64  presentation time of each stored frame, seconds
     dense/<v>/frame         (samples,)          int32    decoded frame number of each stored frame

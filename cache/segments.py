@@ -79,7 +79,8 @@ def write_segments(store: Path | str, table: SegmentTable) -> None:
     group = zarr.open_group(str(partial / GROUP), mode="w")
     for name, values in columns.items():
         array = group.create_array(name, shape=(rows,), chunks=(max(rows, 1),), dtype=COLUMNS[name],
-                                   dimension_names=dimension_names(f"segments/{name}"), compressors=TABLE_COMPRESSORS, config=WRITE_EMPTY)
+                                   dimension_names=dimension_names(f"segments/{name}"), compressors=TABLE_COMPRESSORS,
+                                   config=WRITE_EMPTY)
         array[...] = values
     group.attrs.update({"classes": list(table.classes), "format": table.format, "sources": list(table.sources),
                         "counts": dict(table.counts), "rows": rows})

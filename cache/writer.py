@@ -227,7 +227,8 @@ class StoreWriter:
         if result.pooled is not None:
             self._put("pooled", result, result.pooled.astype(np.float16, copy=False))
             self._put("videos/frame_index", result, result.frame_index)
-        for name in ("fps", "num_frames", "width", "height", "duration") + (("samples",) if self.settings.dense else ()):
+        dense = ("samples",) if self.settings.dense else ()
+        for name in ("fps", "num_frames", "width", "height", "duration", *dense):
             self._put(f"videos/{name}", result, getattr(result, name))
         for name in ("error", "note") + (("path",) if result.path is not None else ()):
             self._put(f"videos/{name}", result, np.array(getattr(result, name), dtype=object))

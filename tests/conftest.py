@@ -36,6 +36,16 @@ def demo_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def reference_store(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted single-process extraction (groups of 2, the last holding one video) that the resume, rank,
+    repair and full-disk tests must reproduce exactly."""
+    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
+    assert result.code == 0, result
+    return store
+
+
 def run_cli(*args: str | Path) -> "CliResult":
     """Run the CLI in this process (fast: torch is already imported)."""
     result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

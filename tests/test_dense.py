@@ -112,7 +112,8 @@ def test_cls_tokens_in_int8_keep_one_token_per_frame(dense_inputs: tuple[Path, d
     a, b = CacheReader(full), CacheReader(cls)
     block = f"block_{a.settings.layers[0]}"
     assert zarr.open_group(str(cls))[f"dense/0/{block}"].shape[1] == 1
-    expected, got = torch.from_numpy(a.dense(0, block)[:, 0].astype(np.float32)), torch.from_numpy(b.dense(0, block)[:, 0])
+    expected = torch.from_numpy(a.dense(0, block)[:, 0].astype(np.float32))
+    got = torch.from_numpy(b.dense(0, block)[:, 0])
     assert torch.nn.functional.cosine_similarity(expected, got, dim=-1).min() >= 0.999
     info = run_cli("info", cls)
     assert info.code == 0 and "tokens: cls" in info.stdout and "2 frames per second" in info.stdout

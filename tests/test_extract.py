@@ -36,15 +36,6 @@ from conftest import (
 from mounts import read_only
 
 
-@pytest.fixture(scope="module")
-def reference_store(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted single-process run that the resume/rank tests must reproduce exactly."""
-    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
-    assert result.code == 0, result
-    return store
-
-
 def test_store_layout_and_table(reference_store: Path, demo_videos: Path) -> None:
     reader = CacheReader(reference_store)
     s = reader.settings

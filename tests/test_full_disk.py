@@ -2,7 +2,6 @@
 both stages, with nothing finished lost. The disk is a real small tmpfs filled to its last byte."""
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,15 +22,7 @@ def disk(tmp_path: Path) -> Iterator[Path]:
         yield folder
 
 
-@pytest.fixture(scope="module")
-def reference(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
-    assert result.code == 0, result
-    return store
-
-
-def test_a_full_disk_during_extract_is_one_line_and_the_run_resumes(reference: Path, demo_videos: Path,
+def test_a_full_disk_during_extract_is_one_line_and_the_run_resumes(reference_store: Path, demo_videos: Path,
                                                                     disk: Path) -> None:
     store = disk / "s.zarr"
     args = tiny_extract_args(demo_videos, store, "--shard-videos", "2")
@@ -47,7 +38,7 @@ def test_a_full_disk_during_extract_is_one_line_and_the_run_resumes(reference: P
     (disk / "filler").unlink()
     resumed = run_cli(*args)
     assert resumed.code == 0, resumed
-    assert_stores_equal(store, reference)
+    assert_stores_equal(store, reference_store)
 
 
 def test_a_full_disk_when_eval_writes_its_results_is_exit_1(appearance_store: Path, disk: Path) -> None:

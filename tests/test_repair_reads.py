@@ -11,15 +11,6 @@ from clipcache.cache.store import open_root
 from conftest import assert_stores_equal, run_cli, tiny_extract_args
 
 
-@pytest.fixture(scope="module")
-def reference(demo_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """9 videos in groups of 2 (the last group holds one video, less than its shard)."""
-    store = tmp_path_factory.mktemp("ref") / "ref.zarr"
-    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
-    assert result.code == 0, result
-    return store
-
-
 def _cut(shard: Path) -> None:
     data = shard.read_bytes()
     shard.write_bytes(data[:len(data) // 2])
@@ -37,13 +28,13 @@ def _flip_index(shard: Path) -> None:
                                          ("videos/status/c/4", 4)],
                          ids=["a token shard", "the last group's token shard, shorter than the shard",
                               "the last group's status chunk, shorter than the chunk"])
-def test_repair_rewrites_damaged_files_without_reading_them(reference: Path, demo_videos: Path, tmp_path: Path,
+def test_repair_rewrites_damaged_files_without_reading_them(reference_store: Path, demo_videos: Path, tmp_path: Path,
                                                             damage, file: str, group: int) -> None:
     store = tmp_path / "damaged.zarr"
-    shutil.copytree(reference, store)
+    shutil.copytree(reference_store, store)
     damage(store / file.format(layer=open_root(store).attrs["layers"][-1]))
     assert run_cli("verify", store).code == 1
     repaired = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"), "--repair")
     assert repaired.code == 0 and f"{2 if group < 4 else 1} processed" in repaired.stdout, repaired
     assert run_cli("verify", store).code == 0
-    assert_stores_equal(store, reference)
+    assert_stores_equal(store, reference_store)

@@ -68,7 +68,8 @@ def test_zero_shot_record_and_predictions(appearance_store: Path, tmp_path: Path
         rows = list(csv.DictReader(handle))
     reader = CacheReader(appearance_store)
     test_paths = set(reader.column("path")[reader.column("split") == "test"])
-    assert list(rows[0]) == PREDICTION_COLUMNS[1:] and len(rows) == 12  # one run: no `run` column and {r["path"] for r in rows} == test_paths
+    assert list(rows[0]) == PREDICTION_COLUMNS[1:] and len(rows) == 12  # one run: no `run` column
+    assert {r["path"] for r in rows} == test_paths
     for row in rows:
         scores = [float(row[f"score_{k}"]) for k in (1, 2, 3)]
         assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1, abs=1e-5)

@@ -16,7 +16,7 @@ from clipcache.cache.reader import CacheReader
 from clipcache.cache.segments import SegmentTable, write_segments
 from clipcache.cache.store import open_root
 from clipcache.pipeline.train.text_embeddings import text_embeddings
-from conftest import assert_stores_equal, run_cli, tiny_extract_args
+from conftest import run_cli, tiny_extract_args
 
 
 def _verify(store: Path) -> tuple[int, dict]:

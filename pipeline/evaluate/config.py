@@ -20,6 +20,8 @@ from clipcache.pipeline.options import (
 
 Probe = StrEnum("Probe", {"linear": "linear"})
 Weights = StrEnum("Weights", {"best": "best", "last": "last"})
+
+
 @dataclass(kw_only=True)
 class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions,
                  DrawnSplitOptions):

@@ -47,8 +47,9 @@ def describe_run(store: Path, listing: VideoList, annotated: Annotated | None, s
         table = annotated.table
         split_of = [entries[v].split or "(none)" for v in table.video]
         per_split = Counter(s for s, ambiguous in zip(split_of, table.ambiguous) if not ambiguous)
-        lines.append(f"segments     {int((~table.ambiguous).sum())} ({', '.join(f'{k} {n}' for k, n in sorted(per_split.items()))}), "
-                     f"{int(table.ambiguous.sum())} ambiguous regions, {len(table.classes)} classes")
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(per_split.items()))
+        lines.append(f"segments     {int((~table.ambiguous).sum())} ({counts}), {int(table.ambiguous.sum())} ambiguous "
+                     f"regions, {len(table.classes)} classes")
         lines += [f"problem      {line}" for line in annotated.problems]
     lines.append(f"store        {_store_plan(store, settings)}")
     per_frame = frame_bytes(settings)
@@ -60,8 +61,9 @@ def describe_run(store: Path, listing: VideoList, annotated: Annotated | None, s
                 unknown += 1
                 continue
             seconds, samples = seconds + guess[0], samples + guess[1]
-        lines.append(f"estimate     {seconds / 3600:.2f} hours of video, {samples} frames, {size_text(samples * per_frame)}"
-                     + (f" ({unknown} videos state no length)" if unknown else "") + " (from the containers' headers)")
+        unstated = f" ({unknown} videos state no length)" if unknown else ""
+        lines.append(f"estimate     {seconds / 3600:.2f} hours of video, {samples} frames, "
+                     f"{size_text(samples * per_frame)}{unstated} (from the containers' headers)")
     else:
         frames = len(found) * settings.views * settings.frames
         lines.append(f"estimate     {frames} frames, {size_text(frames * per_frame)}")

@@ -1,14 +1,14 @@
-"""A dense store's videos as fixed-length windows of frame embeddings, the items localisation trains and
-evaluates on (the loop reads them as it reads a `CacheDataset`: `start(items)`, `set_epoch`, `len`).
+"""A dense store's videos as fixed-length windows of frame embeddings, the items localisation trains and evaluates on
+(the loop reads them as it reads a `CacheDataset`: `start(items)`, `set_epoch`, `len`).
 
-Training: each video gives ceil(T / W) windows per pass (`decode.window_starts`: every W frames, the last
-ending at the video's end), each shifted by a draw from (seed, pass) of up to half a window either way
-(kept inside the video), so every frame is seen, windows differ between passes and a resumed run repeats
-them. Evaluation: windows every W/2 frames, so an action of up to half a window lies whole in one; overlapping windows' proposals are merged per video
-(`pipeline.localize.decode`). A segment a window cuts is kept, clipped to the window, when at least half of
-it is inside (ActionFormer's truncation rule). Frames past a video's end are padding: zeros, with `mask` False. A video's
-pooled embeddings are read once, checked, and kept (float16): a THUMOS14-sized store at 10 fps holds
-~0.9 GB of ViT-B/16 embeddings.
+Training: each video gives ceil(T / W) windows per pass (`decode.window_starts`: every W frames, the last ending at
+the video's end), each shifted by a draw from (seed, pass) of up to half a window either way (kept inside the
+video), so every frame is seen, windows differ between passes and a resumed run repeats them. Evaluation: windows
+every W/2 frames, so an action of up to half a window lies whole in one; overlapping windows' proposals are merged
+per video (`pipeline.localize.decode`). A segment a window cuts is kept, clipped to the window, when at least half
+of it is inside (ActionFormer's truncation rule). Frames past a video's end are padding: zeros, with `mask` False.
+A video's pooled embeddings are read once, checked, and kept (float16): a THUMOS14-sized store at 10 fps holds ~0.9
+GB of ViT-B/16 embeddings.
 """
 from __future__ import annotations
 
