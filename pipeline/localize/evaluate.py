@@ -37,7 +37,9 @@ from clipcache.pipeline.evaluate.head import training_progress
 from clipcache.pipeline.train.build import build_for_store
 from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
 from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
+from clipcache.pipeline.localize.class_splits import ClassSplit
 from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, video_truth
+from clipcache.pipeline.localize.open_set import PROTOCOL, restricted, run_split, same_split
 from clipcache.pipeline.localize.task import WINDOW, localisation_splits, truth_segments, video_level_proposals
 from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.localize.segment_clips import SegmentClips
@@ -54,14 +56,19 @@ CLASSES_PER_PROPOSAL = 2
 def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, split: str, device: str,
                           templates: str, names_file: Path | None, thresholds: str, description: dict[str, Any],
                           batch_size: int = 8, quiet: bool = True, pretrained: Path | None = None,
-                          classifier: tuple[Head, int] | None = None) -> Result:
+                          classifier: tuple[Head, int] | None = None, open_set: ClassSplit | None = None) -> Result:
     """`description` holds what identifies the proposals and the classifier (method, checkpoint, options,
     held_out) beside what `describe` gives; `classifier`: a head trained on the store's segments and the frames
-    it reads per segment, else zero-shot."""
+    it reads per segment (with `open_set`, scoring its unseen classes), else zero-shot; `open_set`: only the
+    split's unseen classes are ground truth and names (pipeline.localize.open_set)."""
     table = segment_table(reader)
     if tuple(table.classes) != tuple(reader.classes):
         raise InputError(f"{reader.path}: its segments name classes {list(table.classes)[:5]}... but the store "
                          f"{list(reader.classes)[:5]}...; extract with the annotations that made its classes")
+    named = np.arange(len(reader.classes))  # the store's classes a detection may name
+    if open_set is not None:
+        table = restricted(table, open_set.unseen, relabel=False)
+        named = np.asarray([reader.classes.index(c) for c in open_set.unseen], np.int64)
     scored = evaluation_split(reader, split, labels=False)
     truth = video_truth(table, scored.videos)
     torch_device = resolve_device(device)
@@ -72,10 +79,12 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
         proposals = video_level_proposals(proposals_from.to(torch_device), windows, reader, torch_device, batch_size)
     if classifier is None:
         text = text_embeddings(reader, templates, names_file, torch_device, quiet=quiet, pretrained=pretrained)
-        probs = zero_shot_probs(reader, proposals, text)
+        probs = zero_shot_probs(reader, proposals, text[named])
     else:
         probs = head_probs(reader, proposals, classifier, torch_device, batch_size)
     detections = detect(proposals, probs)
+    detections = Segments.of(detections.video, detections.start, detections.end, named[detections.label],
+                             detections.score)
     gt = truth_segments(truth)
     vague = _ambiguous(truth)
     found = detection_map(gt, detections, tiou_thresholds(thresholds), vague if len(vague) else None)
@@ -194,19 +203,21 @@ def localise_from_file(cfg: EvalConfig) -> Result:
                                  classifier=classifier)
 
 
-def load_classifier(reader: CacheReader, run_dir: Path | None, device: str, pretrained: Path | None
-                    ) -> tuple[Head, int] | None:
-    """A classification run trained on this store's segments, ready to name proposals, and the frames it reads."""
+def load_classifier(reader: CacheReader, run_dir: Path | None, device: str, pretrained: Path | None,
+                    classes: tuple[str, ...] | None = None) -> tuple[Head, int] | None:
+    """A classification run trained on this store's segments, ready to name proposals (its own classes, or
+    `classes` by name: an open-set run's unseen ones), and the frames it reads."""
     if run_dir is None:
         return None
     run = read_run(run_dir)
     check_compatible(run, reader.settings, reader.path)
-    if run.get("task", "classification") != "classification" or tuple(run["classes"]) != tuple(reader.classes):
+    if run.get("task", "classification") != "classification" or \
+            tuple(run["classes"]) != tuple(run_split(reader, run).seen if classes else reader.classes):
         raise InputError(f"{run_dir}: --classifier takes a classification run trained on this store's segments "
                          f"(train-head {reader.path} --head prompt)")
     head = build_for_store(reader, run["head"], run["options"], run["frames"], run["templates"],
                            Path(run["class_names"]) if run["class_names"] else None, resolve_device(device),
-                           tuple(run["classes"]), pretrained)
+                           classes or tuple(run["classes"]), pretrained)
     load_weights(head, run_dir / BEST)
     return head, int(run["frames"])
 
@@ -231,17 +242,22 @@ def localise_checkpoint(reader: CacheReader, run: dict[str, Any], run_dir: Path,
     scored = split or config["test_split"]
     held = segment_splits_held_out(reader, run, evaluation_split(reader, scored, labels=False).videos)
     templates, names_file, tiou = cfg_text
-    classifier = load_classifier(reader, classifier_dir, device, pretrained)
+    split_of = run_split(reader, run) if classifier_dir is None else \
+        same_split(reader, run, read_run(classifier_dir), classifier_dir)
+    classifier = load_classifier(reader, classifier_dir, device, pretrained, split_of.unseen if split_of else None)
     if classifier_dir is not None and held:
         held = segment_splits_held_out(reader, read_run(classifier_dir),
                                        evaluation_split(reader, scored, labels=False).videos)
     options = {"weights": weights.removesuffix(".safetensors"), "templates": templates, "class_names": names_file,
                "tiou": tiou, "classifier": str(classifier_dir.resolve()) if classifier_dir else None}
+    if split_of is not None:
+        options.update(class_split=f"{split_of.source} #{split_of.index}", unseen=list(split_of.unseen))
     description = {"method": f"head proposals + {_naming(classifier_dir)}", "held_out": held, "options": options,
-                   "checkpoint": run_dir / weights}
+                   "checkpoint": run_dir / weights,
+                   **({"protocol": PROTOCOL, "classes": len(split_of.unseen)} if split_of else {})}
     result = evaluate_localisation(reader, head, scored, device, templates, names_file, tiou, description,
                                    batch_size=config["batch_size"], quiet=quiet, pretrained=pretrained,
-                                   classifier=classifier)
+                                   classifier=classifier, open_set=split_of)
     result.record["training"] = training_progress(run)
     return result
 
@@ -264,6 +280,10 @@ def evaluate_segments(reader: CacheReader, run: dict[str, Any], run_dir: Path, h
                       device: str, weights: str, quiet: bool) -> Result:
     """A classification head trained on a dense store's segments, scored on the ground-truth segments of a split's
     videos (top-1 over segments: how well it would name perfect proposals)."""
+    if run_split(reader, run) is not None:
+        raise InputError(f"{run_dir}: trained on the seen classes of a class split; score it on the unseen ones "
+                         f"as open-set localisation: eval {reader.path} --checkpoint PROPOSALS_RUN --classifier "
+                         f"{run_dir}")
     scored = evaluation_split(reader, split or run["config"]["test_split"], labels=False)
     truth = video_truth(segment_table(reader), scored.videos)
     clips = SegmentClips(reader, truth, run["frames"], train=False)

@@ -9,8 +9,11 @@ import torch
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.heads import head_class
 from clipcache.heads.base import Head
+from clipcache.pipeline.localize.class_splits import class_split
 from clipcache.pipeline.localize.ground_truth import segment_table, video_truth
+from clipcache.pipeline.localize.open_set import restricted
 from clipcache.pipeline.localize.segment_clips import SegmentClips
 from clipcache.pipeline.localize.task import localisation_splits
 from clipcache.pipeline.train.config import TrainConfig
@@ -21,8 +24,16 @@ SEGMENT_FRAMES = 8  # frames per segment clip unless --frames says otherwise (Ef
 
 class SegmentTask(ClassificationTask):
     def __init__(self, cfg: TrainConfig, reader: CacheReader) -> None:
+        table = segment_table(reader)
+        if cfg.class_split:  # open-set: the seen classes' segments are the samples, the head scores those classes
+            if not head_class(cfg.head).scores_class_names():
+                raise InputError(f"--head {cfg.head}: --class-split needs a head that scores class names (text, "
+                                 "prompt), to name the unseen classes")
+            seen = class_split(cfg.class_split, cfg.class_split_index, tuple(reader.classes)).seen
+            cfg.classes = seen  # the loop builds the head on cfg.classes and records them (as base-to-novel sets them)
+            table = restricted(table, seen, relabel=True)
         super().__init__(cfg, reader)
-        self.table = segment_table(reader)
+        self.table = table
 
     def frames(self) -> int:
         return self.cfg.frames or SEGMENT_FRAMES

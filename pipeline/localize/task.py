@@ -21,7 +21,9 @@ from clipcache.pipeline.common import autocast
 from clipcache.pipeline.evaluate.detection import Segments, proposal_recall
 from clipcache.pipeline.localize.decode import video_proposals, window_proposals
 from clipcache.cache.segments import SegmentTable
+from clipcache.pipeline.localize.class_splits import class_split
 from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, seconds, video_truth
+from clipcache.pipeline.localize.open_set import restricted
 from clipcache.pipeline.localize.targets import assign, proposal_loss
 from clipcache.pipeline.localize.windows import FeatureWindows
 from clipcache.pipeline.train.config import TrainConfig
@@ -39,6 +41,9 @@ class LocalisationTask(Task):
     def __init__(self, cfg: TrainConfig, reader: CacheReader) -> None:
         self.cfg, self.reader = cfg, reader
         self.table = segment_table(reader)
+        if cfg.class_split:  # open-set: only the seen classes' segments are targets (pipeline.localize.open_set)
+            seen = class_split(cfg.class_split, cfg.class_split_index, tuple(reader.classes)).seen
+            self.table = restricted(self.table, seen, relabel=False)
 
     def splits(self) -> dict[str, np.ndarray]:
         cfg = self.cfg

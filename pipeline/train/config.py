@@ -102,4 +102,12 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
     workers: int = option(0, "DataLoader worker processes (streamed features only). Without them each batch is "
                               "read on several threads while the step before it runs, into reused memory, which "
                               "a worker's batches cannot be.")
+    class_split: str | None = option(None, "Open-set localisation (dense stores, heads proposals, text, prompt): train "
+                                           "on the seen classes of a class split only: a STALE split folder "
+                                           "(train/split_K.list, test/split_K.list), a JSON file {\"splits\": "
+                                           "[{\"seen\": [...], \"unseen\": [...]}]}, or the fraction of seen "
+                                           "classes (0.75, 0.5) for seeded random splits; eval then scores the "
+                                           "unseen classes.")
+    class_split_index: int = option(0, "Which split of --class-split: split_K of the folder or file, or the seed of "
+                                       "the random split.", limits=(0, None))
     classes: tuple[str, ...] | None = internal()  # train on these classes only (base-to-novel)

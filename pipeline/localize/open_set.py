@@ -1,0 +1,81 @@
+"""Efficient-Prompt's open-set localisation: proposals and the naming head learn the seen classes of a class split
+(`train-head --class-split`), detection is scored on the unseen classes only, named zero-shot (the frozen text
+encoder) or by the head's learned context with the unseen class names; mean and std over the splits.
+
+What training sees, as STALE's data loader does (stale_lib/stale_dataloader.py keeps a video's annotations of the
+seen classes and the video when any remain): a training or validation video stays when it holds at least one
+segment of a seen class; segments of unseen classes are neither targets nor samples, so for the proposal head
+their frames are background, as in STALE. Dropping every video with an unseen segment instead would keep those
+frames out of training but leave fewer videos than the published protocol trains on, so its numbers would not
+compare. Evaluation scores every video of the test split against the unseen classes' segments (detections named
+with an unseen class where only seen actions happen count as false positives).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader
+from clipcache.cache.segments import SegmentTable
+from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description
+from clipcache.pipeline.localize.class_splits import ClassSplit, class_split
+
+PROTOCOL = "open-set"
+
+
+def restricted(table: SegmentTable, classes: tuple[str, ...], relabel: bool) -> SegmentTable:
+    """The table's ambiguous regions and its segments of `classes`; labels re-indexed into `classes` when
+    `relabel` (a head that scores only those classes), else kept as indices into the store's classes."""
+    wanted = np.asarray([table.classes.index(c) for c in classes], np.int64)
+    keep = table.ambiguous | np.isin(table.label, wanted)
+    label = table.label[keep]
+    if relabel:
+        position = {int(k): p for p, k in enumerate(wanted.tolist())}
+        label = np.asarray([position.get(int(k), -1) for k in label], dtype=table.label.dtype)
+    return SegmentTable(table.video[keep], table.start[keep], table.end[keep], label, table.ambiguous[keep],
+                        tuple(classes) if relabel else table.classes, table.format, table.sources, table.counts)
+
+
+def run_split(reader: CacheReader, run: dict[str, Any]) -> ClassSplit | None:
+    """The class split a run was trained on (`train-head --class-split`), else None."""
+    config = run["config"]
+    if not config.get("class_split"):
+        return None
+    return class_split(config["class_split"], int(config["class_split_index"]), tuple(reader.classes))
+
+
+def same_split(reader: CacheReader, proposals: dict[str, Any], classifier: dict[str, Any], where: Path
+               ) -> ClassSplit | None:
+    """The split both runs were trained on; runs of different splits (or one open-set, one not) are refused."""
+    mine, theirs = run_split(reader, proposals), run_split(reader, classifier)
+    if mine != theirs:
+        raise InputError(f"{where}: trained on class split {_said(theirs)}, the proposals on {_said(mine)}; train "
+                         "both with the same --class-split and --class-split-index")
+    return mine
+
+
+def _said(split: ClassSplit | None) -> str:
+    return "none (all classes)" if split is None else f"{split.source} #{split.index}"
+
+
+def over_splits(results: list[Result], baselines: list[Result]) -> Result:
+    """Efficient-Prompt's table entry: mean and std over the splits of the unseen classes' mAP, each split's numbers
+    in `runs`, and the zero-shot baseline (same proposals, names from the frozen text encoder) beside them as
+    `zero_shot_<metric>`."""
+    if not results:
+        raise InputError("open-set localisation needs at least one class split")
+    keys = tuple(k for k in results[0].record if k.startswith("map@")) + ("average_map", "proposal_ar@10")
+    runs = []
+    for result, baseline in zip(results, baselines):
+        record = result.record
+        runs.append({"class_split": record["options"]["class_split"], "unseen": record["options"]["unseen"],
+                     "videos": record["videos"], "segments": record["segments"], "held_out": record["held_out"],
+                     **{k: record[k] for k in keys}, **{f"zero_shot_{k}": baseline.record[k] for k in keys}})
+    options = {key: value for key, value in results[0].record["options"].items()
+               if key not in ("class_split", "unseen", "seen")}
+    options["splits"] = [run["class_split"] for run in runs]
+    description = protocol_description(results, PROTOCOL, options, method=results[0].record["method"])
+    return over_runs(description, runs, [], keys + tuple(f"zero_shot_{k}" for k in keys))

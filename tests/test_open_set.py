@@ -1,0 +1,107 @@
+"""Efficient-Prompt's open-set localisation through the CLI with default options: proposals and a text head trained
+on the seen classes of a STALE-style class split, detection scored on the unseen classes only; the protocol's
+mean and std over splits; bad splits refused in one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipcache import InputError
+from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.localize.class_splits import class_split, random_split
+from conftest import TINY_CONFIG, run_cli
+from untrimmed_videos import write_untrimmed
+
+KINDS = ("red_square", "green_circle", "blue_stripes", "square_left")
+SEEN, UNSEEN = ("blue_stripes", "red_square"), ("green_circle", "square_left")
+DURATION, RATE = 30, 4
+
+
+@pytest.fixture(scope="module")
+def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """9 videos of 30 s, two instances each, 6 for training and 3 for testing; training video v00 holds only unseen
+    classes (so open-set training leaves it out), v03 and test videos v06 one seen and one unseen instance, the
+    others two seen ones."""
+    root = tmp_path_factory.mktemp("open_set")
+    rng = np.random.default_rng(1)
+    rows = ["video,start,end,label,split"]
+    for i in range(9):
+        kinds = UNSEEN if i == 0 else (SEEN[i % 2], UNSEEN[i % 2]) if i % 3 == 0 else (SEEN[i % 2], SEEN[1 - i % 2])
+        t, instances = float(rng.uniform(2, 4)), []
+        for kind in kinds:
+            length = float(rng.uniform(4, 7))
+            instances.append((round(t, 2), round(t + length, 2), kind))
+            t += length + float(rng.uniform(5, 8))
+        write_untrimmed(root / "videos" / f"v{i:02d}.mp4", DURATION, 8, instances, seed=i)
+        rows += [f"v{i:02d},{s},{e},{kind},{'test' if i >= 6 else 'train'}" for s, e, kind in instances]
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    store = root / "store.zarr"
+    result = run_cli("extract", root / "videos", store, "--model-config", TINY_CONFIG, "--fps", str(RATE),
+                     "--annotations", root / "annotations.csv", "--workers", "1", "--quiet")
+    assert result.code == 0, result
+    stale = root / "train_50_test_50" / "Synthetic"  # STALE's layout: train/ seen, test/ unseen
+    for side, names in (("train", SEEN), ("test", UNSEEN)):
+        (stale / side).mkdir(parents=True)
+        (stale / side / "split_0.list").write_text("\n".join(names) + "\n")
+    return store
+
+
+def _json(*args: str | Path) -> dict:
+    result = run_cli(*args, "--json", "--quiet")
+    assert result.code == 0, result
+    return json.loads(result.stdout)
+
+
+def test_open_set_trains_on_seen_and_scores_unseen(split_store: Path, tmp_path: Path) -> None:
+    folder = split_store.parent / "train_50_test_50" / "Synthetic"
+    proposals, names = tmp_path / "proposals", tmp_path / "text"
+    for head, out in (("proposals", proposals), ("text", names)):
+        trained = run_cli("train-head", split_store, "--head", head, "--class-split", folder, "--out", out, "--quiet")
+        assert trained.code == 0, trained
+    classes = CacheReader(split_store).classes
+    text_run = json.loads((names / "run.json").read_text())
+    assert set(text_run["classes"]) == set(SEEN) and len(text_run["classes"]) == 2  # it scores the seen ones only
+    for run in (text_run, json.loads((proposals / "run.json").read_text())):
+        assert run["splits"]["train"] + run["splits"]["val"] == 5  # v00 (unseen classes only) left out
+    unseen_index = {str(classes.index(c)) for c in UNSEEN}
+    for args, naming in ((("--classifier", names), "head text"), ((), "zero-shot")):
+        found = _json("eval", split_store, "--checkpoint", proposals, *args)
+        assert found["protocol"] == "open-set" and found["method"] == f"head proposals + {naming}", found
+        assert found["classes"] == 2 and found["options"]["unseen"] == [c for c in classes if c in UNSEEN]
+        assert found["segments"] == 3 and found["videos"] == 3 and found["held_out"] is True
+        assert set(found["per_class"]) <= unseen_index and found["per_class"], found["per_class"]
+        submission = json.loads((Path(found["output"]) / "detections.json").read_text())
+        labels = {d["label"] for video in submission["results"].values() for d in video}
+        assert labels and labels <= set(UNSEEN), labels
+    refused = run_cli("eval", split_store, "--checkpoint", names)
+    assert refused.code == 2 and "open-set" in refused.stderr and refused.stderr.count("\n") == 1, refused
+    other = tmp_path / "other"
+    assert run_cli("train-head", split_store, "--head", "text", "--class-split", "0.5", "--out", other,
+                   "--quiet", "--epochs", "1").code == 0
+    mixed = run_cli("eval", split_store, "--checkpoint", proposals, "--classifier", other)
+    assert mixed.code == 2 and "same --class-split" in mixed.stderr and mixed.stderr.count("\n") == 1, mixed
+
+
+def test_class_splits_read_and_refuse(tmp_path: Path) -> None:
+    classes = tuple(sorted(KINDS))
+    drawn = [random_split(0.75, k, classes) for k in range(6)]
+    assert all(len(s.seen) == 3 and len(s.unseen) == 1 and set(s.seen) | set(s.unseen) == set(classes)
+               for s in drawn)
+    assert random_split(0.75, 3, classes) == drawn[3] and len({s.unseen for s in drawn}) > 1
+    good = tmp_path / "splits.json"
+    good.write_text(json.dumps({"splits": [{"seen": list(SEEN), "unseen": list(UNSEEN)}]}))
+    assert class_split(str(good), 0, classes).unseen == tuple(c for c in classes if c in UNSEEN)
+    bad = tmp_path / "bad.json"
+    for splits, reason in (([{"seen": ["Diving", *SEEN], "unseen": list(UNSEEN)}], "does not have: Diving"),
+                           ([{"seen": list(KINDS), "unseen": []}], "no unseen class"),
+                           ([{"seen": list(SEEN), "unseen": ["green_circle"]}], "leaves out")):
+        bad.write_text(json.dumps({"splits": splits}))
+        with pytest.raises(InputError, match=reason):
+            class_split(str(bad), 0, classes)
+    with pytest.raises(InputError, match="no split 1"):
+        class_split(str(good), 1, classes)
+    with pytest.raises(InputError, match="at least one class on each side"):
+        class_split("0.99", 0, classes)
