@@ -1,6 +1,7 @@
 """Efficient-Prompt's open-set localisation: proposals and the naming head learn the seen classes of a class split
 (`train-head --class-split`), detection is scored on the unseen classes only, named zero-shot (the frozen text
-encoder) or by the head's learned context with the unseen class names; mean and std over the splits.
+encoder) or by the head's learned context with the unseen class names. Each run is one split; the mean and std
+over splits is not assembled yet.
 
 What training sees, as STALE's data loader does (stale_lib/stale_dataloader.py keeps a video's annotations of the
 seen classes and the video when any remain): a training or validation video stays when it holds at least one
@@ -20,7 +21,6 @@ import numpy as np
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.segments import SegmentTable
-from clipcache.pipeline.evaluate.results import Result, over_runs, protocol_description
 from clipcache.pipeline.localize.class_splits import ClassSplit, class_split
 
 PROTOCOL = "open-set"
@@ -59,23 +59,3 @@ def same_split(reader: CacheReader, proposals: dict[str, Any], classifier: dict[
 
 def _said(split: ClassSplit | None) -> str:
     return "none (all classes)" if split is None else f"{split.source} #{split.index}"
-
-
-def over_splits(results: list[Result], baselines: list[Result]) -> Result:
-    """Efficient-Prompt's table entry: mean and std over the splits of the unseen classes' mAP, each split's numbers
-    in `runs`, and the zero-shot baseline (same proposals, names from the frozen text encoder) beside them as
-    `zero_shot_<metric>`."""
-    if not results:
-        raise InputError("open-set localisation needs at least one class split")
-    keys = tuple(k for k in results[0].record if k.startswith("map@")) + ("average_map", "proposal_ar@10")
-    runs = []
-    for result, baseline in zip(results, baselines):
-        record = result.record
-        runs.append({"class_split": record["options"]["class_split"], "unseen": record["options"]["unseen"],
-                     "videos": record["videos"], "segments": record["segments"], "held_out": record["held_out"],
-                     **{k: record[k] for k in keys}, **{f"zero_shot_{k}": baseline.record[k] for k in keys}})
-    options = {key: value for key, value in results[0].record["options"].items()
-               if key not in ("class_split", "unseen", "seen")}
-    options["splits"] = [run["class_split"] for run in runs]
-    description = protocol_description(results, PROTOCOL, options, method=results[0].record["method"])
-    return over_runs(description, runs, [], keys + tuple(f"zero_shot_{k}" for k in keys))
