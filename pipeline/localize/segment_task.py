@@ -4,6 +4,8 @@ and validation is the top-1 over the validation videos' segments. Splits are by 
 no segment of a validation or test video ever trains the head."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -30,7 +32,7 @@ class SegmentTask(ClassificationTask):
                 raise InputError(f"--head {cfg.head}: --class-split needs a head that scores class names (text, "
                                  "prompt), to name the unseen classes")
             seen = class_split(cfg.class_split, cfg.class_split_index, tuple(reader.classes)).seen
-            cfg.classes = seen  # the loop builds the head on cfg.classes and records them (as base-to-novel sets them)
+            cfg = replace(cfg, classes=seen)  # the loop takes the task's config: the head scores these classes
             table = restricted(table, seen, relabel=True)
         super().__init__(cfg, reader)
         self.table = table

@@ -167,6 +167,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
     reader = CacheReader(cfg.store)
     cfg = with_recipe(cfg)
     task = make_task(cfg, reader)
+    cfg = task.cfg  # a task may narrow the classes it trains (open-set localisation trains the seen ones)
     frames = task.frames()
     splits = task.splits()
     torch.manual_seed(cfg.seed)
