@@ -7,7 +7,9 @@ StoreDamageError, one line naming the array and the videos, never zeros and neve
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -113,35 +115,63 @@ class ViewReader:
     its crc32c is checked there. The same read through zarr's sharding codec costs about three times as
     much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
     read that finds damage go through `read_chunk`, which names what is damaged. Several threads may read
-    through one ViewReader at once."""
+    through one ViewReader at once.
 
-    def __init__(self, array: zarr.Array) -> None:
-        self.array = array
+    Each shard file is opened once, when its index is read, and stays open while the reader lives: a read
+    is one system call, and its bytes come from the file its index came from. `scattered`: the reads will
+    take a small part of each file at random places (one view in several per video), so the kernel is told
+    not to read ahead (POSIX_FADV_RANDOM): what it would read ahead is mostly views nobody asked for."""
+
+    def __init__(self, array: zarr.Array, scattered: bool = False) -> None:
+        self.array, self.scattered = array, scattered
         self.chunk: tuple[int, ...] = array.chunks[2:]  # one (video, view)
         self.grid = plain_inner_grid(array)
         self._rows = rows_per_file(array)
-        self._shards: dict[int, tuple[str, np.ndarray | None]] = {}  # shard -> (its file, its checked index)
+        self._shards: dict[int, tuple[str, int, np.ndarray | None]] = {}  # shard -> (file, descriptor, index)
+        self._opening = threading.Lock()
+        weakref.finalize(self, ViewReader._close, self._shards)
+
+    MOST_VIEWS_PER_READ = 512  # two buffers each: within the 1,024 a preadv takes (Linux's IOV_MAX)
 
     def read(self, video: int, view: int, out: np.ndarray) -> np.ndarray:
         """array[video, view] decoded into `out` (C-contiguous, the array's dtype and inner chunk shape)."""
-        place = self.place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
-        if place is None or place[2] != out.nbytes + 4:
-            return read_chunk(self.array, (video, view), out)
-        file, offset, length = place
-        raw, crc = out.reshape(-1).view(np.uint8), bytearray(4)
-        try:
-            fd = os.open(file, os.O_RDONLY)
-        except OSError:  # gone since its index was read: read_chunk names the damage
-            return read_chunk(self.array, (video, view), out)
-        try:
-            got = os.preadv(fd, [raw, crc], offset)  # straight into place: no allocation, no copy
-        finally:
-            os.close(fd)
-        checked = raw.view()
-        checked.flags.writeable = False  # google_crc32c reads read-only buffers only
-        if got != length or np.uint32(google_crc32c.value(checked)).tobytes() != bytes(crc):
-            return read_chunk(self.array, (video, view), out)
+        self.read_run([(video, view, out)])
         return out
+
+    def read_run(self, views: Sequence[tuple[int, int, np.ndarray]]) -> None:
+        """Each (video, view) into its `out` (as `read`). Views that lie back to back in one shard file, in
+        file order, are read by one preadv, each view's bytes straight into its `out` and its crc32c beside
+        it; anything else (and any view that is short or fails its check) view by view."""
+        places = [self.place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
+                  for video, view, out in views]
+        direct = len(views) <= self.MOST_VIEWS_PER_READ and self._back_to_back(places, [out for *_, out in views])
+        if not direct and len(views) == 1:  # not in this layout, or its index is damaged: read_chunk names it
+            read_chunk(self.array, views[0][:2], views[0][2])
+            return
+        if not direct:
+            for item in views:
+                self.read_run([item])
+            return
+        raws = [out.reshape(-1).view(np.uint8) for _, _, out in views]
+        crcs = [bytearray(4) for _ in views]
+        fd = self._shards[views[0][0] // self._rows][1]
+        got = os.preadv(fd, [part for pair in zip(raws, crcs) for part in pair], places[0][1])  # type: ignore[index]
+        for (video, view, out), raw, crc, place in zip(views, raws, crcs, places):
+            got -= place[2]  # type: ignore[index]
+            checked = raw.view()
+            checked.flags.writeable = False  # google_crc32c reads read-only buffers only
+            if got < 0 or google_crc32c.value(checked) != int.from_bytes(crc, "little"):
+                read_chunk(self.array, (video, view), out)
+
+    @staticmethod
+    def _back_to_back(places: Sequence[tuple[str, int, int] | None], outs: Sequence[np.ndarray]) -> bool:
+        """Whether every view lies in the first one's file right after the one before, and fills its `out`."""
+        end = places[0][1] if places[0] is not None else -1
+        for place, out in zip(places, outs):
+            if place is None or place[0] != places[0][0] or place[1] != end or place[2] != out.nbytes + 4:
+                return False
+            end += place[2]
+        return True
 
     def place(self, video: int, view: int) -> tuple[str, int, int] | None:
         """(shard file, offset, length with its checksum) of the (video, view) chunk; None where the array is
@@ -149,22 +179,40 @@ class ViewReader:
         if self.grid is None:
             return None
         block = video // self._rows
-        if block not in self._shards:  # two threads may both read it: the same value either way
-            self._shards[block] = self._shard(block)
-        file, index = self._shards[block]
+        if block not in self._shards:
+            with self._opening:  # one thread opens it; the others wait for it
+                if block not in self._shards:
+                    self._shards[block] = self._shard(block)
+        file, _, index = self._shards[block]
         if index is None:
             return None
         offset, length = (int(v) for v in index[(video - block * self._rows) * self.grid[1] + view])
         return None if offset == EMPTY else (file, offset, length)
 
-    def _shard(self, block: int) -> tuple[str, np.ndarray | None]:
+    def _shard(self, block: int) -> tuple[str, int, np.ndarray | None]:
         file, entries = str(chunk_file(self.array, block)), int(np.prod(self.grid))
         try:
-            with open(file, "rb") as handle:
-                handle.seek(-index_bytes(entries), os.SEEK_END)
-                return file, shard_index(handle.read(), entries)
+            fd = os.open(file, os.O_RDONLY)
         except OSError:
-            return file, None
+            return file, -1, None
+        index = None
+        try:
+            if self.scattered and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            tail = index_bytes(entries)
+            index = shard_index(os.pread(fd, tail, max(0, os.fstat(fd).st_size - tail)), entries)
+        except OSError:
+            pass
+        if index is None:
+            os.close(fd)
+            return file, -1, None
+        return file, fd, index
+
+    @staticmethod
+    def _close(shards: dict[int, tuple[str, int, np.ndarray | None]]) -> None:
+        for _, fd, _ in shards.values():
+            if fd >= 0:
+                os.close(fd)
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], bool] = lambda block: True

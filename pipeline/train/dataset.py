@@ -12,9 +12,10 @@ batch whose reads are under way, so a loader can start the next batch before the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ Batch = dict[str, torch.Tensor]
 # and 3,031.
 READ_THREADS = 4
 PARALLEL_BYTES = 1 << 18
+RUN_BYTES = 1 << 22
 
 
 def restrict_to_classes(reader: CacheReader, videos: np.ndarray, classes: tuple[str, ...] | None
@@ -104,7 +106,8 @@ class CacheDataset(Dataset):
         self._sources = self._source_arrays(settings.dtype == "int8")
         self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
-        self._local = _ProcessLocal(self.path)
+        self._scattered = train and self.views > 1  # a pass reads one view in several of each file
+        self._local = _ProcessLocal(self.path, self._scattered)
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
         self._features = {key: self._load(reader, key).to(self.placement) for key in self._sources} \
@@ -225,16 +228,26 @@ class CacheDataset(Dataset):
 
     def _read(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None
               ) -> tuple[torch.Tensor, list[Future[None]]]:
-        """A (B, M, T', ...) buffer and the reads under way that fill it from the store, one per item and
-        array (a read waits on the disk or copies without holding the GIL)."""
+        """A (B, M, T', ...) buffer and the reads under way that fill it from the store (a read waits on the
+        disk or copies without holding the GIL). Views read straight from their shard files go in file
+        order, those back to back in one file as one read (`_runs`); the rest one by one."""
         names = self._sources[key]
         out = self._out(key, (len(rows), len(names), self.frames, *self._shapes[key][1:]),
                         _torch_dtype(self._dtypes[key]))
         target = out.numpy()
-        readers = [self._view_reader(name) for name in names]  # made here, not by several threads at once
-        jobs = [partial(self._read_view, key, reader, int(self.videos[row]), int(view),
-                        None if frames is None else frames[b], target[b, m])
-                for m, reader in enumerate(readers) for b, (row, view) in enumerate(zip(rows, views))]
+        direct: list[_View] = []
+        jobs: list[Callable[[], None]] = []
+        for m, name in enumerate(names):
+            reader = self._view_reader(name)  # made here, not by several threads at once
+            whole = self._shapes[key] == reader.chunk
+            for b, (row, view) in enumerate(zip(rows, views)):
+                video, subset = int(self.videos[row]), None if frames is None else frames[b]
+                place = reader.place(video, int(view)) if whole else None
+                if place is None:
+                    jobs.append(partial(self._read_view, key, reader, video, int(view), subset, target[b, m]))
+                else:
+                    direct.append(_View(place, reader, video, int(view), subset, target[b, m]))
+        jobs += [partial(_read_run, run) for run in _runs(sorted(direct, key=lambda v: v.place[:2]))]
         threads = self._here().threads
         if target[0, 0].nbytes >= PARALLEL_BYTES:
             return out, [threads.submit(job) for job in jobs]
@@ -266,7 +279,7 @@ class CacheDataset(Dataset):
         """This process's readers, buffers and threads: a DataLoader worker, a fork of the process that made
         the dataset, has none of its parent's threads and starts afresh."""
         if self._local.pid != os.getpid():
-            self._local = _ProcessLocal(self.path)
+            self._local = _ProcessLocal(self.path, self._scattered)
         return self._local
 
     def _view_reader(self, name: str) -> ViewReader:
@@ -288,16 +301,51 @@ class PendingBatch:
         return self._batch
 
 
-def _in_turn(reads: list[partial[None]]) -> None:
+def _in_turn(reads: list[Callable[[], None]]) -> None:
     for read in reads:
         read()
+
+
+class _View(NamedTuple):
+    """A (video, view) to read straight from its shard file into `out`, all stored frames or `frames` of them."""
+    place: tuple[str, int, int]  # file, offset, length (ViewReader.place)
+    reader: ViewReader
+    video: int
+    view: int
+    frames: np.ndarray | None
+    out: np.ndarray
+
+
+def _runs(views: list[_View]) -> list[list[_View]]:
+    """Views in file order, cut into runs that lie back to back in one file, each up to RUN_BYTES (one read,
+    on one thread) and ViewReader.MOST_VIEWS_PER_READ views."""
+    runs: list[list[_View]] = []
+    for view in views:
+        last = runs[-1][-1] if runs else None
+        if last is not None and last.place[0] == view.place[0] and last.place[1] + last.place[2] == view.place[1] \
+                and sum(v.place[2] for v in runs[-1]) + view.place[2] <= RUN_BYTES \
+                and len(runs[-1]) < ViewReader.MOST_VIEWS_PER_READ:
+            runs[-1].append(view)
+        else:
+            runs.append([view])
+    return runs
+
+
+def _read_run(run: list[_View]) -> None:
+    """One run of views, each whole into its place in the batch, or into a view-sized buffer and then its
+    frames."""
+    whole = [view.out if view.frames is None else np.empty(view.reader.chunk, view.out.dtype) for view in run]
+    run[0].reader.read_run([(view.video, view.view, out) for view, out in zip(run, whole)])
+    for view, out in zip(run, whole):
+        if view.frames is not None:
+            np.take(out, view.frames, axis=0, out=view.out)
 
 
 class _ProcessLocal:
     """What one process reading the store keeps: open arrays, view readers, batch buffers, read threads."""
 
-    def __init__(self, path: str) -> None:
-        self.path, self.pid = path, os.getpid()
+    def __init__(self, path: str, scattered: bool) -> None:
+        self.path, self.scattered, self.pid = path, scattered, os.getpid()
         self.arrays: dict[str, zarr.Array] = {}
         self.view_readers: dict[str, ViewReader] = {}
         self.buffers = BatchBuffers()
@@ -310,7 +358,9 @@ class _ProcessLocal:
 
     def view_reader(self, name: str) -> ViewReader:
         if name not in self.view_readers:
-            self.view_readers[name] = ViewReader(self.array(name))
+            array = self.array(name)  # small views (int8 scales) keep read-ahead: it brings their neighbours
+            large = int(np.prod(array.chunks[2:])) * array.dtype.itemsize >= PARALLEL_BYTES
+            self.view_readers[name] = ViewReader(array, self.scattered and large)
         return self.view_readers[name]
 
 
