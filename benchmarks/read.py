@@ -11,9 +11,12 @@ batch, memory that delivers what the dataset delivers. The same read into a 16 M
 such a buffer stays in the processor's cache, so it measures the copy from the page cache without the
 writes to memory that any batch of tens of MB costs. The chunk read is what a pass asks of the disk and
 nothing else: one random view of every video (each block's chunk, and its int8 scales), in random order, on
-as many threads as the dataset reads with, into memory as large as two batches, unchecked. Cold figures drop
+as many threads as the dataset reads with, each file opened once and told not to read ahead where a pass reads
+one view in several (as the dataset does), into memory as large as two batches, unchecked. Cold figures drop
 the page cache before each measurement (needs root: /proc/sys/vm/drop_caches); without permission only warm
-ones are printed. Every figure comes from this one run.
+ones are printed. Every figure comes from this one run. The machine (processor, the disk under the temporary
+folder where the stores are written, as /sys/block describes it) is printed above the table and the load
+average at its measurements (lowest - highest) beside each row: on a shared machine the figures follow it.
 """
 from __future__ import annotations
 
@@ -74,24 +77,52 @@ def chunk_places(reader: CacheReader, seed: int = 0) -> list[tuple[str, int, int
     return [places[i] for i in rng.permutation(len(places))]  # type: ignore[misc]  # every chunk was written
 
 
-def chunk_read(places: list[tuple[str, int, int]], slots: int) -> tuple[int, float]:
+def chunk_read(places: list[tuple[str, int, int]], slots: int, scattered: bool) -> tuple[int, float]:
     """Bytes and seconds to read `places` on READ_THREADS threads, each into the next of `slots` places in
-    one reused buffer (as many as two batches hold: the dataset reads one while the caller holds another)."""
+    one reused buffer (as many as two batches hold: the dataset reads one while the caller holds another).
+    Each file is opened once, as the dataset does, and `scattered` (a pass reads one view in several) tells
+    the kernel not to read ahead, as the dataset does."""
     size = max(length for _, _, length in places)
     memory = memoryview(bytearray(b"\1" * (size * slots)))
+    files = {file: os.open(file, os.O_RDONLY) for file, _, _ in places}
+    if scattered:
+        for fd in files.values():
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
 
     def read(job: tuple[int, tuple[str, int, int]]) -> int:
         slot, (file, offset, length) = job
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            return os.preadv(fd, [memory[slot % slots * size:][:length]], offset)
-        finally:
+        return os.preadv(files[file], [memory[slot % slots * size:][:length]], offset)
+
+    try:
+        began = time.perf_counter()
+        with ThreadPoolExecutor(READ_THREADS) as threads:
+            total = sum(threads.map(read, enumerate(places)))
+        return total, time.perf_counter() - began
+    finally:
+        for fd in files.values():
             os.close(fd)
 
-    began = time.perf_counter()
-    with ThreadPoolExecutor(READ_THREADS) as threads:
-        total = sum(threads.map(read, enumerate(places)))
-    return total, time.perf_counter() - began
+
+def disk(folder: Path) -> str:
+    """The block device `folder` lies on, as /sys/block describes it; says so when it cannot tell (a
+    filesystem without one, such as an overlay or tmpfs)."""
+    number = os.stat(folder).st_dev
+    entry = Path(f"/sys/dev/block/{os.major(number)}:{os.minor(number)}")
+    if not entry.exists():
+        return "disk not known (no block device under /sys for this folder)"
+    device = entry.resolve()
+    if (device / "partition").exists():
+        device = device.parent
+
+    def field(name: str) -> str:
+        try:
+            return (device / name).read_text().strip()
+        except OSError:
+            return ""
+    kind = field("device/model") or (device / "device/driver").resolve().name
+    size = int(field("size") or 0) * 512 / 1e9
+    return (f"disk {device.name} ({kind}, {size:.0f} GB, rotational flag {field('queue/rotational')}, read-ahead "
+            f"{field('queue/read_ahead_kb')} KB, scheduler {field('queue/scheduler')})")
 
 
 def dataset_pass(dataset: CacheDataset, batch_size: int, workers: int, step: float = 0.0) -> tuple[int, float]:
@@ -119,18 +150,21 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
     reads: dict[str, Callable[[], tuple[int, float]]] = {
         "plain": lambda: plain_read(store / "tokens", int(useful * batch_size)),
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
-        "chunks": lambda: chunk_read(places, 2 * batch_size * len(places) // s.num_videos),
+        "chunks": lambda: chunk_read(places, 2 * batch_size * len(places) // s.num_videos, dataset.views > 1),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
         **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step and not cold else {}),
     }
     rates: dict[str, list[float]] = {name: [] for name in reads}
+    loads = []
     for _ in range(repeats):
         for name, read in reads.items():
             settle(read, cold)
+            loads.append(os.getloadavg()[0])
             count, seconds = read()
             rates[name].append(count * (useful if name in ("dataset", "stepped") else 1) / seconds)
     figures = {name: float(np.median(values)) for name, values in rates.items()}
-    return {**figures, "samples": figures["dataset"] / useful, "mb_per_sample": useful / 1e6}
+    return {**figures, "samples": figures["dataset"] / useful, "mb_per_sample": useful / 1e6, "load_low": min(loads),
+            "load_high": max(loads)}
 
 
 def overlap(m: dict[str, float], videos: int, batch_size: int, step: float) -> str:
@@ -170,11 +204,13 @@ def main() -> None:
                              "passes vary more from one to the next than such a step)")
     args = parser.parse_args()
     where = machine(torch.device("cpu"))
-    print(f"{where}; {args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
+    print(f"{where}; {disk(Path(tempfile.gettempdir()))}")
+    print(f"{args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
           f"batch {args.batch_size}, {args.workers} loader worker(s), median of {args.repeats}; useful bytes: the "
           "view a sample draws")
     print(f"{'views':>5s} {'dtype':>8s} {'cache':>5s} {'MB/sample':>9s} {'plain read':>12s} {'(16 MB buf)':>12s} "
-          f"{'chunk read':>12s} {'dataset':>12s} {'samples/s':>9s} {'dataset/plain':>13s} {'dataset/chunks':>14s}")
+          f"{'chunk read':>12s} {'dataset':>12s} {'samples/s':>9s} {'dataset/plain':>13s} {'dataset/chunks':>14s} "
+          f"{'load average':>12s}")
     for views in (1, 6):
         for dtype in ("float16", "int8"):
             with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
@@ -190,7 +226,8 @@ def main() -> None:
                     print(f"{views:5d} {dtype:>8s} {'cold' if cold else 'warm':>5s} {m['mb_per_sample']:9.2f} "
                           f"{m['plain'] / 1e6:7.0f} MB/s {m['plain_16mb'] / 1e6:7.0f} MB/s "
                           f"{m['chunks'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
-                          f"{m['dataset'] / m['plain']:13.2f} {m['dataset'] / m['chunks']:14.2f}")
+                          f"{m['dataset'] / m['plain']:13.2f} {m['dataset'] / m['chunks']:14.2f} "
+                          f"{m['load_low']:5.1f} - {m['load_high']:4.1f}")
                     if args.step_ms and not cold:
                         print(overlap(m, args.videos, args.batch_size, args.step_ms / 1000))
 

@@ -5,7 +5,8 @@ included) and a jittered frame subset from tables fixed by (seed, epoch), so a r
 and resumable whatever the batching; evaluation walks every test view (clips x crops) with the segment
 centres, so predictions can be averaged per video. Indexing with a list of items returns a whole batch:
 from preloaded arrays (RAM or GPU) one gather, otherwise each (video, view) chunk read straight from its
-shard file into a batch buffer (reused once no batch uses it) on the read threads. `start` hands out a
+shard file into a batch buffer (reused once no batch uses it) on the read threads, a batch's chunks in file
+order (the batch is the same in any order; chunks back to back in a file are one read). `start` hands out a
 batch whose reads are under way, so a loader can start the next batch before the caller uses this one
 (loader.py). DataLoader workers open the store themselves.
 """
