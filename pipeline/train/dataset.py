@@ -34,7 +34,9 @@ Batch = dict[str, torch.Tensor]
 # Threads reading batches' chunks: one read per hand-off for chunks of at least PARALLEL_BYTES, smaller ones in
 # turn by one thread (a hand-off costs more than their read). On the 2-core benchmark machine, float16 ViT-B/16
 # views, batch 32, medians of 4: 1 thread 627 MB/s cold and 1,758 warm; 2 threads 807 and 2,988; 4 threads 825
-# and 3,031.
+# and 3,031. On a 2-core Intel Xeon with a virtio disk, cold, 6 views: 2 threads 1,436 MB/s, 4 threads 1,763,
+# 8 threads 1,799, 16 threads 1,782 (README). Chunks back to back in one file are one read of up to RUN_BYTES: it
+# saves system calls for small chunks, while a few MB per read still lets the threads share a batch's large ones.
 READ_THREADS = 4
 PARALLEL_BYTES = 1 << 18
 RUN_BYTES = 1 << 22
