@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -117,19 +116,19 @@ class ViewReader:
     read that finds damage go through `read_chunk`, which names what is damaged. Several threads may read
     through one ViewReader at once.
 
-    Each shard file is opened once, when its index is read, and stays open while the reader lives: a read
-    is one system call, and its bytes come from the file its index came from. `scattered`: the reads will
-    take a small part of each file at random places (one view in several per video), so the kernel is told
-    not to read ahead (POSIX_FADV_RANDOM): what it would read ahead is mostly views nobody asked for."""
+    A shard's index is read once; each read opens the file, reads and closes it (about 1 us a chunk,
+    measured), so a pass over a store of 60,000 shard files never holds more than a few descriptors.
+    `scattered`: the reads will take a small part of each file at random places (one view in several per
+    video), so the kernel is told not to read ahead (POSIX_FADV_RANDOM): what it would read ahead is mostly
+    views nobody asked for."""
 
     def __init__(self, array: zarr.Array, scattered: bool = False) -> None:
         self.array, self.scattered = array, scattered
         self.chunk: tuple[int, ...] = array.chunks[2:]  # one (video, view)
         self.grid = plain_inner_grid(array)
         self._rows = rows_per_file(array)
-        self._shards: dict[int, tuple[str, int, np.ndarray | None]] = {}  # shard -> (file, descriptor, index)
+        self._shards: dict[int, tuple[str, np.ndarray | None]] = {}  # shard -> (its file, its checked index)
         self._opening = threading.Lock()
-        weakref.finalize(self, ViewReader._close, self._shards)
 
     MOST_VIEWS_PER_READ = 512  # two buffers each: within the 1,024 a preadv takes (Linux's IOV_MAX)
 
@@ -154,8 +153,18 @@ class ViewReader:
             return
         raws = [out.reshape(-1).view(np.uint8) for _, _, out in views]
         crcs = [bytearray(4) for _ in views]
-        fd = self._shards[views[0][0] // self._rows][1]
-        got = os.preadv(fd, [part for pair in zip(raws, crcs) for part in pair], places[0][1])  # type: ignore[index]
+        try:
+            fd = os.open(places[0][0], os.O_RDONLY)  # type: ignore[index]
+        except OSError:  # gone since its index was read: read_chunk names the damage
+            for item in views:
+                read_chunk(self.array, item[:2], item[2])
+            return
+        try:
+            if self.scattered and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            got = os.preadv(fd, [part for pair in zip(raws, crcs) for part in pair], places[0][1])  # type: ignore[index]
+        finally:
+            os.close(fd)
         for (video, view, out), raw, crc, place in zip(views, raws, crcs, places):
             got -= place[2]  # type: ignore[index]
             checked = raw.view()
@@ -183,36 +192,20 @@ class ViewReader:
             with self._opening:  # one thread opens it; the others wait for it
                 if block not in self._shards:
                     self._shards[block] = self._shard(block)
-        file, _, index = self._shards[block]
+        file, index = self._shards[block]
         if index is None:
             return None
         offset, length = (int(v) for v in index[(video - block * self._rows) * self.grid[1] + view])
         return None if offset == EMPTY else (file, offset, length)
 
-    def _shard(self, block: int) -> tuple[str, int, np.ndarray | None]:
+    def _shard(self, block: int) -> tuple[str, np.ndarray | None]:
         file, entries = str(chunk_file(self.array, block)), int(np.prod(self.grid))
         try:
-            fd = os.open(file, os.O_RDONLY)
+            with open(file, "rb") as handle:
+                handle.seek(-index_bytes(entries), os.SEEK_END)
+                return file, shard_index(handle.read(), entries)
         except OSError:
-            return file, -1, None
-        index = None
-        try:
-            if self.scattered and hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            tail = index_bytes(entries)
-            index = shard_index(os.pread(fd, tail, max(0, os.fstat(fd).st_size - tail)), entries)
-        except OSError:
-            pass
-        if index is None:
-            os.close(fd)
-            return file, -1, None
-        return file, fd, index
-
-    @staticmethod
-    def _close(shards: dict[int, tuple[str, int, np.ndarray | None]]) -> None:
-        for _, fd, _ in shards.values():
-            if fd >= 0:
-                os.close(fd)
+            return file, None
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], bool] = lambda block: True

@@ -1,8 +1,8 @@
 """Views read straight from shard files: in file order, back-to-back views as one read, the same batches as zarr
-gives, damage named per video, and no file left open once the dataset is gone."""
+gives, damage named per video, and no shard file held open between reads (a store of Kinetics' size has tens of
+thousands: a descriptor each would pass the process's limit)."""
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -77,12 +77,8 @@ def _open_files_under(folder: Path) -> set[str]:
     return {target for target in targets if target.startswith(f"{folder}/")}
 
 
-def test_shard_files_are_open_while_the_dataset_lives_and_closed_after(tmp_path: Path) -> None:
+def test_no_shard_file_stays_open_between_reads(tmp_path: Path) -> None:
     store = synthetic_store(tmp_path / "s.zarr", num_videos=8)
     data = CacheDataset(CacheReader(store), REQUEST, np.arange(8), 4, train=True, preload=False)
-    data[[0, 5]]  # videos of two shards, two arrays
-    assert _open_files_under(store / "tokens") == {
-        str(store / f"tokens/{layer}/c/{shard}/0/0/0/0") for layer in (1, 2) for shard in (0, 1)}
-    del data
-    gc.collect()
-    assert _open_files_under(store / "tokens") == set()
+    batch = data[[0, 5]]  # videos of two shards, two arrays
+    assert batch["tokens"].shape[0] == 2 and _open_files_under(store / "tokens") == set()
