@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,25 +35,30 @@ def make_videos(folder: Path, count: int, seconds: float, width: int, height: in
                 varied: bool = False) -> list[Path]:
     """H.264 clips shaped like Kinetics' (10 s, 340x256, 30 fps): a smooth textured scene that pans, with
     a moving object and mild sensor noise, so the bitrate (and decode cost) is that of camera footage.
-    `varied`: the k-th video is 1 + k % 3 times as long (untrimmed videos of different lengths)."""
-    from clipcache.pipeline.demo.synthetic import shape_frames, write_video
+    `varied`: the k-th video is 1 + k % 3 times as long (untrimmed videos of different lengths). Frames are
+    made one at a time, so a video of any length costs one frame of memory."""
+    from clipcache.pipeline.demo.synthetic import write_video
 
     rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    radius = max(2, min(height, width) // 4)
     paths = []
     for i in range(count):
         n = int(seconds * fps * (1 + i % 3 if varied else 1))
         coarse = rng.integers(0, 256, (height // 16 + 2, width // 16 + 8, 3)).astype(np.float32)
         scene = np.kron(coarse, np.ones((16, 16, 1), np.float32))  # blocky scene ...
         scene = (scene + np.roll(scene, 8, 0) + np.roll(scene, 8, 1) + np.roll(scene, (8, 8), (0, 1))) / 4
-        moving = shape_frames(n, height, width, (230, 40, 40), "circle", motion="right", seed=i)
         noise = rng.normal(0, 2, (4, height, width, 3)).astype(np.float32)
-        frames = np.empty((n, height, width, 3), np.uint8)
-        for t in range(n):
-            pan = int(t * 64 / n)
-            frames[t] = np.clip(scene[:height, pan:pan + width] + noise[t % 4], 0, 255)
-        mask = (moving == (230, 40, 40)).all(-1)
-        frames[mask] = (230, 40, 40)
-        paths.append(write_video(folder / "class" / f"video{i:04d}.mp4", frames, fps=fps, codec="h264"))
+
+        def frames(n: int = n, scene: np.ndarray = scene, noise: np.ndarray = noise) -> Iterator[np.ndarray]:
+            for t in range(n):
+                pan = int(t * 64 / n)
+                frame = np.clip(scene[:height, pan:pan + width] + noise[t % 4], 0, 255).astype(np.uint8)
+                centre = radius + (t % (8 * fps)) / (8 * fps) * (width - 2 * radius)  # crosses every 8 s
+                frame[(yy - height / 2) ** 2 + (xx - centre) ** 2 < radius ** 2] = (230, 40, 40)
+                yield frame
+
+        paths.append(write_video(folder / "class" / f"video{i:04d}.mp4", frames(), fps=fps, codec="h264"))
     return paths
 
 

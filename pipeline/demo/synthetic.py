@@ -5,7 +5,9 @@ available to tests. Classes differ by appearance (colour, shape) or only by moti
 """
 from __future__ import annotations
 
+import itertools
 import zlib
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,9 +25,10 @@ DEMO_CLASSES = {  # name -> (colour, shape)
 }
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "h264", rotation: int = 0,
-                faststart: bool = False) -> Path:
-    """Encode (N, H, W, 3) uint8 RGB frames; the container follows the file extension.
+def write_video(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: float = 10, codec: str = "h264",
+                rotation: int = 0, faststart: bool = False) -> Path:
+    """Encode (N, H, W, 3) uint8 RGB frames (or (H, W, 3) frames one by one, so a long video is never held
+    whole); the container follows the file extension.
 
     `rotation` writes display-matrix metadata (degrees counter-clockwise, as phones do);
     `faststart` puts the MP4 index first, so a truncated copy still opens.
@@ -35,13 +38,15 @@ def write_video(path: Path, frames: np.ndarray, fps: float = 10, codec: str = "h
     name, pix_fmt = CODECS[codec]
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if faststart else {}
+    frames = iter(frames)
+    first = next(frames)
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = pix_fmt
         if rotation:
             stream.set_display_rotation(rotation)
-        for frame in frames:
+        for frame in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
