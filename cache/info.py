@@ -75,8 +75,10 @@ def store_info(path: Path) -> dict[str, Any]:
         "missing": int((status == MISSING).sum()),
         "splits": splits,
         "model": s.model,
-        "pretrained": s.pretrained or "none (random init)",
+        "pretrained": s.pretrained,
         "pretrained_sha256": s.pretrained_sha256,
+        "weights": weights_kind(s.pretrained, s.pretrained_sha256),
+        "random_init_seed": s.extras.get("random_init_seed"),
         "layers": list(s.layers),
         "num_blocks": s.num_blocks,
         "layout": s.layout,
@@ -107,6 +109,22 @@ def store_info(path: Path) -> dict[str, Any]:
         "versions": s.extras.get("versions", {}),
         "created": s.extras.get("created", ""),
     }
+
+
+def weights_kind(pretrained: str, sha256: str) -> str:
+    """What the recorded `pretrained` names: an open_clip tag, a checkpoint file, or nothing. The store records
+    "" for random weights (the value stores have always held, and part of their fingerprint), so info says what ""
+    means instead of printing another value."""
+    return "random" if not pretrained else "file" if sha256 else "tag"
+
+
+def _weights_text(info: dict[str, Any]) -> str:
+    if info["weights"] == "random":
+        seed = info["random_init_seed"]
+        return '"" (random weights' + (f", torch seed {seed})" if seed is not None else ")")
+    if info["weights"] == "file":
+        return f"{info['pretrained']} (checkpoint file, sha256 {info['pretrained_sha256'][:12]}...)"
+    return f"{info['pretrained']} (open_clip tag)"
 
 
 def _segments(path: Path) -> dict[str, Any] | None:
@@ -144,8 +162,7 @@ def format_info(info: dict[str, Any]) -> str:
     lines += [f"{'splits' if i == 0 else '':13s}{split}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
               for i, (split, counts) in enumerate(info["splits"].items())]
     lines += [
-        f"model        {info['model']}  pretrained: {info['pretrained']}"
-        + (f" (sha256 {info['pretrained_sha256'][:12]}...)" if info["pretrained_sha256"] else ""),
+        f"model        {info['model']}  pretrained: {_weights_text(info)}",
         f"layers       {info['layers'] or 'none (pooled embeddings only)'} of {info['num_blocks']} blocks, "
         f"{info['tokens'] if info['keep_tokens'] == 'all' else 1} tokens x {info['width']}",
         *([f"frames       {info['frames']} per view, {info['sampling']}",

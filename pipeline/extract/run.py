@@ -46,7 +46,7 @@ from clipcache.pipeline.extract.sampling import SamplingPlan
 from clipcache.pipeline.extract.sources import VideoList, discover_videos
 from clipcache.pipeline.extract.summary import ExtractSummary, RunCounts
 from clipcache.pipeline.extract.views import ViewRecipe
-from clipcache.pipeline.models import LoadedModel, load_model
+from clipcache.pipeline.models import RANDOM_INIT_SEED, LoadedModel, load_model
 
 
 def _versions() -> dict[str, str]:
@@ -127,7 +127,9 @@ def build_settings(cfg: ExtractConfig, loaded: LoadedModel, listing: VideoList) 
         dtype=str(cfg.dtype), compression=str(cfg.compression), shard_videos=cfg.shard_videos,
         batch_size=cfg.batch_size, num_videos=len(listing.entries), classes=listing.classes,
         inputs_digest=inputs_digest([e.listed for e in listing.entries], labels, splits),
-        extras={"versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        extras={"versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                # provenance, outside the fingerprint: how the random weights that pretrained "" stands for were drawn
+                **({} if loaded.pretrained else {"random_init_seed": RANDOM_INIT_SEED})},
         **sampling,
     )
 
