@@ -94,3 +94,17 @@ def test_extract_frames_0_is_refused_before_torch_is_imported(tmp_path) -> None:
     code, stderr, heavy = _refused_in_a_fresh_process("extract", str(tmp_path), str(tmp_path / "s.zarr"),
                                                       "--frames", "0")
     assert code == 2 and "--frames must be at least 1, got 0" in stderr and heavy == [], (code, stderr, heavy)
+
+
+def test_layers_beyond_the_demo_models_blocks_is_refused_as_the_readme_says(demo_videos, tmp_path) -> None:
+    """The README's EVL advice (`--layers -5:`) does not fit the 4-block demo model: refused in one line, nothing
+    written; `-4:` (what the README says to use there) keeps all four blocks."""
+    common = ["extract", demo_videos, "--model", "clipcache-demo", "--frames", "2", "--device", "cpu", "--workers",
+              "1", "--quiet"]
+    refused = run_cli(*common[:2], tmp_path / "five.zarr", *common[2:], "--layers", "-5:")
+    assert refused.code == 2 and "-5 is beyond the model's 4 blocks" in refused.stderr, refused
+    assert not (tmp_path / "five.zarr").exists()
+    made = run_cli(*common[:2], tmp_path / "four.zarr", *common[2:], "--layers", "-4:")
+    assert made.code == 0, made
+    info = json.loads(run_cli("info", tmp_path / "four.zarr", "--json").stdout)
+    assert (info["layers"], info["num_blocks"]) == ([0, 1, 2, 3], 4)
