@@ -25,7 +25,8 @@ def test_random_weights_are_recorded_and_shown_as_the_same_value(appearance_stor
 
 def test_the_seed_is_provenance_outside_the_fingerprint(appearance_store: Path, tmp_path: Path) -> None:
     settings = CacheReader(appearance_store).settings
-    without = dataclasses.replace(settings, extras={k: v for k, v in settings.extras.items() if k != "random_init_seed"})
+    extras = {key: value for key, value in settings.extras.items() if key != "random_init_seed"}
+    without = dataclasses.replace(settings, extras=extras)
     assert settings.fingerprint() == without.fingerprint() == CacheReader(appearance_store).attrs["fingerprint"]
 
     older = synthetic_store(tmp_path / "older.zarr")  # written without the seed, as stores made before it
