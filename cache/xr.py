@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import xarray
 
 
-def open_dataset(store: Path | str) -> "xarray.Dataset":
+def open_dataset(store: Path | str) -> xarray.Dataset:
     """`pooled` and `block_<b>` (int8 stores: with `block_<b>_scale`, tokens = block_<b> x scale) over
     (video, view, frame, ...), with the coordinates `path`, `label` (class name, "" when unknown), `split` and
     `status` along `video`, and the store's attributes."""

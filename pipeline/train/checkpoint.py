@@ -6,9 +6,9 @@ name and options, frames, templates, classes and the store's model identity, plu
 Crash safety: the state file is the run. Each epoch ends by replacing `state.pt` in one atomic rename
 (written in full, flushed to disk, then renamed over the old one); it holds the head, the optimiser,
 the schedule, every random generator, the early-stopping counters and all metrics rows. Everything
-else in the directory (last and best weights, metrics.jsonl, run.json) is derived from it afterwards
-and written again on `--resume`, so a kill or a full disk at any instant leaves either the previous
-epoch's state or the new one, and a resumed run repeats exactly what the uninterrupted run would do.
+else in the directory (last and best weights, metrics.jsonl, run.json, TensorBoard event files: curves.py) is
+derived from it afterwards and written again on `--resume`, so a kill or a full disk at any instant leaves either
+the previous epoch's state or the new one, and a resumed run repeats exactly what the uninterrupted run would do.
 """
 from __future__ import annotations
 

@@ -47,6 +47,7 @@ from clipcache.pipeline.train.checkpoint import (
     write_run,
 )
 from clipcache.pipeline.train.config import TrainConfig
+from clipcache.pipeline.train.curves import write_curves
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.distributed import Ranks, start
 from clipcache.pipeline.train.loader import Batches, batch_loader
@@ -325,6 +326,7 @@ def _publish(out: Path, head: Head, run: dict[str, Any], rows: list[dict[str, An
     elif weights_epoch(out / BEST) != best:
         note(f"{out / BEST}: missing or not from the best epoch {best}; written again when validation improves")
     write_metrics(out, rows)
+    write_curves(out, rows, run["config"]["quiet"])
     write_run(out, run)
 
 
