@@ -77,7 +77,7 @@ def store_info(path: Path) -> dict[str, Any]:
         "model": s.model,
         "pretrained": s.pretrained,
         "pretrained_sha256": s.pretrained_sha256,
-        "weights": weights_kind(s.pretrained, s.pretrained_sha256),
+        "weights": _weights_kind(s.pretrained, s.pretrained_sha256),
         "random_init_seed": s.extras.get("random_init_seed"),
         "layers": list(s.layers),
         "num_blocks": s.num_blocks,
@@ -111,7 +111,7 @@ def store_info(path: Path) -> dict[str, Any]:
     }
 
 
-def weights_kind(pretrained: str, sha256: str) -> str:
+def _weights_kind(pretrained: str, sha256: str) -> str:
     """What the recorded `pretrained` names: an open_clip tag, a checkpoint file, or nothing. The store records
     "" for random weights (the value stores have always held, and part of their fingerprint), so info says what ""
     means instead of printing another value."""
