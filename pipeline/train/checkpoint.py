@@ -75,11 +75,17 @@ def write_atomically(path: Path, data: bytes) -> None:
             os.close(directory)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if exc.errno not in DISK_ERRORS:
-            raise
-        raise InputError(f"{DISK_ERRORS[exc.errno]} {path.parent}: could not write {path.name} "
-                         f"({os.strerror(exc.errno)}); the run keeps its last finished epoch, continue it with "
-                         "--resume once the cause is fixed") from None
+        raise disk_refusal(exc, path) from None
+
+
+def disk_refusal(exc: OSError, path: Path) -> Exception:
+    """What a write the machine refused (a full disk, a quota, a read-only file system) raises: one line naming
+    the run directory and the way on; any other OSError as it is."""
+    if exc.errno not in DISK_ERRORS:
+        return exc
+    return InputError(f"{DISK_ERRORS[exc.errno]} {path.parent}: could not write {path.name} "
+                      f"({os.strerror(exc.errno)}); the run keeps its last finished epoch, continue it with "
+                      "--resume once the cause is fixed")
 
 
 def save_weights(module: torch.nn.Module, path: Path, epoch: int) -> None:

@@ -1,36 +1,28 @@
 """Training curves as TensorBoard event files beside metrics.jsonl, where many people look for them.
 
-Optional: torch.utils.tensorboard needs the `tensorboard` package; without it a run says so once (at its first
-epoch) and keeps metrics.jsonl alone. The rows are metrics.jsonl's, appended to one event file per process as
-epochs finish. A process that takes over a run directory which already holds event files (a --resume) starts its
-file by purging every step from the first row on and writes all rows again: TensorBoard then shows each epoch once,
-as the state holds it, even when a kill came between an epoch's state and its curves. Event files are only ever
-added (TensorBoard stops following a file that is deleted under it).
+Optional: without the `tensorboard` package a run says so once (at its first epoch) and keeps metrics.jsonl
+alone. Each process appends to an event file of its own, in the calling thread (no writer thread: a full disk
+is the run's own one-line error, as for metrics.jsonl): its first write holds every row so far, later writes
+the row just finished. A process that takes over a run directory which already holds event files (a --resume)
+starts its file with a session start at its first row's step, so TensorBoard drops the earlier files' points
+from there on and shows each epoch once, as the state holds it. Event files are only ever added (TensorBoard
+stops following a file that is deleted under it).
 """
 from __future__ import annotations
 
-import atexit
-import functools
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from clipcache.pipeline.common import note
+from clipcache.pipeline.train.checkpoint import disk_refusal
 
-EVENTS = "events.out.tfevents.*"  # what TensorBoard's writer names its files
+EVENTS = "events.out.tfevents.*"  # how TensorBoard names event files
 AXES = ("epoch", "step")  # the x axis (step) and its epoch, not curves of their own
 ABSENT = ("tensorboard is not installed: training curves are in metrics.jsonl only "
           "(pip install tensorboard for TensorBoard event files beside it)")
-_open: dict[str, Any] = {}  # the one writer a process keeps open: its run directory and the rows it has written
-
-
-@functools.cache
-def _summary_writer() -> type | None:
-    """torch's SummaryWriter, or None without the tensorboard package (looked up once per process)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter
 
 
 def curve_name(key: str) -> str:
@@ -39,27 +31,32 @@ def curve_name(key: str) -> str:
 
 
 def write_curves(run_dir: Path, rows: list[dict[str, Any]], quiet: bool = False) -> None:
-    """The numeric values of the rows not yet written, as scalars at each row's step; flushed to disk."""
-    writer_class = _summary_writer()
-    if writer_class is None:
+    """Append this process's new rows (all of them on its first write) to its event file in `run_dir`."""
+    try:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.record_writer import RecordWriter
+    except ImportError:
         note(ABSENT if len(rows) == 1 else None, quiet)
         return
-    if _open.get("run_dir") != run_dir or len(rows) < _open["written"]:
-        close_curves()
-        purge = rows[0]["step"] if any(run_dir.glob(EVENTS)) else None  # earlier processes' rows: replaced
-        _open.update(run_dir=run_dir, writer=writer_class(log_dir=str(run_dir), purge_step=purge), written=0)
-    writer = _open["writer"]
-    for row in rows[_open["written"]:]:
-        for key, value in row.items():
-            if key not in AXES and isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(curve_name(key), value, row["step"])
-    writer.flush()
-    _open["written"] = len(rows)
-
-
-@atexit.register
-def close_curves() -> None:
-    """Close the open event file (at exit, or when the process moves on to another run directory)."""
-    if _open:
-        _open.pop("writer").close()
-        _open.clear()
+    mine = f".{socket.gethostname()}.{os.getpid()}.clipcache"
+    own = [path for path in run_dir.glob(EVENTS) if path.name.endswith(mine)]
+    events = []
+    if not own:
+        events.append(event_pb2.Event(file_version="brain.Event:2"))
+        if any(run_dir.glob(EVENTS)):  # earlier processes' points from this step on are replaced by ours
+            events.append(event_pb2.Event(step=rows[0]["step"],
+                                          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    for row in rows if not own else rows[-1:]:
+        values = [summary_pb2.Summary.Value(tag=curve_name(key), simple_value=float(value))
+                  for key, value in row.items()
+                  if key not in AXES and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        events.append(event_pb2.Event(step=row["step"], summary=summary_pb2.Summary(value=values)))
+    path = own[0] if own else run_dir / f"events.out.tfevents.{int(time.time())}{mine}"
+    try:
+        with open(path, "ab") as file:
+            writer = RecordWriter(file)
+            for event in events:
+                event.wall_time = event.wall_time or time.time()
+                writer.write(event.SerializeToString())
+    except OSError as exc:
+        raise disk_refusal(exc, path) from None
