@@ -28,11 +28,14 @@ def run_train_head(cfg: TrainConfig) -> dict[str, Any]:
     use_compute_threads(cfg.threads)
     if cfg.captions is None and not Path(cfg.train_split).is_file():
         note(drawn_note(cfg.store, store_splits(CacheReader(cfg.store), cfg.split_fractions)[1]), cfg.quiet)
-    if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1)):
-        raise InputError("--base-to-novel and --shots with several --seeds run in one process (each run is small); "
+    if launched() and (cfg.base_to_novel or (cfg.shots and cfg.seeds > 1) or cfg.class_splits > 1):
+        raise InputError("--base-to-novel, --shots with several --seeds and --class-splits run in one process; "
                          "start them without torchrun")
     if cfg.base_to_novel:
         result = base_to_novel(cfg)
+    elif cfg.class_splits > 1:
+        from clipcache.pipeline.localize.open_set import open_set_protocol  # imports train and evaluate, as we do
+        result = open_set_protocol(cfg)
     elif cfg.shots and cfg.seeds > 1:
         result = few_shot(cfg)
     else:

@@ -18,7 +18,7 @@ from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.base import Batch, Head
 from clipcache.pipeline.common import autocast
-from clipcache.pipeline.evaluate.detection import Segments, proposal_recall
+from clipcache.pipeline.evaluate.detection import AR_AT, Segments, proposal_recall
 from clipcache.pipeline.localize.decode import video_proposals, window_proposals
 from clipcache.cache.segments import SegmentTable
 from clipcache.pipeline.localize.class_splits import class_split
@@ -65,6 +65,8 @@ class LocalisationTask(Task):
     def validate(self, head: Head, val_set: FeatureWindows, device: torch.device, batch_size: int, workers: int,
                  quiet: bool) -> dict[str, Any]:
         proposals = video_level_proposals(head, val_set, self.reader, device, batch_size)
+        if not len(proposals):  # nothing scored above the decoder's floor: nothing recalled
+            return {**{f"val_ar@{n}": 0.0 for n in AR_AT}, "val_auc": 0.0}
         truth = video_truth(self.table, val_set.videos)
         recall = proposal_recall(truth_segments(truth), proposals)
         return {f"val_{name}": value for name, value in recall.metrics().items()}

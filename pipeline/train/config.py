@@ -110,4 +110,11 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
                                            "unseen classes.")
     class_split_index: int = option(0, "Which split of --class-split: split_K of the folder or file, or the seed of "
                                        "the random split.", limits=(0, None))
+    class_splits: int = option(1, "Open-set protocol: with --head proposals, run class splits 0..N-1 of --class-split "
+                                  "(one proposal run each under OUT/split-<k>, and a --classifier-head run beside it), "
+                                  "score each split's unseen classes, and report the mean and std over the splits "
+                                  "beside the zero-shot baseline on the same splits (Efficient-Prompt: 10).",
+                               limits=(1, 100))
+    classifier_head: str | None = option(None, "Open-set protocol: the head (text or prompt) trained on each split's "
+                                               "seen segments that names the proposals; without it, zero-shot only.")
     classes: tuple[str, ...] | None = internal()  # train on these classes only (base-to-novel)
