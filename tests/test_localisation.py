@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipcache.pipeline.train.checkpoint import METRICS
 from conftest import TINY_CONFIG, run_cli
+from training_runs import assert_same_run, command, kill_after
 from untrimmed_videos import write_untrimmed
 
 KINDS = ("red_square", "green_circle", "blue_stripes")
@@ -86,3 +88,14 @@ def test_localisation_refuses_what_it_cannot_use(action_store: Path, appearance_
     assert clips.code == 2 and "needs a dense store" in clips.stderr, clips
     tokens = run_cli("train-head", action_store, "--head", "attnpool", "--out", tmp_path / "a")
     assert tokens.code == 2 and "holds 0 blocks" in tokens.stderr and tokens.stderr.count("\n") == 1, tokens
+
+
+def test_a_proposal_run_killed_midway_resumes_to_the_uninterrupted_weights(action_store: Path, tmp_path: Path
+                                                                           ) -> None:
+    """A real SIGKILL after epoch 2 of 6, then --resume: the same weights and metrics, bit for bit, as a run that
+    was never stopped (windows and their shifts are drawn from the seed and the pass only)."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run_cli(*command(action_store, whole, "proposals")[2:]).code == 0
+    kill_after(command(action_store, cut, "proposals"), cut / METRICS, 2)
+    assert run_cli(*command(action_store, cut, "proposals")[2:], "--resume").code == 0
+    assert_same_run(whole, cut)
