@@ -25,7 +25,7 @@ from clipcache.cache import quant
 from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, rows_per_file
 from clipcache.cache.schema import StoreSettings, dimension_names
 
-DENSE_CHUNK = 64  # frames per chunk and per piece: 64 KB of ViT-B/16 pooled float16, 6.4 s at 10 fps
+DENSE_CHUNK = 64  # frames per chunk: 64 KB of ViT-B/16 pooled float16, 6.4 s at 10 fps
 TOKEN_CHUNK_BYTES = 4 << 20  # all tokens of a block: as many frames as fit in ~4 MB (16 at ViT-B/16)
 WRITE_EMPTY = {"write_empty_chunks": True}
 
@@ -39,8 +39,8 @@ def block_name(layer: int) -> str:
 
 
 def token_chunk(settings: StoreSettings) -> int:
-    """Frames per chunk of a token array: a power of two dividing DENSE_CHUNK, so that pieces of
-    DENSE_CHUNK frames always fill whole chunks."""
+    """Frames per chunk of a token array: a power of two dividing DENSE_CHUNK, so that pieces of whole
+    DENSE_CHUNK chunks always fill whole token chunks too."""
     frame_bytes = settings.stored_tokens * settings.width * (1 if settings.dtype == "int8" else 2)
     frames = DENSE_CHUNK
     while frames > 1 and frames * frame_bytes > TOKEN_CHUNK_BYTES:

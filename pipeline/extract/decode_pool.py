@@ -29,6 +29,7 @@ from clipcache import InputError
 from clipcache.pipeline.extract.video import VideoDecodeError
 
 _POLL_SECONDS = 0.05
+_FULL_POLL_SECONDS = 0.002  # while the caller is behind: a piece takes ~80 ms to decode, a 50 ms nap idles the worker
 _READY = "ready"
 _BUG = "bug"
 
@@ -180,7 +181,7 @@ class DecodePool:
             if exhausted and not busy:
                 return
             if self._results.qsize() >= self.prefetch:  # the caller is behind: leave the workers' pipes full
-                time.sleep(_POLL_SECONDS)
+                time.sleep(_FULL_POLL_SECONDS)
                 for worker in busy:
                     worker.deadline = max(worker.deadline, time.monotonic() + self.timeout)
                 continue

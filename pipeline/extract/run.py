@@ -283,6 +283,9 @@ def _pool(cfg: ExtractConfig, recipe: Recipe, tasks: list[Task], prefetch: int) 
                       prefetch=prefetch)
 
 
+PIECES_AHEAD = 2  # decoded pieces waiting per worker (~40 MB each at 224 px): the encoder's hiccups never idle it
+
+
 def _run_dense(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, work: list[GroupWork],
                encoder: FrozenImageEncoder, writer: StoreWriter, views: ViewRecipe, split: WorkSplit) -> RunCounts:
     """Decode, encode and append each video's pieces as they come; write each group's table once its videos
@@ -296,7 +299,8 @@ def _run_dense(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, 
         groups = DenseGroups(encoder, settings, cfg.batch_size, listing.entries, writer, work, write_thread)
         if tasks:
             workers = min(cfg.workers or default_workers(), len(tasks))
-            for outcome in _pool(cfg, DenseRecipe(settings.fps or None, views), tasks, 2 * workers).run(tasks):
+            pool = _pool(cfg, DenseRecipe(settings.fps or None, views), tasks, PIECES_AHEAD * workers)
+            for outcome in pool.run(tasks):
                 groups.take(outcome)
                 progress.update(outcome)
                 if outcome.final:
