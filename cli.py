@@ -33,9 +33,9 @@ from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
-from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
 from clipcache.pipeline.predict.config import PredictConfig
+from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.train.config import TrainConfig
 
 app = typer.Typer(

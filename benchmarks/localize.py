@@ -24,13 +24,12 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-16")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    from synthetic_store import make_dense_store
-
     from clipcache.cache.reader import CacheReader
     from clipcache.pipeline.evaluate.config import EvalConfig
     from clipcache.pipeline.evaluate.run import evaluate
     from clipcache.pipeline.train.config import TrainConfig
     from clipcache.pipeline.train.loop import train_head
+    from synthetic_store import make_dense_store
 
     work = Path(tempfile.mkdtemp(prefix="clipcache-localize-"))
     try:

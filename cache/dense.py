@@ -17,17 +17,32 @@ per video).
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from clipcache import InputError
 from clipcache.cache import quant
 from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, rows_per_file
 from clipcache.cache.schema import StoreSettings, dimension_names
 
+RATE_DENOMINATOR = 1001  # rates are taken as the nearest fraction with this denominator or less: 30000/1001 exact
 DENSE_CHUNK = 64  # frames per chunk: 64 KB of ViT-B/16 pooled float16, 6.4 s at 10 fps
 TOKEN_CHUNK_BYTES = 4 << 20  # all tokens of a block: as many frames as fit in ~4 MB (16 at ViT-B/16)
 WRITE_EMPTY = {"write_empty_chunks": True}
+
+
+def sample_rate(fps: float | Fraction | None) -> Fraction | None:
+    """A dense store's rate F as an exact fraction (sample k stands for time k/F); None for every frame (None or
+    0). Shared by the decoder that picks the frames and the readers that place them in time."""
+    if not fps:
+        return None
+    if not math.isfinite(fps) or fps < 0:
+        raise InputError(f"frame rate must be a positive number of frames per second, got {fps}")
+    return Fraction(fps).limit_denominator(RATE_DENOMINATOR)
 
 
 def dense_group(video: int) -> str:

@@ -19,7 +19,9 @@ by its absence, and every column must have the recorded number of rows.
 """
 from __future__ import annotations
 
+import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,3 +130,35 @@ def _read_column(array: zarr.Array, rows: int, where: str) -> np.ndarray:
 
 def _damage(where: str, why: str) -> SegmentsDamageError:
     return SegmentsDamageError(f"{where} is damaged ({why}); writing the annotations again replaces the table")
+
+
+def clip_to_duration(start: float, end: float, duration: float) -> tuple[float, float] | None:
+    """A segment within a video of `duration` seconds: its end clipped to the video's end; None when it starts
+    at or after the end (nothing of it is in the video)."""
+    if start >= duration:
+        return None
+    return start, min(end, duration)
+
+
+def clip_segments(table: SegmentTable, durations: Mapping[int, float]) -> tuple[SegmentTable, list[tuple[str, str]]]:
+    """`clip_to_duration` on every segment of a video whose duration is known now (the rule readers apply: the
+    file's times are kept in the store), and (kind, description) of each change: `past the end` (clipped) or
+    `after the end` (dropped). Pass decoded videos only (a store holds duration 0 for videos not done); segments
+    of other videos, or of a duration that is not finite, are kept as they are."""
+    keep = np.ones(len(table), dtype=bool)
+    end = table.end.copy()
+    events = []
+    for row in range(len(table)):
+        duration = durations.get(int(table.video[row]))
+        if duration is None or not math.isfinite(duration) or end[row] <= duration:
+            continue
+        what = f"video {table.video[row]} [{table.start[row]:g}, {end[row]:g}] past its duration {duration:g} s"
+        clipped = clip_to_duration(float(table.start[row]), float(end[row]), float(duration))
+        if clipped is None:
+            keep[row] = False
+            events.append(("after the end", what))
+        else:
+            end[row] = clipped[1]
+            events.append(("past the end", what))
+    return SegmentTable(table.video[keep], table.start[keep], end[keep], table.label[keep], table.ambiguous[keep],
+                        table.classes, table.format, table.sources, table.counts), events

@@ -29,10 +29,10 @@ from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, is_c
 from clipcache.cache.dense import video_damage
 from clipcache.cache.reader import StoreDamageError, read_block
 from clipcache.cache.schema import (
+    DONE,
     PENDING,
     STATUSES,
     TABLE_AT_CREATION,
-    DONE,
     VIDEO_STRING_ARRAYS,
     StoreSettings,
     check_format,

@@ -15,12 +15,17 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from clipcache import InputError
-from clipcache.cache.segments import SegmentsDamageError, SegmentTable, read_segments, write_segments
+from clipcache.cache.segments import (
+    SegmentsDamageError,
+    SegmentTable,
+    clip_to_duration,
+    read_segments,
+    write_segments,
+)
 from clipcache.pipeline.extract.annotations import (
     Segment,
     apply_rules,
     clip_table,
-    clip_to_duration,
     match_videos,
     read_annotations,
 )

@@ -18,8 +18,16 @@ from clipcache.pipeline.demo.synthetic import write_video
 from clipcache.pipeline.extract.dense_frames import DenseFrames, DensePiece, estimate, sample_count
 from clipcache.pipeline.extract.video import VideoDecodeError
 from clipcache.pipeline.extract.views import ViewRecipe, eval_views
-from untrimmed_videos import (WrittenVideo, misstate_length, read_code, truncate, write_audio_only, write_cfr,
-                              write_untrimmed, write_vfr)
+from untrimmed_videos import (
+    WrittenVideo,
+    misstate_length,
+    read_code,
+    truncate,
+    write_audio_only,
+    write_cfr,
+    write_untrimmed,
+    write_vfr,
+)
 
 WHOLE = ViewRecipe(32, resize_mode="squash")  # the whole frame in the crop, so its code can be read back
 RATES = [1, 2, 10, 20, None]  # 20 exceeds the 10 fps files' rate: frames chosen twice, ties between frames

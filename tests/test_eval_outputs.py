@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.evaluate import report
 from clipcache.pipeline.evaluate.figures import DPI, MAX_INCHES, per_class_figure
 from clipcache.pipeline.evaluate.metrics import classification_metrics
-from clipcache.pipeline.evaluate import report
 from clipcache.pipeline.evaluate.report import write_figures, write_result
 from clipcache.pipeline.evaluate.results import Result, Scores
 from conftest import REPO, run_cli

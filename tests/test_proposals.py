@@ -11,8 +11,15 @@ import torch
 from clipcache.heads.base import HeadContext
 from clipcache.heads.proposals import ProposalHead
 from clipcache.heads.recipes import RECIPES
-from clipcache.pipeline.localize.decode import (DecodeOptions, Suppression, segment_iou, suppress, video_proposals,
-                                                window_proposals, window_starts)
+from clipcache.pipeline.localize.decode import (
+    DecodeOptions,
+    Suppression,
+    segment_iou,
+    suppress,
+    video_proposals,
+    window_proposals,
+    window_starts,
+)
 from clipcache.pipeline.localize.targets import assign, diou_loss, focal_loss, proposal_loss
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_unsplit import PER_CLASS, unsplit_store  # noqa: F401 (the fixture)
+
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.train.splits import store_splits
 from conftest import run_cli
-from test_unsplit import PER_CLASS, unsplit_store  # noqa: F401 (the fixture)
 
 
 def test_train_head_draws_the_fractions_asked_for_and_eval_scores_their_test_split(unsplit_store: Path,  # noqa: F811

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from clipcache import InputError, __version__
+from clipcache.cache.dense import sample_rate
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.segments import SegmentTable, read_segments
 from clipcache.pipeline.export.features import FeatureChoice, Series
 from clipcache.pipeline.export.folder import save_json, save_npy, save_text
 from clipcache.pipeline.extract.annotations import clip_table
-from clipcache.pipeline.extract.dense_frames import sample_rate
 
 FEATURES, ANNOTATIONS, AMBIGUOUS, SETTINGS, SNIPPET = "features", "annotations.json", "ambiguous.json", \
     "features.json", "actionformer.yaml"

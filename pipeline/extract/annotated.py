@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clipcache.cache.segments import SegmentTable, write_segments
 from clipcache.cache.schema import canonical_split
+from clipcache.cache.segments import SegmentTable, write_segments
 from clipcache.pipeline.extract.annotations import apply_rules, match_videos, read_annotations
 from clipcache.pipeline.extract.sources import VideoList
 

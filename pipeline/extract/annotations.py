@@ -56,7 +56,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -64,7 +64,7 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.schema import canonical_split
-from clipcache.cache.segments import AMBIGUOUS_LABEL, SegmentTable
+from clipcache.cache.segments import AMBIGUOUS_LABEL, SegmentTable, clip_segments
 from clipcache.pipeline.extract.sources import VIDEO_EXTENSIONS
 
 THUMOS14, ACTIVITYNET, ACTIONFORMER, CSV = "thumos14", "activitynet", "actionformer", "csv"
@@ -225,37 +225,15 @@ def apply_rules(annotations: Annotations, store_paths: Sequence[str], classes: S
     return table, problems
 
 
-def clip_to_duration(start: float, end: float, duration: float) -> tuple[float, float] | None:
-    """A segment within a video of `duration` seconds: its end clipped to the video's end; None when it starts
-    at or after the end (nothing of it is in the video)."""
-    if start >= duration:
-        return None
-    return start, min(end, duration)
-
-
 def clip_table(table: SegmentTable, durations: Mapping[int, float]) -> tuple[SegmentTable, Problems]:
-    """`clip_to_duration` on every segment of a video whose duration is known now, counted (`past the end`,
-    `after the end`) in the returned problems and added to the table's counts. Pass decoded videos only (a store
-    holds duration 0 for videos not done); segments of other videos, or of a duration that is not finite, are
-    kept as they are, to be judged once their video is decoded."""
+    """`cache.segments.clip_segments` with what it did counted (`past the end`, `after the end`) in the returned
+    problems and added to the table's counts."""
+    clipped, events = clip_segments(table, durations)
     found = Problems()
-    keep = np.ones(len(table), dtype=bool)
-    end = table.end.copy()
-    for row in range(len(table)):
-        duration = durations.get(int(table.video[row]))
-        if duration is None or not math.isfinite(duration) or end[row] <= duration:
-            continue
-        what = f"video {table.video[row]} [{table.start[row]:g}, {end[row]:g}] past its duration {duration:g} s"
-        clipped = clip_to_duration(float(table.start[row]), float(end[row]), float(duration))
-        if clipped is None:
-            keep[row] = False
-            found.add("after the end", what)
-        else:
-            end[row] = clipped[1]
-            found.add("past the end", what)
+    for kind, what in events:
+        found.add(kind, what)
     counts = Problems(dict(table.counts)).merged(found).counts
-    return SegmentTable(table.video[keep], table.start[keep], end[keep], table.label[keep], table.ambiguous[keep],
-                        table.classes, table.format, table.sources, counts), found
+    return replace(clipped, counts=counts), found
 
 
 # ---- the rules

@@ -39,10 +39,10 @@ import numpy as np
 from PIL import Image
 
 from clipcache import InputError
+from clipcache.cache.dense import sample_rate
 from clipcache.pipeline.extract.video import VideoDecodeError, VideoInfo, check_regular_file
 from clipcache.pipeline.extract.views import ViewRecipe, eval_views
 
-RATE_DENOMINATOR = 1001  # rates are taken as the nearest fraction with this denominator or less: 30000/1001 exact
 MISSTATED = 0.1  # a stated length this far (relative) from the decoded one earns a note
 
 
@@ -53,15 +53,6 @@ class DensePiece:
     pixels: np.ndarray  # (n, V, S, S, 3) uint8, V = the recipe's crops
     time: np.ndarray  # (n,) float64 seconds since the first frame: the chosen frame's own time
     frame_index: np.ndarray  # (n,) int32 decoded frame number of each sample's frame
-
-
-def sample_rate(fps: float | Fraction | None) -> Fraction | None:
-    """F as an exact fraction; None for every frame (None or 0)."""
-    if not fps:
-        return None
-    if not math.isfinite(fps) or fps < 0:
-        raise InputError(f"frame rate must be a positive number of frames per second, got {fps}")
-    return Fraction(fps).limit_denominator(RATE_DENOMINATOR)
 
 
 def sample_count(end: float | Fraction, fps: float | Fraction) -> int:

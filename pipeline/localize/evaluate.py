@@ -34,16 +34,16 @@ from clipcache.pipeline.evaluate.detection import (
 )
 from clipcache.pipeline.evaluate.detection_files import read_proposals
 from clipcache.pipeline.evaluate.head import training_progress
-from clipcache.pipeline.train.build import build_for_store
-from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
+from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
 from clipcache.pipeline.localize.class_splits import ClassSplit
 from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, video_truth
 from clipcache.pipeline.localize.open_set import PROTOCOL, restricted, run_split, same_split
-from clipcache.pipeline.localize.task import WINDOW, localisation_splits, truth_segments, video_level_proposals
-from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.localize.segment_clips import SegmentClips
+from clipcache.pipeline.localize.task import WINDOW, localisation_splits, truth_segments, video_level_proposals
 from clipcache.pipeline.localize.windows import FeatureWindows
+from clipcache.pipeline.train.build import build_for_store
+from clipcache.pipeline.train.checkpoint import BEST, check_compatible, load_weights, read_run
 from clipcache.pipeline.train.splits import TEST, evaluation_split
 from clipcache.pipeline.train.text_embeddings import text_embeddings
 

@@ -1,5 +1,5 @@
 """A dense store's temporal ground truth, as localisation reads it: each done video's labelled segments in
-seconds (past the video's end clipped to it, by the rule of `pipeline.extract.annotations`) and where they
+seconds (past the video's end clipped to it, by the rule of `cache.segments.clip_segments`) and where they
 fall on its stored frames."""
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.segments import SegmentTable, read_segments
-from clipcache.pipeline.extract.annotations import clip_table
+from clipcache.cache.segments import SegmentTable, clip_segments, read_segments
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ def segment_table(reader: CacheReader) -> SegmentTable:
         raise InputError(f"{reader.path}: holds no temporal annotations; extract again with --annotations FILE "
                          "(the features are kept: only the segments table is written)")
     durations = reader.column("duration")
-    table, _ = clip_table(table, {int(v): float(durations[v]) for v in reader.done})
+    table, _ = clip_segments(table, {int(v): float(durations[v]) for v in reader.done})
     return table
 
 

@@ -16,13 +16,13 @@ import torch
 
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
+from clipcache.cache.segments import SegmentTable
 from clipcache.heads.base import Batch, Head
 from clipcache.pipeline.common import autocast
 from clipcache.pipeline.evaluate.detection import AR_AT, Segments, proposal_recall
-from clipcache.pipeline.localize.decode import video_proposals, window_proposals
-from clipcache.cache.segments import SegmentTable
 from clipcache.pipeline.localize.class_splits import class_split
-from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, seconds, video_truth
+from clipcache.pipeline.localize.decode import video_proposals, window_proposals
+from clipcache.pipeline.localize.ground_truth import VideoTruth, seconds, segment_table, video_truth
 from clipcache.pipeline.localize.open_set import restricted
 from clipcache.pipeline.localize.targets import assign, proposal_loss
 from clipcache.pipeline.localize.windows import FeatureWindows
