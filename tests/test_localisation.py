@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from clipcache.pipeline.train.checkpoint import METRICS
-from conftest import TINY_CONFIG, run_cli
+from conftest import run_cli
 from training_runs import assert_same_run, command, kill_after
-from untrimmed_videos import write_untrimmed
+from untrimmed_videos import annotated_store
 
 KINDS = ("red_square", "green_circle", "blue_stripes")
 DURATION, RATE = 40, 4
@@ -21,25 +21,16 @@ DURATION, RATE = 40, 4
 @pytest.fixture(scope="module")
 def action_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 videos of 40 s, two instances each (4-8 s, apart), 9 for training and 3 for testing, annotated by a CSV."""
-    root = tmp_path_factory.mktemp("actions")
     rng = np.random.default_rng(0)
-    rows = ["video,start,end,label,split"]
+    videos = []
     for i in range(12):
-        t = float(rng.uniform(2, 6))
-        instances = []
+        t, instances = float(rng.uniform(2, 6)), []
         for _ in range(2):
             length = float(rng.uniform(4, 8))
             instances.append((round(t, 2), round(t + length, 2), KINDS[int(rng.integers(len(KINDS)))]))
             t += length + float(rng.uniform(6, 10))
-        split = "test" if i >= 9 else "train"
-        write_untrimmed(root / "videos" / f"v{i:02d}.mp4", DURATION, 8, instances, seed=i)
-        rows += [f"v{i:02d},{s},{e},{kind},{split}" for s, e, kind in instances]
-    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
-    store = root / "store.zarr"
-    result = run_cli("extract", root / "videos", store, "--model-config", TINY_CONFIG, "--fps", str(RATE),
-                     "--annotations", root / "annotations.csv", "--workers", "1", "--quiet")
-    assert result.code == 0, result
-    return store
+        videos.append((f"v{i:02d}", instances, "test" if i >= 9 else "train"))
+    return annotated_store(tmp_path_factory.mktemp("actions"), videos, DURATION, RATE)
 
 
 def _eval(*args: str | Path) -> dict:

@@ -12,8 +12,8 @@ import pytest
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.localize.class_splits import class_split, random_split
-from conftest import TINY_CONFIG, run_cli
-from untrimmed_videos import write_untrimmed
+from conftest import run_cli
+from untrimmed_videos import annotated_store
 
 KINDS = ("red_square", "green_circle", "blue_stripes", "square_left")
 SEEN, UNSEEN = ("blue_stripes", "red_square"), ("green_circle", "square_left")
@@ -25,9 +25,8 @@ def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """9 videos of 30 s, two instances each, 6 for training and 3 for testing; training video v00 holds only unseen
     classes (so open-set training leaves it out), v03 and the test videos one seen and one unseen instance, the
     others two seen ones."""
-    root = tmp_path_factory.mktemp("open_set")
     rng = np.random.default_rng(1)
-    rows = ["video,start,end,label,split"]
+    videos = []
     for i in range(9):
         kinds = UNSEEN if i == 0 else (SEEN[i % 2], UNSEEN[i % 2]) if i in (3, 6, 7, 8) else \
             (SEEN[i % 2], SEEN[1 - i % 2])
@@ -36,13 +35,9 @@ def split_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             length = float(rng.uniform(4, 7))
             instances.append((round(t, 2), round(t + length, 2), kind))
             t += length + float(rng.uniform(5, 8))
-        write_untrimmed(root / "videos" / f"v{i:02d}.mp4", DURATION, 8, instances, seed=i)
-        rows += [f"v{i:02d},{s},{e},{kind},{'test' if i >= 6 else 'train'}" for s, e, kind in instances]
-    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
-    store = root / "store.zarr"
-    result = run_cli("extract", root / "videos", store, "--model-config", TINY_CONFIG, "--fps", str(RATE),
-                     "--annotations", root / "annotations.csv", "--workers", "1", "--quiet")
-    assert result.code == 0, result
+        videos.append((f"v{i:02d}", instances, "test" if i >= 6 else "train"))
+    store = annotated_store(tmp_path_factory.mktemp("open_set"), videos, DURATION, RATE)
+    root = store.parent
     stale = root / "train_50_test_50" / "Synthetic"  # STALE's layout: train/ seen, test/ unseen
     for side, names in (("train", SEEN), ("test", UNSEEN)):
         (stale / side).mkdir(parents=True)

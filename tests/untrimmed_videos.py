@@ -230,3 +230,21 @@ def write_untrimmed(path: Path, duration: float, fps: int, instances: list[tuple
     times = [Fraction(i, fps) for i in range(round(duration * fps))]
     write_timed(path, _action_frames(times, segments, places, seed), times, Fraction(1, fps), codec)
     return segments
+
+
+def annotated_store(root: Path, videos: list[tuple[str, list[tuple[float, float, str]], str]], duration: float,
+                    rate: int) -> Path:
+    """`root/store.zarr`: the action videos (name, instances, split) written at 8 fps, annotated by a CSV of their
+    instances, extracted through the CLI at `rate` frames per second with the tiny model."""
+    from conftest import TINY_CONFIG, run_cli
+
+    rows = ["video,start,end,label,split"]
+    for seed, (name, instances, split) in enumerate(videos):
+        write_untrimmed(root / "videos" / f"{name}.mp4", duration, 8, instances, seed=seed)
+        rows += [f"{name},{s},{e},{kind},{split}" for s, e, kind in instances]
+    (root / "annotations.csv").write_text("\n".join(rows) + "\n")
+    store = root / "store.zarr"
+    result = run_cli("extract", root / "videos", store, "--model-config", TINY_CONFIG, "--fps", str(rate),
+                     "--annotations", root / "annotations.csv", "--workers", "1", "--quiet")
+    assert result.code == 0, result
+    return store
