@@ -28,7 +28,8 @@ DEMO_CLASSES = {  # name -> (colour, shape)
 def write_video(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: float = 10, codec: str = "h264",
                 rotation: int = 0, faststart: bool = False) -> Path:
     """Encode (N, H, W, 3) uint8 RGB frames (or (H, W, 3) frames one by one, so a long video is never held
-    whole); the container follows the file extension.
+    whole); the container follows the file extension. One encoder thread, so the same frames always give the same
+    file (tests compare what is learned from them against fixed bounds).
 
     `rotation` writes display-matrix metadata (degrees counter-clockwise, as phones do);
     `faststart` puts the MP4 index first, so a truncated copy still opens.
@@ -44,6 +45,7 @@ def write_video(path: Path, frames: np.ndarray | Iterable[np.ndarray], fps: floa
         stream = container.add_stream(name, rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height = first.shape[1], first.shape[0]
         stream.pix_fmt = pix_fmt
+        stream.codec_context.thread_count = 1  # x264 with several threads writes other bytes from run to run
         if rotation:
             stream.set_display_rotation(rotation)
         for frame in itertools.chain([first], frames):
