@@ -81,6 +81,7 @@ def write_timed(path: Path, frames: Iterable[np.ndarray], times: list[Fraction],
         rate = 1 / (min(gaps) if gaps else time_base)
         stream = container.add_stream(name, rate=Fraction(rate).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = SIZE[1], SIZE[0], pix_fmt
+        stream.codec_context.thread_count = 1  # the same frames always give the same file (as write_video)
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
 
