@@ -84,6 +84,12 @@ def array_specs(settings: StoreSettings) -> dict[str, dict[str, object]]:
     return specs
 
 
+def frame_bytes(settings: StoreSettings) -> int:
+    """Uncompressed bytes of one stored frame across a video's arrays, as their dtypes hold them."""
+    return sum(int(np.prod(spec["shape"][1:])) * np.dtype(spec["dtype"]).itemsize
+               for spec in array_specs(settings).values())
+
+
 class DenseVideoWriter:
     """Writes one video's time series from scratch, piece by piece (each piece a multiple of DENSE_CHUNK
     frames but the last, so no chunk is ever written twice). Creating it removes what an earlier,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcache.cache.dense import array_specs
+from clipcache.cache.dense import frame_bytes as dense_frame_bytes
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.cache.segments import read_segments
@@ -22,8 +22,7 @@ def _feature_bytes_per_video(reader: CacheReader) -> int:
     """Uncompressed bytes of one video's features, as the arrays' dtypes hold them (a dense store: of one
     stored frame)."""
     if reader.settings.dense:
-        return sum(int(np.prod(spec["shape"][1:])) * np.dtype(spec["dtype"]).itemsize
-                   for spec in array_specs(reader.settings).values())
+        return dense_frame_bytes(reader.settings)
     total = 0
     for name, array in reader.array("tokens").arrays():
         total += int(np.prod(array.shape[1:])) * array.dtype.itemsize

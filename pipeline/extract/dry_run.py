@@ -10,10 +10,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
 from clipcache import InputError
-from clipcache.cache.dense import array_specs
+from clipcache.cache.dense import frame_bytes as dense_frame_bytes
 from clipcache.cache.info import size_text
 from clipcache.cache.place import store_format
 from clipcache.cache.reader import CacheReader
@@ -27,8 +26,7 @@ from clipcache.pipeline.extract.sources import VideoList
 def frame_bytes(settings: StoreSettings) -> int:
     """Bytes of the features of one stored frame (one view), as their dtypes hold them."""
     if settings.dense:
-        return sum(int(np.prod(spec["shape"][1:])) * np.dtype(spec["dtype"]).itemsize
-                   for name, spec in array_specs(settings).items())
+        return dense_frame_bytes(settings)
     per_token = settings.width * (1 if settings.dtype == "int8" else 2) + (4 if settings.dtype == "int8" else 0)
     return len(settings.layers) * settings.stored_tokens * per_token + settings.embed_dim * 2
 

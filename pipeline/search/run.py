@@ -21,6 +21,7 @@ import numpy as np
 from clipcache import InputError
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.common import resolve_device
+from clipcache.pipeline.evaluate.detection import segment_iou
 from clipcache.pipeline.evaluate.zero_shot import frame_mean_embeddings
 from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.train.splits import split_videos
@@ -94,7 +95,8 @@ def best_spans(similarity: np.ndarray, step: float, count: int) -> list[tuple[in
     ranked = sorted(spans, key=lambda span: (-contrast(*span), span))
     kept: list[tuple[int, int, float, float]] = []
     for start, stop in ranked:
-        if all(_overlap(start, stop, a, b) <= OVERLAP for a, b, _, _ in kept):
+        taken = np.array([(a, b) for a, b, _, _ in kept], dtype=np.float64).reshape(-1, 2)
+        if not len(taken) or segment_iou(np.array([[start, stop]], dtype=np.float64), taken).max() <= OVERLAP:
             kept.append((start, stop, contrast(start, stop), mean(start, stop)))
             if len(kept) == count:
                 break
@@ -104,11 +106,6 @@ def best_spans(similarity: np.ndarray, step: float, count: int) -> list[tuple[in
 def _median_step(times: np.ndarray) -> float:
     """Seconds between stored frames of a store of every frame (its videos' own rates)."""
     return float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-
-
-def _overlap(start: int, stop: int, other_start: int, other_stop: int) -> float:
-    inter = max(0, min(stop, other_stop) - max(start, other_start))
-    return inter / (max(stop, other_stop) - min(start, other_start))
 
 
 def format_matches(matches: list[Match]) -> str:
