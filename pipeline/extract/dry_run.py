@@ -10,7 +10,6 @@ import os
 from collections import Counter
 from pathlib import Path
 
-
 from clipcache import InputError
 from clipcache.cache.dense import frame_bytes as dense_frame_bytes
 from clipcache.cache.info import size_text

@@ -86,7 +86,7 @@ def evaluate_localisation(reader: CacheReader, proposals_from: Head | Path, spli
     detections = Segments.of(detections.video, detections.start, detections.end, named[detections.label],
                              detections.score)
     gt = truth_segments(truth)
-    vague = _ambiguous(truth)
+    vague = truth_segments(truth, ambiguous=True)
     found = detection_map(gt, detections, tiou_thresholds(thresholds), vague if len(vague) else None)
     recall = proposal_recall(Segments.of(gt.video, gt.start, gt.end), proposals)
     record = {**describe(reader, split=scored, **description), "videos": int(len(scored.videos)),
@@ -179,13 +179,6 @@ def file_proposals(reader: CacheReader, path: Path, videos: np.ndarray) -> Segme
                          "for another dataset or split?")
     mapped = np.array([stems[str(name)] for name in read.video[known]], dtype=np.int64)
     return Segments.of(mapped, read.start[known], read.end[known], score=read.score[known])
-
-
-def _ambiguous(truth: dict[int, VideoTruth]) -> Segments:
-    videos = [v for v, t in truth.items() for _ in t.ambiguous_start]
-    return Segments.of(np.asarray(videos, np.int64),
-                       np.concatenate([t.ambiguous_start for t in truth.values()] + [np.zeros(0)]),
-                       np.concatenate([t.ambiguous_end for t in truth.values()] + [np.zeros(0)]))
 
 
 

@@ -119,9 +119,10 @@ def video_level_proposals(head: Head, windows: FeatureWindows, reader: CacheRead
     return Segments.of(columns["video"], columns["start"], columns["end"], score=columns["score"])
 
 
-def truth_segments(truth: dict[int, VideoTruth]) -> Segments:
-    """The labelled segments of `truth`'s videos as one table (ambiguous regions apart)."""
-    videos = np.asarray([v for v, t in truth.items() for _ in t.start], np.int64)
-    return Segments.of(videos, np.concatenate([t.start for t in truth.values()] + [np.zeros(0)]),
-                       np.concatenate([t.end for t in truth.values()] + [np.zeros(0)]),
-                       label=np.concatenate([t.label for t in truth.values()] + [np.zeros(0, np.int64)]))
+def truth_segments(truth: dict[int, VideoTruth], ambiguous: bool = False) -> Segments:
+    """The labelled segments of `truth`'s videos as one table, or (`ambiguous`) their ambiguous regions."""
+    spans = [(t.ambiguous_start, t.ambiguous_end) if ambiguous else (t.start, t.end) for t in truth.values()]
+    videos = np.asarray([v for v, (start, _) in zip(truth, spans) for _ in start], np.int64)
+    labels = None if ambiguous else np.concatenate([t.label for t in truth.values()] + [np.zeros(0, np.int64)])
+    return Segments.of(videos, np.concatenate([s for s, _ in spans] + [np.zeros(0)]),
+                       np.concatenate([e for _, e in spans] + [np.zeros(0)]), label=labels)
