@@ -1,4 +1,4 @@
-"""A store's chunks as files: where each lives, and whether its bytes are intact, without decoding them.
+"""A store's chunks as objects: where each lives, and whether its bytes are intact, without decoding them.
 
 Every array of a `clipcache/2` store ends its codecs with crc32c (inside the sharding codec for the
 token arrays, whose shard index has its own crc32c), and its chunks are written even when they hold
@@ -8,13 +8,13 @@ stores have no checksum; for them only a missing file or a failed decode can sho
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import google_crc32c
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+from clipcache.cache.objects import StoreObjects
 
 EMPTY = 2**64 - 1  # offset and length of an absent inner chunk in a shard index
 
@@ -36,10 +36,15 @@ def rows_per_file(array: zarr.Array) -> int:
     return (array.shards or array.chunks)[0]
 
 
-def chunk_file(array: zarr.Array, block: int) -> Path:
-    """The file holding rows [block * rows_per_file, ...) of an array chunked only along its first axis."""
+def chunk_key(array: zarr.Array, block: int) -> str:
+    """The key (file, or object) holding rows [block * rows_per_file, ...) of an array chunked only along its
+    first axis."""
     coords = (block,) + (0,) * (array.ndim - 1)
-    return Path(array.store_path.store.root) / array.store_path.path / array.metadata.encode_chunk_key(coords)
+    return f"{array.store_path.path}/{array.metadata.encode_chunk_key(coords)}"
+
+
+def chunk_exists(array: zarr.Array, block: int) -> bool:
+    return StoreObjects.of_array(array).exists(chunk_key(array, block))
 
 
 def crc_intact(data: bytes) -> bool:
@@ -83,10 +88,8 @@ def damaged_rows(array: zarr.Array, block: int) -> dict[int, str]:
     its checksum. A shard is checked inner chunk by inner chunk, so one damaged video names only
     itself. Empty when intact, or when the array has no checksum and its file exists."""
     rows = min(rows_per_file(array), array.shape[0] - block * rows_per_file(array))
-    path = chunk_file(array, block)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = StoreObjects.of_array(array).read(chunk_key(array, block))
+    if data is None:
         return dict.fromkeys(range(rows), "chunk file missing") if is_checked(array) else {}
     if not is_checked(array):
         return {}

@@ -26,7 +26,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from clipcache import InputError
 from clipcache.cache import quant
-from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, rows_per_file
+from clipcache.cache.chunks import DECODE_ERRORS, chunk_exists, damaged_rows, rows_per_file
 from clipcache.cache.schema import StoreSettings, dimension_names
 
 RATE_DENOMINATOR = 1001  # rates are taken as the nearest fraction with this denominator or less: 30000/1001 exact
@@ -158,7 +158,7 @@ def read_video(root: zarr.Group, settings: StoreSettings, video: int, name: str,
         if array.shape[0] != samples:
             raise DenseDamage(path, f"holds {array.shape[0]} frames, the table records {samples}")
         for block in range(-(-samples // rows_per_file(array))):
-            if not chunk_file(array, block).exists():
+            if not chunk_exists(array, block):
                 raise DenseDamage(path, "chunk file missing")
         try:
             return array[...]

@@ -17,13 +17,15 @@ import numpy as np
 import zarr
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.errors import GroupNotFoundError, NodeNotFoundError
+from zarr.storage import LocalStore
 
 from clipcache import InputError
 from clipcache.cache import quant
 from clipcache.cache.chunks import (
     DECODE_ERRORS,
     EMPTY,
-    chunk_file,
+    chunk_exists,
+    chunk_key,
     damaged_rows,
     index_bytes,
     is_checked,
@@ -32,6 +34,8 @@ from clipcache.cache.chunks import (
     shard_index,
 )
 from clipcache.cache.dense import DenseDamage, read_video
+from clipcache.cache.location import Store, StoreUrl, describe, parse_store
+from clipcache.cache.objects import StoreObjects
 from clipcache.cache.schema import (
     DONE,
     PENDING,
@@ -53,7 +57,7 @@ class StoreDamageError(InputError):
 def damage_error(array: zarr.Array, rows: dict[int, str]) -> StoreDamageError:
     """One line naming the store, the array, the first damaged video (with its path when readable) and how
     to find and redo all of them; `rows` maps absolute video indices to reasons."""
-    store = Path(array.store_path.store.root)
+    store = describe(array.store_path.store)
     first = min(rows)
     try:
         name = f"video {first} ({_path_of(store, first)})"
@@ -65,7 +69,7 @@ def damage_error(array: zarr.Array, rows: dict[int, str]) -> StoreDamageError:
                             "redoes it")
 
 
-def _path_of(store: Path, video: int) -> str:
+def _path_of(store: Store | str, video: int) -> str:
     paths = open_root(store)["videos/path"]
     start = video // rows_per_file(paths) * rows_per_file(paths)
     return str(read_block(paths, video // rows_per_file(paths))[video - start])
@@ -91,7 +95,7 @@ def read_chunk(array: zarr.Array, selection: tuple, out: np.ndarray | None = Non
 def _checked(array: zarr.Array, block: int, region: tuple, selection: tuple, out: np.ndarray | None,
              must_exist: bool) -> np.ndarray:
     first = block * rows_per_file(array)
-    if must_exist and is_checked(array) and not chunk_file(array, block).exists():
+    if must_exist and is_checked(array) and not chunk_exists(array, block):
         rows = range(first, min(first + rows_per_file(array), array.shape[0]))
         raise damage_error(array, dict.fromkeys(rows, "chunk file missing"))
     try:
@@ -109,10 +113,10 @@ def _checked(array: zarr.Array, block: int, region: tuple, selection: tuple, out
 
 
 class ViewReader:
-    """One (video, view) of a token array read straight from its shard file. The shard's index (read once per
-    shard and checked) says where the view's inner chunk lies; one pread puts it into the caller's buffer and
-    its crc32c is checked there. The same read through zarr's sharding codec costs about three times as
-    much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
+    """One (video, view) of a token array read straight from its shard file or object. The shard's index (read
+    once per shard and checked) says where the view's inner chunk lies; one pread (or one range request to
+    object storage) puts it into the caller's buffer and its crc32c is checked there. The same read through
+    zarr's sharding codec costs about three times as much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
     read that finds damage go through `read_chunk`, which names what is damaged. Several threads may read
     through one ViewReader at once.
 
@@ -127,7 +131,10 @@ class ViewReader:
         self.chunk: tuple[int, ...] = array.chunks[2:]  # one (video, view)
         self.grid = plain_inner_grid(array)
         self._rows = rows_per_file(array)
-        self._shards: dict[int, tuple[str, np.ndarray | None]] = {}  # shard -> (its file, its checked index)
+        self._shards: dict[int, tuple[str, np.ndarray | None]] = {}  # shard -> (its key, its checked index)
+        store = array.store_path.store
+        self._root = Path(store.root) if isinstance(store, LocalStore) else None
+        self._remote = None if self._root is not None else store.store  # obstore's, for range requests
         self._opening = threading.Lock()
 
     MOST_VIEWS_PER_READ = 512  # two buffers each: within the 1,024 a preadv takes (Linux's IOV_MAX)
@@ -138,9 +145,10 @@ class ViewReader:
         return out
 
     def read_run(self, views: Sequence[tuple[int, int, np.ndarray]]) -> None:
-        """Each (video, view) into its `out` (as `read`). Views that lie back to back in one shard file, in
-        file order, are read by one preadv, each view's bytes straight into its `out` and its crc32c beside
-        it; anything else (and any view that is short or fails its check) view by view."""
+        """Each (video, view) into its `out` (as `read`). Views that lie back to back in one shard, in file
+        order, are read by one request (a preadv from a file, each view's bytes straight into its `out` and its
+        crc32c beside it; one range request from object storage); anything else (and any view that is short or
+        fails its check) view by view."""
         places = [self.place(video, view) if out.shape == self.chunk and out.flags.c_contiguous else None
                   for video, view, out in views]
         direct = len(views) <= self.MOST_VIEWS_PER_READ and self._back_to_back(places, [out for *_, out in views])
@@ -153,24 +161,39 @@ class ViewReader:
             return
         raws = [out.reshape(-1).view(np.uint8) for _, _, out in views]
         crcs = [bytearray(4) for _ in views]
-        try:
-            fd = os.open(places[0][0], os.O_RDONLY)  # type: ignore[index]
-        except OSError:  # gone since its index was read: read_chunk names the damage
-            for item in views:
-                read_chunk(self.array, item[:2], item[2])
-            return
-        try:
-            if self.scattered and hasattr(os, "posix_fadvise"):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            got = os.preadv(fd, [part for pair in zip(raws, crcs) for part in pair], places[0][1])  # type: ignore[index]
-        finally:
-            os.close(fd)
+        key, offset = places[0][:2]  # type: ignore[index]
+        got = self._read_into(key, offset, [part for pair in zip(raws, crcs) for part in pair])
         for (video, view, out), raw, crc, place in zip(views, raws, crcs, places):
             got -= place[2]  # type: ignore[index]
             checked = raw.view()
             checked.flags.writeable = False  # google_crc32c reads read-only buffers only
             if got < 0 or google_crc32c.value(checked) != int.from_bytes(crc, "little"):
                 read_chunk(self.array, (video, view), out)
+
+    def _read_into(self, key: str, offset: int, parts: list[np.ndarray | bytearray]) -> int:
+        """Bytes of shard `key` from `offset` into `parts`, in order; how many arrived (-1: the object is
+        gone since its index was read, and the caller's check sends each view to read_chunk, which names it)."""
+        if self._remote is not None:
+            import obstore
+
+            try:
+                data = memoryview(obstore.get_range(self._remote, key, start=offset, length=sum(map(len, parts))))
+            except FileNotFoundError:
+                return -1
+            for part, at in zip(parts, np.cumsum([0, *map(len, parts[:-1])])):
+                size = min(len(part), max(0, len(data) - int(at)))
+                np.frombuffer(part, np.uint8)[:size] = np.frombuffer(data[at:at + size], np.uint8)
+            return len(data)
+        try:
+            fd = os.open(self._root / key, os.O_RDONLY)
+        except OSError:
+            return -1
+        try:
+            if self.scattered and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            return os.preadv(fd, parts, offset)
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _back_to_back(places: Sequence[tuple[str, int, int] | None], outs: Sequence[np.ndarray]) -> bool:
@@ -183,7 +206,7 @@ class ViewReader:
         return True
 
     def place(self, video: int, view: int) -> tuple[str, int, int] | None:
-        """(shard file, offset, length with its checksum) of the (video, view) chunk; None where the array is
+        """(shard key, offset, length with its checksum) of the (video, view) chunk; None where the array is
         not in this layout or the shard index is unreadable or has no entry for it."""
         if self.grid is None:
             return None
@@ -199,13 +222,12 @@ class ViewReader:
         return None if offset == EMPTY else (file, offset, length)
 
     def _shard(self, block: int) -> tuple[str, np.ndarray | None]:
-        file, entries = str(chunk_file(self.array, block)), int(np.prod(self.grid))
+        key, entries = chunk_key(self.array, block), int(np.prod(self.grid))
         try:
-            with open(file, "rb") as handle:
-                handle.seek(-index_bytes(entries), os.SEEK_END)
-                return file, shard_index(handle.read(), entries)
+            tail = StoreObjects.of_array(self.array).read(key, -index_bytes(entries))
         except OSError:
-            return file, None
+            tail = None
+        return key, None if tail is None else shard_index(tail, entries)
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], bool] = lambda block: True
@@ -234,14 +256,15 @@ def read_rows(array: zarr.Array, rows: np.ndarray, must_exist: Callable[[int], b
 class CacheReader:
     """A store opened read-only. Data of videos whose status is not done must never be used."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
+    def __init__(self, path: Store | str) -> None:
+        self.path = parse_store(path)
+        if isinstance(self.path, Path) and not self.path.exists():
             raise InputError(f"{self.path}: no such store")
         try:
             self.root = open_root(self.path)
         except (GroupNotFoundError, NodeNotFoundError, FileNotFoundError, NotADirectoryError):
-            raise InputError(f"{self.path}: not a zarr store") from None
+            what = "no such store" if isinstance(self.path, StoreUrl) else "not a zarr store"
+            raise InputError(f"{self.path}: {what}") from None
         except ValueError as error:  # a zarr.json that is not JSON, or not a group's metadata
             raise InputError(f"{self.path}: its zarr.json is unreadable ({str(error).splitlines()[0][:80]})") \
                 from None

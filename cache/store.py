@@ -8,17 +8,18 @@ adds nodes consolidates again afterwards (`consolidate`).
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import zarr
 
-
-def open_root(path: Path | str, mode: str = "r") -> zarr.Group:
-    """The root group as it is on disk now, not as the consolidated snapshot describes it."""
-    return zarr.open_group(str(path), mode=mode, use_consolidated=False)
+from clipcache.cache.location import Store, parse_store, zarr_store
 
 
-def consolidate(path: Path | str) -> None:
+def open_root(store: Store | str, mode: str = "r") -> zarr.Group:
+    """The root group as it is stored now, not as the consolidated snapshot describes it."""
+    return zarr.open_group(zarr_store(parse_store(store), read_only=mode == "r"), mode=mode, use_consolidated=False)
+
+
+def consolidate(path: Store | str) -> None:
     """Rewrite the root's consolidated metadata from every node's own (one atomic file replacement). A dense
     store is never consolidated: its videos' nodes are added all through a run (80,000 for ActivityNet,
     ~90 MB of JSON that every open would parse), and a snapshot without them would hide them from readers
@@ -27,4 +28,4 @@ def consolidate(path: Path | str) -> None:
         return
     with warnings.catch_warnings():  # zarr notes that consolidation is not yet part of the v3 specification
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        zarr.consolidate_metadata(str(path))
+        zarr.consolidate_metadata(zarr_store(parse_store(path), read_only=False))

@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 
 from clipcache import InputError
-from clipcache.cache.chunks import DECODE_ERRORS, chunk_file, damaged_rows, is_checked, rows_per_file
+from clipcache.cache.chunks import DECODE_ERRORS, chunk_exists, damaged_rows, is_checked, rows_per_file
 from clipcache.cache.dense import video_damage
 from clipcache.cache.reader import StoreDamageError, read_block
 from clipcache.cache.schema import (
@@ -224,7 +224,7 @@ def _video_array_damage(array: zarr.Array, name: str, owns: Callable[[int], bool
     per_file = rows_per_file(array)
     for block in range(-(-array.shape[0] // per_file)):
         start = block * per_file
-        if not owns(block) or not must_exist(block) and not chunk_file(array, block).exists():
+        if not owns(block) or not must_exist(block) and not chunk_exists(array, block):
             continue
         if is_checked(array):
             by_reason: dict[str, list[int]] = {}

@@ -24,7 +24,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from clipcache import InputError
 from clipcache.cache import quant
-from clipcache.cache.chunks import chunk_file
+from clipcache.cache.chunks import chunk_key
+from clipcache.cache.objects import StoreObjects
 from clipcache.cache.place import aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
@@ -287,10 +288,11 @@ class StoreWriter:
         always; a chunk of the last, shorter group), and fails on damaged bytes: what is replaced must not be
         read. A crash before the rewrite leaves a file missing where it was damaged: still damage that
         verify finds and --repair redoes."""
+        objects = StoreObjects(self.root.store)
         for d in report.damage:
             if d.array in arrays:
                 for block in sorted({video // self.settings.shard_videos for video in d.videos} & groups):
-                    chunk_file(self.root[d.array], block).unlink(missing_ok=True)
+                    objects.delete(chunk_key(self.root[d.array], block))
 
 
 def _layout_group(name: str) -> bool:
