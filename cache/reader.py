@@ -116,9 +116,9 @@ class ViewReader:
     """One (video, view) of a token array read straight from its shard file or object. The shard's index (read
     once per shard and checked) says where the view's inner chunk lies; one pread (or one range request to
     object storage) puts it into the caller's buffer and its crc32c is checked there. The same read through
-    zarr's sharding codec costs about three times as much per sample (benchmarks/read.py). Arrays of any other layout (compressed, older stores) and every
-    read that finds damage go through `read_chunk`, which names what is damaged. Several threads may read
-    through one ViewReader at once.
+    zarr's sharding codec costs about three times as much per sample (benchmarks/read.py). Arrays of any other
+    layout (compressed, older stores) and every read that finds damage go through `read_chunk`, which names
+    what is damaged. Several threads may read through one ViewReader at once.
 
     A shard's index is read once; each read opens the file, reads and closes it (about 1 us a chunk,
     measured), so a pass over a store of 60,000 shard files never holds more than a few descriptors.
