@@ -27,6 +27,8 @@ import zarr
 from clipcache import InputError
 from clipcache.cache.chunks import DECODE_ERRORS, chunk_exists, damaged_rows, is_checked, rows_per_file
 from clipcache.cache.dense import video_damage
+from clipcache.cache.location import Store, is_remote, parse_store
+from clipcache.cache.objects import StoreObjects
 from clipcache.cache.reader import StoreDamageError, read_block
 from clipcache.cache.schema import (
     DONE,
@@ -84,18 +86,20 @@ def video_arrays(settings: StoreSettings) -> list[str]:
     return [*names, "pooled"]
 
 
-def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, whole: bool = True
+def verify_store(path: Store | str, owns: Callable[[int], bool] = lambda group: True, whole: bool = True
                  ) -> VerifyReport:
     """Check the per-video arrays' groups that `owns` accepts, and with `whole` the arrays that are not
     per video (a job-array shard checks its own share)."""
-    path = Path(path)
-    if not path.is_dir():
+    path = parse_store(path)
+    if isinstance(path, Path) and not path.is_dir():
         raise InputError(f"{path}: {'not a store (a store is a folder)' if path.exists() else 'no such store'}")
     try:
         root = open_root(path)
         attrs = dict(root.attrs)
     except (FileNotFoundError, ValueError, zarr.errors.NodeNotFoundError) as error:
-        raise InputError(f"{path}: not a readable zarr store ({str(error).splitlines()[0][:80]})") from None
+        what = "no such store" if isinstance(error, zarr.errors.NodeNotFoundError) and is_remote(path) else \
+            f"not a readable zarr store ({str(error).splitlines()[0][:80]})"
+        raise InputError(f"{path}: {what}") from None
     version = check_format(attrs, str(path))
     settings = StoreSettings.from_attrs(attrs, str(path))
     _check_lengths(root, settings, path)
@@ -118,12 +122,12 @@ def verify_store(path: Path, owns: Callable[[int], bool] = lambda group: True, w
         damage += _dense_damage(root, settings, damage, owns)
     if whole:
         named = {d.array for d in damage}
-        damage += [d for d in _metadata_damage(path) if d.array not in named]
+        damage += [d for d in _metadata_damage(root) if d.array not in named]
     _name_paths(root, damage)
     return VerifyReport(str(path), attrs["format"], settings.num_videos, arrays, checked, damage)
 
 
-def _check_lengths(root: zarr.Group, settings: StoreSettings, path: Path) -> None:
+def _check_lengths(root: zarr.Group, settings: StoreSettings, path: Store) -> None:
     """Every per-video array must hold the videos the root's attributes count: when they disagree, the
     attributes or the arrays were damaged or edited, and no chunk can be mapped to its videos."""
     for name in video_arrays(settings):
@@ -149,33 +153,37 @@ def unlisted_quiet() -> Iterator[None]:
         yield
 
 
-def _metadata_damage(path: Path) -> list[Damage]:
+def _metadata_damage(root: zarr.Group) -> list[Damage]:
     """Folders of the store that lack their zarr.json: a group's (its members are then unlisted) or an
     array's (a folder holding chunks, `c/`). Hidden folders (a writer's partial work, a lock) are no nodes,
     and an array's chunk folders are not walked."""
-    found = []
-    for folder, subfolders, files in os.walk(path):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        name = Path(folder).relative_to(path).as_posix()
-        holds_chunks = "c" in subfolders
-        if "zarr.json" in files:
-            kind = _node_type(Path(folder) / "zarr.json")
+    objects = StoreObjects(root.store)
+    files, subfolders = objects.tree()
+    found, todo = [], ["."]
+    while todo:
+        name = todo.pop(0)
+        below = sorted(sub for sub in subfolders.get(name, ()) if not sub.startswith("."))
+        holds_chunks = "c" in below
+        key = "zarr.json" if name == "." else f"{name}/zarr.json"
+        if "zarr.json" in files.get(name, ()):
+            kind = _node_type(objects.read(key))
             if kind == "array" or kind is None and holds_chunks:
-                subfolders.clear()
+                below = []
             if kind is None and name != ".":
                 found.append(Damage(name, [], "metadata unreadable (zarr.json is not valid JSON metadata)"))
-            continue
-        found.append(Damage(name, [], ARRAY_METADATA_MISSING if holds_chunks else GROUP_METADATA_MISSING))
-        if holds_chunks:
-            subfolders.clear()
+        else:
+            found.append(Damage(name, [], ARRAY_METADATA_MISSING if holds_chunks else GROUP_METADATA_MISSING))
+            if holds_chunks:
+                below = []
+        todo += [sub if name == "." else f"{name}/{sub}" for sub in below]
     return found
 
 
-def _node_type(metadata: Path) -> str | None:
-    """"array" or "group", or None when the file is not a node's metadata."""
+def _node_type(metadata: bytes | None) -> str | None:
+    """"array" or "group", or None when the bytes are not a node's metadata."""
     try:
-        kind = json.loads(metadata.read_bytes()).get("node_type")
-    except (OSError, ValueError, AttributeError):
+        kind = json.loads(metadata or b"").get("node_type")
+    except (ValueError, AttributeError):
         return None
     return kind if kind in ("array", "group") else None
 
