@@ -50,6 +50,10 @@ class StoreObjects:
         """Remove the object; nothing when it is absent."""
         sync(self.store.delete(key))
 
+    def delete_all(self, prefix: str) -> None:
+        """Remove every object under `prefix` (a folder: with the folder)."""
+        sync(self.store.delete_dir(prefix))
+
     def keys(self, prefix: str = "") -> list[str]:
         """Every key under `prefix`, sorted."""
         async def collect() -> list[str]:

@@ -16,7 +16,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import zarr
@@ -25,8 +24,9 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from clipcache import InputError
 from clipcache.cache import quant
 from clipcache.cache.chunks import chunk_key
+from clipcache.cache.location import Store, StoreUrl, zarr_store
 from clipcache.cache.objects import StoreObjects
-from clipcache.cache.place import aside
+from clipcache.cache.place import UNFINISHED, aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
     PENDING,
@@ -146,13 +146,21 @@ def _create_layout(root: zarr.Group, settings: StoreSettings, paths: list[str], 
     _write_frozen(root, frozen)
 
 
-def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: list[int],
+def create_store(path: Store, settings: StoreSettings, paths: list[str], labels: list[int],
                  splits: list[str], frozen: dict[str, np.ndarray]) -> None:
-    """Build the empty store beside `path` and move it into place in one rename.
+    """Build the empty store beside `path` and move it into place in one rename; in object storage, build it
+    in place with its root marked unfinished until the last write (`cache.place`).
 
     Several processes (job-array shards, ranks) may race to create the same store: the first rename
     wins and the others find the finished layout, so nobody ever sees a half-made store.
     """
+    if isinstance(path, StoreUrl):
+        root = zarr.open_group(zarr_store(path, read_only=False), mode="w", attributes={"format": UNFINISHED},
+                               use_consolidated=False)
+        _create_layout(root, settings, paths, labels, splits, frozen)
+        root.attrs.update({"format": settings.format, **settings.to_attrs()})
+        consolidate(path)
+        return
     tmp = aside(path, "tmp")
     try:
         root = open_root(tmp, mode="w")
@@ -168,13 +176,13 @@ def create_store(path: Path, settings: StoreSettings, paths: list[str], labels: 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_settings(path: Path) -> StoreSettings:
+def read_settings(path: Store) -> StoreSettings:
     attrs = dict(open_root(path).attrs)
     check_format(attrs, str(path))
     return StoreSettings.from_attrs(attrs)
 
 
-def check_settings(path: Path, wanted: StoreSettings) -> None:
+def check_settings(path: Store, wanted: StoreSettings) -> None:
     """Refuse to resume a store whose content settings differ from this run's. A store that did not record
     its batch size (made before it was recorded) is resumed with any."""
     stored = read_settings(path)
@@ -188,7 +196,7 @@ def check_settings(path: Path, wanted: StoreSettings) -> None:
         )
 
 
-def check_complete(path: Path, settings: StoreSettings) -> None:
+def check_complete(path: Store, settings: StoreSettings) -> None:
     """Refuse to write into a store that lacks some of its arrays (deleted by hand, or damaged)."""
     root = open_root(path)
     absent = [name for name in _video_array_specs(settings) if name not in root]
@@ -200,7 +208,7 @@ def check_complete(path: Path, settings: StoreSettings) -> None:
 class StoreWriter:
     """Writes finished shard groups into an existing store."""
 
-    def __init__(self, path: Path, settings: StoreSettings) -> None:
+    def __init__(self, path: Store, settings: StoreSettings) -> None:
         self.path = path
         self.settings = settings
         self.root = open_root(path, mode="r+")
@@ -258,7 +266,7 @@ class StoreWriter:
         if main:
             for d in sorted(report.damage, key=lambda d: d.array.count("/")):  # parents first
                 if d.reason == GROUP_METADATA_MISSING and _layout_group(d.array):
-                    zarr.open_group(str(self.path / d.array), mode="a")
+                    zarr.open_group(self.root.store, path=d.array, mode="a")
                 elif not d.videos and not _restorable(d.array, specs):
                     left.append(d)
         lost = {d.array for d in report.damage if d.array in specs and not _chunk_damage(d.reason)}
@@ -276,7 +284,7 @@ class StoreWriter:
             if any(d.array.split("/")[0] == "frozen" for d in report.damage):
                 _write_frozen(self.root, frozen)
             for key in sorted({d.array.split("/")[1] for d in report.damage if d.array.startswith("text/")}):
-                shutil.rmtree(self.path / "text" / key)  # its zarr.json may be the damage: not through zarr
+                StoreObjects(self.root.store).delete_all(f"text/{key}")  # its zarr.json may be the damage
         with unlisted_quiet():  # what is left unrestored is named by the caller
             consolidate(self.path)
         return groups, left
