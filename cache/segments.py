@@ -13,6 +13,9 @@ Replacing a table never leaves a half one where readers look. The new table is w
 for nodes. A reader takes `segments`, or, when a writer died between the two renames, the old table, which is
 whole; so at every instant the table read is one that was written completely. Writers hold the store's lock
 (`cache/lock.py`), so one fixed partial folder suffices: what a dead writer left there is removed.
+Object storage has no rename: there the table is deleted and written in place, its attributes last, so a
+writer stopped meanwhile leaves a table that reads as damaged (never as a shorter one) until the next run
+with the annotations writes it again.
 
 Damage raises: a flipped byte fails the crc32c, a missing chunk file (zarr would read fill values) is found
 by its absence, and every column must have the recorded number of rows.
@@ -23,7 +26,6 @@ import math
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,8 @@ import zarr
 
 from clipcache import InputError
 from clipcache.cache.chunks import DECODE_ERRORS, damaged_rows
+from clipcache.cache.location import Store, StoreUrl, parse_store
+from clipcache.cache.objects import StoreObjects
 from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate
 from clipcache.cache.writer import TABLE_COMPRESSORS, WRITE_EMPTY
@@ -66,26 +70,24 @@ class SegmentsDamageError(InputError):
     """The store's segment table is damaged: a chunk is missing, fails its checksum or rows are missing."""
 
 
-def write_segments(store: Path | str, table: SegmentTable) -> None:
+def write_segments(store: Store | str, table: SegmentTable) -> None:
     """Replace the store's segment table by `table` (see the module docstring for why a crash is harmless).
     Call it holding the store's lock."""
-    store = Path(store)
-    if not (store / "zarr.json").is_file():
+    store = parse_store(store)
+    objects = StoreObjects.of(store, read_only=False)
+    if not objects.exists("zarr.json"):
         raise InputError(f"{store}: not a zarr store, so it cannot hold segments")
     columns = table.columns()
-    rows = len(table)
-    if any(len(values) != rows for values in columns.values()):
+    if any(len(values) != len(table) for values in columns.values()):
         raise ValueError(f"segment columns differ in length: { {k: len(v) for k, v in columns.items()} }")
+    if isinstance(store, StoreUrl):  # no rename: written in place, its attributes (and `rows`) last
+        objects.delete_all(GROUP)
+        _write_table(zarr.open_group(objects.store, path=GROUP, mode="w"), table, columns)
+        consolidate(store)
+        return
     partial, old, current = store / PARTIAL, store / OLD, store / GROUP
     shutil.rmtree(partial, ignore_errors=True)
-    group = zarr.open_group(str(partial / GROUP), mode="w")
-    for name, values in columns.items():
-        array = group.create_array(name, shape=(rows,), chunks=(max(rows, 1),), dtype=COLUMNS[name],
-                                   dimension_names=dimension_names(f"segments/{name}"), compressors=TABLE_COMPRESSORS,
-                                   config=WRITE_EMPTY)
-        array[...] = values
-    group.attrs.update({"classes": list(table.classes), "format": table.format, "sources": list(table.sources),
-                        "counts": dict(table.counts), "rows": rows})
+    _write_table(zarr.open_group(str(partial / GROUP), mode="w"), table, columns)
     if current.exists():
         shutil.rmtree(old, ignore_errors=True)  # an old table left beside a whole current one
         old.mkdir()
@@ -96,14 +98,26 @@ def write_segments(store: Path | str, table: SegmentTable) -> None:
     consolidate(store)
 
 
-def read_segments(store: Path | str) -> SegmentTable | None:
+def _write_table(group: zarr.Group, table: SegmentTable, columns: dict[str, np.ndarray]) -> None:
+    rows = len(table)
+    for name, values in columns.items():
+        array = group.create_array(name, shape=(rows,), chunks=(max(rows, 1),), dtype=COLUMNS[name],
+                                   dimension_names=dimension_names(f"segments/{name}"), compressors=TABLE_COMPRESSORS,
+                                   config=WRITE_EMPTY)
+        array[...] = values
+    group.attrs.update({"classes": list(table.classes), "format": table.format, "sources": list(table.sources),
+                        "counts": dict(table.counts), "rows": rows})
+
+
+def read_segments(store: Store | str) -> SegmentTable | None:
     """The store's segment table, checked; None when the store has none."""
-    store = Path(store)
-    where = store / GROUP if (store / GROUP).exists() else store / OLD / GROUP
-    if not where.exists():
+    store = parse_store(store)
+    objects = StoreObjects.of(store)
+    where = GROUP if objects.exists(f"{GROUP}/zarr.json") else f"{OLD}/{GROUP}"
+    if not objects.exists(f"{where}/zarr.json"):
         return None
     try:
-        group = zarr.open_group(str(where), mode="r", use_consolidated=False)
+        group = zarr.open_group(objects.store, path=where, mode="r", use_consolidated=False)
         attrs: dict[str, Any] = dict(group.attrs)
         rows = int(attrs["rows"])
         columns = {name: _read_column(group[name], rows, f"{store}: {GROUP}/{name}") for name in COLUMNS}

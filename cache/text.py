@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from clipcache.cache.location import Store, parse_store
 from clipcache.cache.schema import dimension_names
 from clipcache.cache.store import consolidate, open_root
 from clipcache.cache.writer import TABLE_COMPRESSORS, WRITE_EMPTY
@@ -39,10 +40,11 @@ def text_key(name: str, *embedded: list[str]) -> str:
     return f"{name}-{digest}"
 
 
-def read_text_embeddings(store: Path | str, key: str, rows: int) -> tuple[np.ndarray | None, str | None]:
+def read_text_embeddings(store: Store | str, key: str, rows: int) -> tuple[np.ndarray | None, str | None]:
     """(embeddings, None) for a sound entry, (None, why) for a damaged one, (None, None) when the store (a
     folder) or the entry does not exist."""
-    if not Path(store).is_dir():
+    store = parse_store(store)
+    if isinstance(store, Path) and not store.is_dir():
         return None, None
     root = open_root(store)
     name = f"text/{key}/embeddings"

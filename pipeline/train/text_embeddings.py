@@ -1,5 +1,6 @@
 """Class-name and sentence (caption) embeddings from the store's own open_clip text tower, computed once and
-cached: in the store, or, when the store cannot take them (read-only, full), in the user's cache folder."""
+cached: in the store, or, when the store cannot take them (read-only, full) or is in object storage (which
+stage two only reads, so read-only credentials do), in the user's cache folder."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ import zarr
 from open_clip import build_zero_shot_classifier
 
 from clipcache import InputError
+from clipcache.cache.location import is_remote
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings
 from clipcache.cache.text import CAPTIONS, publish, read_text_embeddings, text_key
@@ -101,9 +103,11 @@ def _keep(reader: CacheReader, key: str, embeddings: np.ndarray, attrs: dict[str
           quiet: bool) -> None:
     """In the store when it can take the entry, else in the user cache; a note says where they went."""
     fallback = user_cache(reader.settings)
+    why = "it is in object storage, which stage two only reads"
     try:
-        publish(reader.path, key, embeddings, attrs)
-        return
+        if not is_remote(reader.path):
+            publish(reader.path, key, embeddings, attrs)
+            return
     except OSError as exc:
         why = exc.strerror or str(exc)
     try:
