@@ -29,11 +29,12 @@ from typing import Any, TypeVar, get_origin, get_type_hints
 import typer
 
 from clipcache import InputError, __version__
+from clipcache.cache.location import Store
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
-from clipcache.pipeline.options import Cli, JsonOutput, argument, cli_of, option
+from clipcache.pipeline.options import Cli, JsonOutput, cli_of, option, store_argument
 from clipcache.pipeline.predict.config import PredictConfig
 from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.train.config import TrainConfig
@@ -52,7 +53,7 @@ T = TypeVar("T")
 
 @dataclasses.dataclass(kw_only=True)
 class InfoConfig(JsonOutput):
-    store: Path = argument("A clipcache Zarr store.")
+    store: Store = store_argument("A clipcache Zarr store.")
 
 
 class Terminated(KeyboardInterrupt):
@@ -207,7 +208,7 @@ def info(cfg: InfoConfig) -> None:
 
 @dataclasses.dataclass(kw_only=True)
 class VerifyConfig(JsonOutput):
-    store: Path = argument("A clipcache Zarr store.")
+    store: Store = store_argument("A clipcache Zarr store.")
 
 
 @command(VerifyConfig, "verify", epilog="Example: clipcache verify features.zarr")

@@ -11,7 +11,6 @@ is printed or written into a store: a `StoreUrl` is its URL and nothing else.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -24,14 +23,13 @@ SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss")
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://(.+)$")
 
 
-@dataclass(frozen=True)
-class StoreUrl:
-    """A store in object storage, named by its URL (`s3://bucket/prefix/store.zarr`)."""
+class StoreUrl(str):
+    """A store in object storage, named by its URL (`s3://bucket/prefix/store.zarr`). A string, so that it is
+    written into run records and printed as the URL it is."""
 
-    url: str
-
-    def __str__(self) -> str:
-        return self.url
+    @property
+    def url(self) -> str:
+        return str.__str__(self)
 
     @property
     def name(self) -> str:

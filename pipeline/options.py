@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from clipcache import InputError
+from clipcache.cache.location import Store, parse_store
 from clipcache.heads.options import Limits, check_limits
 
 
@@ -48,9 +49,14 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Calla
     return field(default=default, metadata={"cli": cli})
 
 
-def argument(help: str) -> Any:
-    """A required positional command-line argument."""
-    return field(metadata={"cli": Cli(help, argument=True)})
+def argument(help: str, text: type | None = None) -> Any:
+    """A required positional command-line argument (read as `text` when given)."""
+    return field(metadata={"cli": Cli(help, argument=True, text=text)})
+
+
+def store_argument(help: str) -> Any:
+    """A store: a folder or an object-storage URL, read as text (a `Path` would fold `s3://` into `s3:/`)."""
+    return argument(help, text=str)
 
 
 def internal(default: Any = None) -> Any:
@@ -64,14 +70,16 @@ def cli_of(f: dataclasses.Field) -> Cli | None:
 
 class Options:
     """Base of every option group: paths given as text (from Python: `store="features.zarr"`) become
-    `Path`s, as the command line makes them, so the stages can rely on the field's type; numbers are checked
-    (`check_numbers`)."""
+    `Path`s (a store: a `Path` or a `StoreUrl`), as the command line makes them, so the stages can rely on the
+    field's type; numbers are checked (`check_numbers`)."""
 
     def __post_init__(self) -> None:
         for name, kind in _path_fields(type(self)):
             value = getattr(self, name)
             if kind == "path" and isinstance(value, str):
                 setattr(self, name, Path(value))
+            elif kind == "store" and value is not None:
+                setattr(self, name, parse_store(value))
             elif kind == "paths" and value is not None:
                 values = [value] if isinstance(value, (str, Path)) else value
                 setattr(self, name, tuple(Path(v) for v in values))
@@ -92,11 +100,14 @@ def check_numbers(config: Any) -> None:
 
 @cache
 def _path_fields(config: type) -> tuple[tuple[str, str], ...]:
-    """(field, "path" | "paths") for the fields typed `Path`, `Path | None` or `tuple[Path, ...]`."""
+    """(field, "path" | "paths" | "store") for the fields typed `Path`, `Path | None`, `tuple[Path, ...]`, `Store`
+    or `Store | None`."""
     found = []
     for name, hint in get_type_hints(config).items():
         if hint in (Path, Path | None):
             found.append((name, "path"))
+        elif hint in (Store, Store | None):
+            found.append((name, "store"))
         elif hint == tuple[Path, ...]:
             found.append((name, "paths"))
     return tuple(found)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from clipcache.cache.location import Store
 from clipcache.pipeline.options import (
     CaptionOptions,
     DrawnSplitOptions,
@@ -14,8 +15,8 @@ from clipcache.pipeline.options import (
     SplitOptions,
     TextOptions,
     ThreadOptions,
-    argument,
     option,
+    store_argument,
 )
 
 Probe = StrEnum("Probe", {"linear": "linear"})
@@ -25,7 +26,7 @@ Weights = StrEnum("Weights", {"best": "best", "last": "last"})
 @dataclass(kw_only=True)
 class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions,
                  DrawnSplitOptions):
-    store: Path = argument("A store made by `clipcache extract`.")
+    store: Store = store_argument("A store made by `clipcache extract`.")
     captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
                                          "CSV/TSV lines): with --zero-shot, text-video retrieval by CLIP itself; with "
                                          "--checkpoint of a retrieval run, a moved copy of the file it was trained "

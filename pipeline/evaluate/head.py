@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.base import Head
 from clipcache.pipeline.common import note, resolve_device
@@ -66,7 +67,7 @@ def training_progress(run: dict[str, Any]) -> dict[str, Any]:
             "epochs_planned": planned}
 
 
-def evaluate_checkpoint(store: Path, run_dir: Path, split: str | None = None, device: str = "auto",
+def evaluate_checkpoint(store: Store, run_dir: Path, split: str | None = None, device: str = "auto",
                         weights: str = BEST, classes: tuple[str, ...] | None = None, quiet: bool = True,
                         captions: Path | None = None, pretrained: Path | None = None,
                         text: tuple[str, Path | None, str] = ("text4vis", None, "thumos14"),

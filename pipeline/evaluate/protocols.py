@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.reader import CacheReader
 from clipcache.heads import head_class
 from clipcache.pipeline.common import launched, note, use_compute_threads
@@ -109,7 +110,7 @@ def base_to_novel(cfg: TrainConfig) -> Result:
     return _base_novel_result(halves, results, cfg.seed, {"weights": "best"})
 
 
-def zero_shot_base_to_novel(store: Path, seed: int = 0, split: str = "test", templates: str = "text4vis",
+def zero_shot_base_to_novel(store: Store, seed: int = 0, split: str = "test", templates: str = "text4vis",
                             names_file: Path | None = None, device: str = "auto", quiet: bool = True,
                             pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None
                             ) -> Result:
@@ -120,7 +121,7 @@ def zero_shot_base_to_novel(store: Path, seed: int = 0, split: str = "test", tem
     return _base_novel_result(halves, results, seed, {"templates": templates, "class_names": names_file})
 
 
-def half_class_zero_shot(store: Path, halves: int, split: str = "test", templates: str = "text4vis",
+def half_class_zero_shot(store: Store, halves: int, split: str = "test", templates: str = "text4vis",
                          names_file: Path | None = None, device: str = "auto", quiet: bool = True,
                          pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None
                          ) -> Result:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.reader import CacheReader
 from clipcache.heads.text import TextHead
 from clipcache.pipeline.common import resolve_device
@@ -24,7 +25,7 @@ RETRIEVAL_METHOD = "zero-shot retrieval"
 VIDEO_BLOCK = 1024  # videos read at a time for their embeddings
 
 
-def zero_shot(store: Path, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
+def zero_shot(store: Store, split: str = "test", templates: str = "text4vis", names_file: Path | None = None,
               device: str = "auto", classes: tuple[str, ...] | None = None, quiet: bool = True,
               pretrained: Path | None = None, fractions: tuple[float, float, float] | None = None) -> Result:
     """CLIP's zero-shot classifier: cosine between frame-mean video and class-name embeddings, no training.
@@ -59,7 +60,7 @@ def frame_mean_embeddings(reader: CacheReader, videos: np.ndarray) -> np.ndarray
     return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
-def zero_shot_retrieval(store: Path, captions_file: Path, split: str = "test", device: str = "auto",
+def zero_shot_retrieval(store: Store, captions_file: Path, split: str = "test", device: str = "auto",
                         quiet: bool = True, pretrained: Path | None = None) -> Result:
     """Text-video retrieval by cosine between frame-mean video embeddings and sentence embeddings of the
     store's own model, on a split (the caption file's splits when it has them, else the store's). Videos of

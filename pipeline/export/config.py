@@ -5,14 +5,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from clipcache.pipeline.options import Options, argument, option
+from clipcache.cache.location import Store
+from clipcache.pipeline.options import Options, argument, option, store_argument
 
 ExportFormat = StrEnum("ExportFormat", {"actionformer": "actionformer", "npy": "npy"})
 
 
 @dataclass(kw_only=True)
 class ExportConfig(Options):
-    store: Path = argument("A store made by `clipcache extract`.")
+    store: Store = store_argument("A store made by `clipcache extract`.")
     out: Path = argument("Folder for the exported files: new, empty, or an earlier export (replaced with "
                          "--overwrite). A folder holding anything else is refused.")
     format: ExportFormat = option(ExportFormat.actionformer,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from clipcache.cache.location import Store
 from clipcache.cache.schema import canonical_split
 from clipcache.cache.segments import SegmentTable, write_segments
 from clipcache.pipeline.extract.annotations import apply_rules, match_videos, read_annotations
@@ -35,7 +36,7 @@ def annotate(listing: VideoList, files: tuple[Path, ...]) -> Annotated:
     return Annotated(listing, table, problems.lines())
 
 
-def store_segments(store: Path, annotated: Annotated | None) -> None:
+def store_segments(store: Store, annotated: Annotated | None) -> None:
     """Write the segment table (under the store's lock: one writer)."""
     if annotated is not None:
         write_segments(store, annotated.table)

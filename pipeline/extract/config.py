@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from clipcache.cache.location import Store
 from clipcache.cache.schema import COMPRESSIONS, DTYPES
 from clipcache.pipeline.extract.sources import VIDEO_EXTENSIONS
-from clipcache.pipeline.options import RunOptions, argument, option
+from clipcache.pipeline.options import RunOptions, argument, option, store_argument
 
 Sampling = StrEnum("Sampling", {"uniform": "uniform", "dense": "dense"})
 TokenDtype = StrEnum("TokenDtype", {name: name for name in DTYPES})
@@ -19,7 +20,7 @@ TokenSet = StrEnum("TokenSet", {"all": "all", "cls": "cls"})
 class ExtractConfig(RunOptions):
     videos: Path = argument("Root folder of the videos (root/<class>/<video> or root/<split>/<class>/<video>); "
                             "paths in the store are relative to it.")
-    store: Path = argument("Zarr store to create or resume.")
+    store: Store = store_argument("Zarr store to create or resume.")
     lists: tuple[Path, ...] = option(
         help="CSV/TSV/TXT of path[,label[,split]], a Kinetics CSV, UCF101/HMDB51 split files or an SSv2 JSON; "
              "repeatable (e.g. a train and a test list into one store). FILE is looked up in the working "

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
 from clipcache import InputError
 from clipcache.cache.dense import frame_bytes as dense_frame_bytes
 from clipcache.cache.info import size_text
+from clipcache.cache.location import Store
 from clipcache.cache.place import store_format
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import PENDING, StoreSettings
@@ -30,7 +30,7 @@ def frame_bytes(settings: StoreSettings) -> int:
     return len(settings.layers) * settings.stored_tokens * per_token + settings.embed_dim * 2
 
 
-def describe_run(store: Path, listing: VideoList, annotated: Annotated | None, settings: StoreSettings) -> str:
+def describe_run(store: Store, listing: VideoList, annotated: Annotated | None, settings: StoreSettings) -> str:
     """The dry run's report, one fact per line."""
     entries = listing.entries
     found = [e for e in entries if e.found]
@@ -68,7 +68,7 @@ def describe_run(store: Path, listing: VideoList, annotated: Annotated | None, s
     return os.linesep.join(lines)
 
 
-def _store_plan(store: Path, settings: StoreSettings) -> str:
+def _store_plan(store: Store, settings: StoreSettings) -> str:
     if store_format(store) is None:
         return f"{store} would be created ({settings.format})"
     try:

@@ -16,13 +16,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from clipcache import InputError
 from clipcache.cache.info import store_info
+from clipcache.cache.location import Store
 from clipcache.cache.lock import Holder, StoreLock
 from clipcache.cache.place import remove_leftovers, remove_store, store_format, writable_folder
 from clipcache.cache.reader import CacheReader
@@ -261,7 +261,7 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
 
 
 @contextmanager
-def _room_needed(store: Path) -> Iterator[None]:
+def _room_needed(store: Store) -> Iterator[None]:
     """A full disk, quota or file size limit is one line naming the store and how to go on; what is finished
     is kept, as after a kill, and the CLI exits 1 (the machine failed, not the input)."""
     try:
@@ -353,5 +353,5 @@ def _report(bar: tqdm, line: str) -> None:
     bar.write(line, file=sys.stderr)
 
 
-def _summarise(store: Path, counts: RunCounts, seconds: float) -> ExtractSummary:
+def _summarise(store: Store, counts: RunCounts, seconds: float) -> ExtractSummary:
     return ExtractSummary(store_info(store), counts, seconds)

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from clipcache import InputError
+from clipcache.cache.location import parse_store
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import StoreSettings
 from clipcache.heads.base import Batch, Head
@@ -110,8 +111,8 @@ def predict_videos(cfg: PredictConfig) -> list[Prediction]:
     run = read_run(cfg.checkpoint)
     if run.get("task", CLASSIFICATION) != CLASSIFICATION:
         raise InputError(f"{cfg.checkpoint}: a {run['task']} run; predict applies classification heads")
-    store = cfg.store or Path(run["config"]["store"])
-    if not store.exists():
+    store = cfg.store or parse_store(run["config"]["store"])
+    if isinstance(store, Path) and not store.exists():
         raise InputError(f"{store}: the store {cfg.checkpoint} was trained on is not there; name where it is now "
                          "with --store")
     reader = CacheReader(store)

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcache.pipeline.options import JsonOutput, RunOptions, argument, option
+from clipcache.cache.location import Store
+from clipcache.pipeline.options import JsonOutput, RunOptions, argument, option, store_argument
 
 
 @dataclass(kw_only=True)
 class SearchConfig(RunOptions, JsonOutput):
-    store: Path = argument("A clipcache Zarr store (clips or dense).")
+    store: Store = store_argument("A clipcache Zarr store (clips or dense).")
     query: str = argument("What to look for, in words (e.g. 'a person diving').")
     top: int = option(10, "How many videos (clip stores) or moments (dense stores) to list.", flags=("--top", "-k"),
                       limits=(1, 10_000))

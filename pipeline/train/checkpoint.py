@@ -26,6 +26,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.schema import StoreSettings
 
 RUN_FILE, BEST, LAST, STATE, METRICS = "run.json", "best.safetensors", "last.safetensors", "state.pt", "metrics.jsonl"
@@ -40,7 +41,7 @@ def model_identity(settings: StoreSettings) -> dict[str, Any]:
             "width": settings.width, "tokens": settings.tokens, "layers": list(settings.layers)}
 
 
-def check_compatible(run: dict[str, Any], settings: StoreSettings, store: Path) -> None:
+def check_compatible(run: dict[str, Any], settings: StoreSettings, store: Store) -> None:
     """Refuse a store made by another model, or without the features the head was trained on."""
     trained, here = run["identity"], model_identity(settings)
     for key in ("model", "pretrained", "embed_dim", "width", "tokens"):

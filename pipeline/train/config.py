@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.heads import HEADS
 from clipcache.heads.recipes import RECIPES, RETRIEVAL_RECIPES, Schedule
 from clipcache.pipeline.options import (
@@ -19,9 +20,9 @@ from clipcache.pipeline.options import (
     SplitOptions,
     TextOptions,
     ThreadOptions,
-    argument,
     internal,
     option,
+    store_argument,
 )
 
 MAX_MIN_STEPS = 1_000_000  # days of a small head's steps on a CPU: a larger value is a typo, not a plan
@@ -54,7 +55,7 @@ def parse_head_options(pairs: list[str]) -> dict[str, Any]:
 @dataclass(kw_only=True)
 class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, ShotOptions, CaptionOptions,
                   ThreadOptions):
-    store: Path = argument("A store made by `clipcache extract`.")
+    store: Store = store_argument("A store made by `clipcache extract`.")
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")
     head_options: dict[str, Any] = option(

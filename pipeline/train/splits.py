@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import FAILED, MISSING, PENDING
 
@@ -63,7 +64,7 @@ def store_splits(reader: CacheReader, fractions: tuple[float, float, float] | No
     return draw_splits(reader.column("label"), drawn.fractions, drawn.seed), drawn
 
 
-def drawn_note(store: Path, drawn: Drawn | None) -> str | None:
+def drawn_note(store: Store, drawn: Drawn | None) -> str | None:
     """The one line that says a store's splits were drawn, and how to choose others."""
     if drawn is None:
         return None
