@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipcache.cache.dense import frame_bytes as dense_frame_bytes
+from clipcache.cache.location import Store
+from clipcache.cache.objects import StoreObjects
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
 from clipcache.cache.segments import read_segments
 from clipcache.cache.text import CAPTIONS
 
 
-def _bytes_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+def _bytes_stored(reader: CacheReader, prefix: str = "") -> int:
+    return StoreObjects(reader.root.store).size(prefix)
 
 
 def _feature_bytes_per_video(reader: CacheReader) -> int:
@@ -49,7 +50,7 @@ def _by_split(splits: np.ndarray, labels: np.ndarray, status: np.ndarray, classe
     return per_split, per_class
 
 
-def store_info(path: Path) -> dict[str, Any]:
+def store_info(path: Store) -> dict[str, Any]:
     """A JSON-ready summary; `done`, `failed`, `pending` and `missing` are the per-video status counts (per split
     in `splits`), `class_names` the classes with their done videos per split, `text_templates` and
     `text_captions` the class-name and sentence entries of the text table."""
@@ -57,8 +58,8 @@ def store_info(path: Path) -> dict[str, Any]:
     s = reader.settings
     status = reader.status
     done = int((status == DONE).sum())
-    on_disk = _bytes_on_disk(reader.path)
-    feature_disk = sum(_bytes_on_disk(reader.path / name) for name in ("tokens", "pooled", "dense"))
+    on_disk = _bytes_stored(reader)
+    feature_disk = sum(_bytes_stored(reader, name) for name in ("tokens", "pooled", "dense"))
     stored_frames = int(reader.samples.sum()) if s.dense else 0
     logical = _feature_bytes_per_video(reader) * (stored_frames if s.dense else done)
     paths, errors, notes = reader.column("path"), reader.column("error"), reader.column("note")
@@ -126,7 +127,7 @@ def _weights_text(info: dict[str, Any]) -> str:
     return f"{info['pretrained']} (open_clip tag)"
 
 
-def _segments(path: Path) -> dict[str, Any] | None:
+def _segments(path: Store) -> dict[str, Any] | None:
     """What the store's temporal annotations hold: segments, ambiguous regions, classes and the counts of
     what their rules left out or changed."""
     table = read_segments(path)

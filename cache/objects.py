@@ -54,6 +54,10 @@ class StoreObjects:
         """Remove every object under `prefix` (a folder: with the folder)."""
         sync(self.store.delete_dir(prefix))
 
+    def size(self, prefix: str = "") -> int:
+        """Bytes stored under `prefix` (the whole store by default)."""
+        return sync(self.store.getsize_prefix(prefix))
+
     def keys(self, prefix: str = "") -> list[str]:
         """Every key under `prefix`, sorted."""
         async def collect() -> list[str]:
