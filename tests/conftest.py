@@ -5,11 +5,13 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from s3_server import S3Server
 from typer.testing import CliRunner
 
 from clipcache.cli import app
@@ -21,6 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 # (14.4 s vs 2.4 s). Processes the tests start inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY_CONFIG = REPO / "tests" / "tiny-vit.json"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A local S3 server with one bucket, for this session (tests/s3_server.py); `s3_server.prefix()` gives each
+    test its own empty corner of the bucket."""
+    server = S3Server().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
