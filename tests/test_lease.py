@@ -25,9 +25,10 @@ import sys, time
 from obstore.store import S3Store
 from clipcache.cache.lease import ObjectLock
 from clipcache.cache.lock import Holder
-bucket, prefix, job, shard, ttl = sys.argv[1:]
+bucket, prefix, job, shard, ttl, stuck = sys.argv[1:]
 lock = ObjectLock(S3Store(bucket), prefix, f"s3://{bucket}/{prefix}", ttl=float(ttl))
-lock.acquire(Holder.this_process(job, tuple(map(int, shard.split("/"))) if shard != "-" else None))
+setup = (lambda: print("setting up", flush=True) or time.sleep(600)) if stuck == "stuck" else (lambda: None)
+lock.acquire(Holder.this_process(job, tuple(map(int, shard.split("/"))) if shard != "-" else None), setup)
 print("held", flush=True)
 for _ in range(600):
     if lock.lost:
@@ -43,11 +44,12 @@ lock.release()
 """
 
 
-def _hold(server: S3Server, prefix: str, job: str = "a run", shard: str = "-", ttl: float = 60.0) -> subprocess.Popen:
+def _hold(server: S3Server, prefix: str, job: str = "a run", shard: str = "-", ttl: float = 60.0,
+          stuck_in_setup: bool = False) -> subprocess.Popen:
     env = {**os.environ, **server.env()}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, BUCKET, prefix, job, shard, str(ttl)], env=env,
-                              stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, BUCKET, prefix, job, shard, str(ttl),
+                               "stuck" if stuck_in_setup else "-"], env=env, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == ("setting up\n" if stuck_in_setup else "held\n")
     return holder
 
 
@@ -95,6 +97,19 @@ def test_shards_of_one_job_array_share_the_lock(s3_server: S3Server, store_key: 
             assert len(_lock_keys(s3_server, store_key)) == 2
     finally:
         _stop(first)
+
+
+def test_no_run_registers_while_another_sets_up_the_store(s3_server: S3Server, store_key: str) -> None:
+    """The guard is renewed while setup lasts, so a waiting run gives up rather than take it over; once that
+    run is killed its guard and holder object are taken over."""
+    holder = _hold(s3_server, store_key, ttl=1.0, stuck_in_setup=True)
+    try:
+        with pytest.raises(StoreLockedError, match="another run has been setting up the store for over 3s"):
+            _lock(s3_server, store_key, guard_wait=3.0).acquire(Holder.this_process("a run"))
+    finally:
+        _stop(holder)
+    with _lock(s3_server, store_key) as lock:
+        assert [s.pid for s in lock.acquire(Holder.this_process("a run"))] == [holder.pid]
 
 
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(s3_server: S3Server, store_key: str) -> None:
