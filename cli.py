@@ -80,7 +80,8 @@ def _stopped(exc: KeyboardInterrupt, line: str) -> typer.Exit:
 def _run(action: Callable[[], T]) -> T:
     """Bad input is one line on stderr and exit code 2; a full disk (or quota, or file size limit) is one
     line and exit code 1: the machine failed, not the input, whether a command said so in its own words (an
-    error raised while handling it) or not; anything else is a bug and keeps its traceback."""
+    error raised while handling it) or not; so is object storage that cannot be reached (credentials that may
+    not do what the command needs: 2); anything else is a bug and keeps its traceback."""
     try:
         return action()
     except InputError as exc:
@@ -91,6 +92,14 @@ def _run(action: Callable[[], T]) -> T:
             raise
         typer.echo(f"clipcache: error: {f'{exc.filename}: ' if exc.filename else ''}{exc.strerror}", err=True)
         raise typer.Exit(1) from None
+    except Exception as exc:
+        from clipcache.cache.location import storage_refusal
+
+        refusal = storage_refusal(exc)
+        if refusal is None:
+            raise
+        typer.echo(f"clipcache: error: {refusal[0]}", err=True)
+        raise typer.Exit(refusal[1]) from None
 
 
 def _out_of_space(exc: BaseException | None) -> bool:

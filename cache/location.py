@@ -11,6 +11,7 @@ is printed or written into a store: a `StoreUrl` is its URL and nothing else.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -35,6 +36,10 @@ class StoreUrl(str):
     def name(self) -> str:
         """The last part of the URL, as a folder's name."""
         return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    def resolve(self) -> StoreUrl:
+        """A URL is absolute already (as `Path.resolve` makes a folder's path, for run records)."""
+        return self
 
     @property
     def parent(self) -> "StoreUrl":
@@ -71,6 +76,19 @@ def parse_store(text: str | Path | StoreUrl) -> Store:
 
 def is_remote(store: Store) -> bool:
     return isinstance(store, StoreUrl)
+
+
+def storage_refusal(error: BaseException) -> tuple[str, int] | None:
+    """(one line, exit code) for an error of object storage: 2 for credentials that may not do what was asked
+    (as a read-only folder), 1 for a server that cannot be reached or fails; None for any other error."""
+    exceptions = sys.modules.get("obstore.exceptions")
+    if exceptions is None or not isinstance(error, exceptions.BaseError):
+        return None
+    denied = isinstance(error, (exceptions.PermissionDeniedError, exceptions.UnauthenticatedError))
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    what = "object storage refused the request" if denied else "object storage failed"
+    return f"{what} ({first[:200]}); check the credentials and endpoint in the environment (AWS_*, GOOGLE_*, " \
+        "AZURE_*)", 2 if denied else 1
 
 
 def describe(store: "zarr.abc.store.Store") -> str:

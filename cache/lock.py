@@ -26,8 +26,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipcache import InputError
+from clipcache.cache.location import Store, StoreUrl
+
+if TYPE_CHECKING:
+    from clipcache.cache.lease import ObjectLock
 
 GUARD_SECONDS = 60.0  # how long setting up a store (creating, replacing) may keep others waiting
 
@@ -82,6 +87,15 @@ def _flock_within(fd: int, seconds: float) -> bool:
             time.sleep(0.05)
 
 
+def store_lock(store: Store) -> StoreLock | ObjectLock:
+    """The lock of a store: a folder's (flock, beside it), or one in object storage (leases, beside it)."""
+    if isinstance(store, StoreUrl):
+        from clipcache.cache.lease import ObjectLock
+
+        return ObjectLock(store.parent.objects(), store.name, str(store))
+    return StoreLock(store)
+
+
 def lock_folder(store: Path) -> Path:
     return store.parent / f".{store.name}.lock"
 
@@ -117,6 +131,10 @@ class StoreLock:
                 self._leave()
                 raise
         return stale
+
+    def check(self) -> None:
+        """Nothing to check: the kernel holds a flock for as long as this process lives (the lease of
+        `cache.lease.ObjectLock` can run out, so its `check` may raise)."""
 
     def release(self) -> None:
         if self._fd is None:

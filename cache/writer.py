@@ -208,9 +208,12 @@ def check_complete(path: Store, settings: StoreSettings) -> None:
 class StoreWriter:
     """Writes finished shard groups into an existing store."""
 
-    def __init__(self, path: Store, settings: StoreSettings) -> None:
+    def __init__(self, path: Store, settings: StoreSettings, check_lock: Callable[[], None] = lambda: None) -> None:
+        """`check_lock` raises when this run no longer holds the store's lock (a lease in object storage that
+        ran out): it is called before each group and each piece is written."""
         self.path = path
         self.settings = settings
+        self.check_lock = check_lock
         self.root = open_root(path, mode="r+")
 
     def _array(self, name: str) -> zarr.Array:
@@ -226,6 +229,7 @@ class StoreWriter:
 
     def write_group(self, result: GroupResult) -> None:
         """Write a whole group, status last; the rows `result.keep` marks keep their stored bytes."""
+        self.check_lock()
         for layer, values in result.tokens.items():
             if self.settings.dtype == "int8":
                 q, scale = quant.quantize(values)

@@ -14,6 +14,7 @@ import zarr
 from s3_server import S3Server
 from typer.testing import CliRunner
 
+from clipcache.cache.store import open_root
 from clipcache.cli import app
 from clipcache.pipeline.demo.synthetic import write_demo_videos
 
@@ -104,9 +105,9 @@ def tiny_extract_args(videos: Path, store: Path, *extra: str | Path) -> list[str
             "--device", "cpu", "--workers", "1", "--quiet", *extra]
 
 
-def assert_stores_equal(a: Path, b: Path) -> None:
+def assert_stores_equal(a: Path | str, b: Path | str) -> None:
     """Same arrays with the same bytes, and the same attributes except provenance (`extras`)."""
-    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    ga, gb = open_root(a), open_root(b)  # a folder or an object-storage URL
     attrs_a, attrs_b = dict(ga.attrs), dict(gb.attrs)
     attrs_a.pop("extras"), attrs_b.pop("extras")
     assert attrs_a == attrs_b

@@ -23,7 +23,9 @@ from obstore.store import S3Store
 
 BUCKET = "clipcache-test"
 REGION = "us-east-1"
-READ_ONLY = ["s3:Get*", "s3:List*"]  # what AWS's managed AmazonS3ReadOnlyAccess allows on S3
+# what AWS's managed AmazonS3ReadOnlyAccess allows on S3; moto checks a HEAD request as an action of its own,
+# which AWS allows under s3:GetObject (there is no s3:HeadObject permission in AWS)
+READ_ONLY = ["s3:Get*", "s3:List*", "s3:HeadObject"]
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class DenseGroups:
         self.pending = self.thread.submit(work, *args)
 
     def _append(self, video: int, piece: DensePiece, pooled: np.ndarray, tokens: dict[int, np.ndarray]) -> None:
+        self.writer.check_lock()
         if video not in self.videos:
             self.videos[video] = DenseVideoWriter(self.writer.root, self.settings, video)
         self.videos[video].append(piece.time, piece.frame_index, pooled, tokens)

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from clipcache import InputError
 from clipcache.cache.info import store_info
 from clipcache.cache.location import Store
-from clipcache.cache.lock import Holder, StoreLock
+from clipcache.cache.lock import Holder, StoreLock, store_lock
 from clipcache.cache.place import remove_leftovers, remove_store, store_format, writable_folder
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import DENSE, StoreSettings, inputs_digest
@@ -47,6 +48,9 @@ from clipcache.pipeline.extract.sources import VideoList, discover_videos
 from clipcache.pipeline.extract.summary import ExtractSummary, RunCounts
 from clipcache.pipeline.extract.views import ViewRecipe
 from clipcache.pipeline.models import RANDOM_INIT_SEED, LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from clipcache.cache.lease import ObjectLock
 
 
 def _versions() -> dict[str, str]:
@@ -190,14 +194,14 @@ def _job(cfg: ExtractConfig, settings: StoreSettings) -> str:
 
 
 def _lock_store(cfg: ExtractConfig, settings: StoreSettings, listing: VideoList, frozen: dict[str, np.ndarray],
-                split: WorkSplit, annotated: Annotated | None) -> StoreLock:
+                split: WorkSplit, annotated: Annotated | None) -> StoreLock | ObjectLock:
     """Take the store's lock and prepare the store under it. Under torchrun rank 0 does both for every
     rank and shares the outcome, so all ranks refuse together or go on together."""
     if cfg.overwrite and split.world > 1 and not split.torchrun:
         raise InputError("--overwrite with --shard would let shards delete each other's work; "
                          "delete the store once before starting the shards")
     writable_folder(cfg.store)
-    lock = StoreLock(cfg.store)
+    lock = store_lock(cfg.store)
     refusal = None
     if split.is_main or not split.torchrun:
         shard = (split.rank, split.world) if split.world > 1 and not split.torchrun else None
@@ -244,11 +248,11 @@ def extract(cfg: ExtractConfig) -> ExtractSummary:
     listing, annotated, loaded, settings = _inputs(cfg)
     views = ViewRecipe(settings.image_size, settings.interpolation, settings.resize_mode, cfg.crops)
     frozen = frozen_parameters(loaded.model, settings.layers)
-    with _room_needed(cfg.store), _lock_store(cfg, settings, listing, frozen, split, annotated):
+    with _room_needed(cfg.store), _lock_store(cfg, settings, listing, frozen, split, annotated) as lock:
         found = np.array([entry.found for entry in listing.entries], dtype=bool)
         work = plan_groups(CacheReader(cfg.store).status, found, settings, split.owns, cfg.retry_failed)
         encoder = FrozenImageEncoder(loaded, settings.layers, device)
-        writer = StoreWriter(cfg.store, settings)
+        writer = StoreWriter(cfg.store, settings, lock.check)
         if settings.dense:
             outcome = _run_dense(cfg, settings, listing, work, encoder, writer, views, split)
         else:

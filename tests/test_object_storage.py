@@ -1,0 +1,138 @@
+"""Stores in object storage: `extract`, `info`, `verify`, `--repair` and stage two on an `s3://` URL, against a
+real S3 server on localhost (moto's, tests/s3_server.py), compared with the same store made in a folder."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import obstore
+import pytest
+from s3_server import BUCKET, S3Server
+
+from clipcache.cache.schema import PENDING
+from clipcache.cache.store import open_root
+from conftest import REPO, assert_stores_equal, run_cli, tiny_extract_args
+
+TRAIN = ("--head", "linear", "--epochs", "2", "--min-steps", "6", "--device", "cpu", "--quiet")
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A fresh prefix in the bucket, with the full-access credentials in the environment (as a user sets them),
+    and a user cache of this test's own."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return s3_server.url(s3_server.prefix())
+
+
+@pytest.fixture
+def bucket_store(bucket: str, demo_videos: Path) -> str:
+    url = f"{bucket}/ref.zarr"
+    result = run_cli(*tiny_extract_args(demo_videos, url, "--shard-videos", "2"))
+    assert result.code == 0, result
+    return url
+
+
+def test_extract_into_a_bucket_gives_the_folders_bytes(bucket_store: str, reference_store: Path) -> None:
+    assert_stores_equal(bucket_store, reference_store)
+    info = run_cli("info", bucket_store, "--json")
+    assert info.code == 0, info
+    assert json.loads(info.stdout)["done"] == json.loads(run_cli("info", reference_store, "--json").stdout)["done"]
+    assert run_cli("verify", bucket_store).code == 0
+    again = run_cli(*tiny_extract_args(Path(REPO / "nowhere"), bucket_store, "--shard-videos", "2"))
+    assert again.code == 2  # another input list: the store's identity refuses it, nothing changed
+    assert_stores_equal(bucket_store, reference_store)
+
+
+def test_training_and_evaluation_from_a_bucket_equal_the_folder(bucket_store: str, reference_store: Path,
+                                                                tmp_path: Path) -> None:
+    results = []
+    for store, name in ((bucket_store, "bucket"), (reference_store, "folder")):
+        trained = run_cli("train-head", store, *TRAIN, "--out", tmp_path / name)
+        assert trained.code == 0, trained
+        evaluated = run_cli("eval", store, "--checkpoint", tmp_path / name, "--json", "--quiet")
+        assert evaluated.code == 0, evaluated
+        results.append(json.loads(evaluated.stdout)["metrics"])
+    assert results[0] == results[1]
+    weights = [(tmp_path / name / "last.safetensors").read_bytes() for name in ("bucket", "folder")]
+    assert weights[0] == weights[1]
+
+
+def test_stage_two_needs_only_read_only_credentials(bucket_store: str, s3_server: S3Server,
+                                                   monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in s3_server.env(s3_server.read_only_credentials()).items():
+        monkeypatch.setenv(name, value)
+    assert run_cli("verify", bucket_store).code == 0
+    trained = run_cli("train-head", bucket_store, "--head", "text", *TRAIN[2:], "--out", tmp_path / "text")
+    assert trained.code == 0, trained
+    assert list((tmp_path / "cache" / "clipcache").iterdir()), "the class-name embeddings go to the user cache"
+    assert run_cli("eval", bucket_store, "--zero-shot", "--quiet").code == 0
+    refused = run_cli(*tiny_extract_args(Path(REPO / "nowhere"), bucket_store + "2", "--shard-videos", "2"))
+    assert refused.code == 2 and "object storage refused" in refused.stderr, refused
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_kill_9_then_resume_in_a_bucket_equals_uninterrupted(bucket: str, demo_videos: Path,
+                                                             reference_store: Path) -> None:
+    url = f"{bucket}/killed.zarr"
+    args = [str(a) for a in tiny_extract_args(demo_videos, url, "--shard-videos", "2")]
+    process = subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if int((open_root(url)["videos/status"][:] != PENDING).sum()) >= 2:
+                break
+        except (KeyError, FileNotFoundError, ValueError, LookupError):
+            pass  # not created yet
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (open_root(url)["videos/status"][:] == PENDING).any(), "the run finished before it could be killed"
+    resumed = run_cli(*tiny_extract_args(demo_videos, url, "--shard-videos", "2"))
+    assert resumed.code == 0, resumed
+    assert "stale lock" in resumed.stderr or "removed" in resumed.stderr or resumed.stderr == "", resumed
+    assert_stores_equal(url, reference_store)
+
+
+def test_verify_finds_damaged_objects_and_repair_restores_them(bucket_store: str, s3_server: S3Server,
+                                                               demo_videos: Path, reference_store: Path) -> None:
+    prefix = bucket_store.removeprefix(f"s3://{BUCKET}/")
+    objects = s3_server.store(prefix)
+    keys = sorted(m["path"] for m in obstore.list(objects).collect())
+    shard = next(k for k in keys if k.startswith("tokens/") and "/c/" in k)
+    pooled = next(k for k in keys if k.startswith("pooled/c/"))
+    obstore.delete(objects, pooled)
+    data = bytearray(obstore.get(objects, shard).bytes())
+    data[len(data) // 3] ^= 0xFF
+    obstore.put(objects, shard, bytes(data))
+    report = run_cli("verify", bucket_store, "--json")
+    assert report.code == 1, report
+    damaged = {d["array"] for d in json.loads(report.stdout)["damage"]}
+    assert {"pooled", shard.split("/c/")[0]} <= damaged
+    repaired = run_cli(*tiny_extract_args(demo_videos, bucket_store, "--shard-videos", "2", "--repair"))
+    assert repaired.code == 0, repaired
+    assert run_cli("verify", bucket_store).code == 0
+    assert_stores_equal(bucket_store, reference_store)
+
+
+def test_overwrite_replaces_a_store_in_a_bucket_and_refuses_what_is_not_one(bucket: str, s3_server: S3Server,
+                                                                          demo_videos: Path) -> None:
+    prefix = bucket.removeprefix(f"s3://{BUCKET}/")
+    obstore.put(s3_server.store(prefix), "other/data.bin", b"not ours")
+    refused = run_cli(*tiny_extract_args(demo_videos, f"{bucket}/other", "--overwrite"))
+    assert refused.code == 2 and "no clipcache store" in refused.stderr, refused
+    assert obstore.get(s3_server.store(prefix), "other/data.bin").bytes() == b"not ours"
+    url = f"{bucket}/store.zarr"
+    assert run_cli(*tiny_extract_args(demo_videos, url, "--frames", "2")).code == 0
+    replaced = run_cli(*tiny_extract_args(demo_videos, url, "--overwrite"))
+    assert replaced.code == 0, replaced
+    assert open_root(url).attrs["frames"] == 4
+    assert np.all(open_root(url)["videos/status"][:] != PENDING)
