@@ -22,6 +22,12 @@ Loss, normalised by the number of positive steps P (at least 1) of the batch:
 DIoU rather than plain IoU: it still has a gradient when the prediction and the truth do not overlap. The per-batch
 P (ActionFormer smooths it with a moving average) keeps the loss a function of the batch alone, so a resumed run
 computes what an uninterrupted one does.
+
+Under torchrun each rank holds a slice of the global batch (pipeline/train/distributed.py). P is then the positives
+of the whole batch (summed over the ranks), not of the rank's slice, and a rank's loss is multiplied by N / n (n
+windows of its slice, N of the batch): the loop weights each rank's loss by n / N before DDP averages the gradients,
+which is right for a mean over samples but not for this sum over steps. So the step is the one-process step however
+unevenly the positives fall (tested with two ranks in tests/test_proposals_ddp.py).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch.nn import functional as F
 
 from clipcache.heads.proposals import ProposalOutputs
@@ -96,15 +103,28 @@ def diou_loss(predicted: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) 
     return 1 - inter / union.clamp_min(eps) + (rho / hull.clamp_min(eps)).pow(2)
 
 
+def batch_totals(positives: torch.Tensor, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """P and N of the global batch: this slice's counts summed over the ranks when a process group is
+    initialised, else the counts themselves."""
+    totals = torch.stack([positives.to(torch.float64), torch.tensor(windows, dtype=torch.float64,
+                                                                    device=positives.device)])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    return totals[0], totals[1]
+
+
 def proposal_loss(outputs: ProposalOutputs, targets: ProposalTargets,
                   regression_weight: float = REGRESSION_WEIGHT) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss to minimise and its detached parts: "actionness" and "regression" (each already divided by P) and
-    "positives" (P)."""
-    positives = targets.positive.sum()
-    norm = positives.clamp_min(1).to(outputs.logits.dtype)
+    "positives" (P). Under a process group P counts the whole batch and the loss is scaled by N / n (module
+    docstring); in one process N = n."""
+    windows = len(outputs.logits)
+    positives, total_windows = batch_totals(targets.positive.sum(), windows)
+    dtype = outputs.logits.dtype
+    norm = positives.clamp_min(1).to(dtype)
     valid = outputs.mask
-    actionness = focal_loss(outputs.logits[valid], targets.positive[valid].to(outputs.logits.dtype)).sum() / norm
+    actionness = focal_loss(outputs.logits[valid], targets.positive[valid].to(dtype)).sum() / norm
     chosen = targets.positive
     regression = diou_loss(outputs.distances[chosen], targets.distances[chosen]).sum() / norm
-    loss = actionness + regression_weight * regression
+    loss = (actionness + regression_weight * regression) * (total_windows / windows).to(dtype)
     return loss, {"actionness": actionness.detach(), "regression": regression.detach(), "positives": positives}
