@@ -37,9 +37,9 @@ from clipcache.pipeline.evaluate.head import training_progress
 from clipcache.pipeline.evaluate.predict import predict
 from clipcache.pipeline.evaluate.results import Result, Scores, describe, single
 from clipcache.pipeline.localize.class_splits import ClassSplit
-from clipcache.pipeline.localize.ground_truth import VideoTruth, segment_table, video_truth
+from clipcache.pipeline.localize.ground_truth import segment_table, video_truth
 from clipcache.pipeline.localize.open_set import PROTOCOL, restricted, run_split, same_split
-from clipcache.pipeline.localize.segment_clips import SegmentClips
+from clipcache.pipeline.localize.segment_clips import SegmentClips, span_clips
 from clipcache.pipeline.localize.task import WINDOW, localisation_splits, truth_segments, video_level_proposals
 from clipcache.pipeline.localize.windows import FeatureWindows
 from clipcache.pipeline.train.build import build_for_store
@@ -133,14 +133,7 @@ def head_probs(reader: CacheReader, proposals: Segments, classifier: tuple[Head,
     """(P, C) class probabilities of each proposal from a head trained on the store's segments, each proposal
     a segment clip of the frames that head reads."""
     head, frames = classifier
-    truth = {}
-    for video in np.unique(proposals.video).tolist():
-        mine = proposals.video == video
-        empty = np.zeros(0)
-        truth[int(video)] = VideoTruth(proposals.start[mine], proposals.end[mine], np.full(int(mine.sum()), -1),
-                                       empty, empty)
-    clips = SegmentClips(reader, truth, frames, train=False)
-    order = np.concatenate([np.flatnonzero(proposals.video == v) for v in sorted(truth)])
+    clips, order = span_clips(reader, proposals, frames)
     probs, _ = predict(head.to(device), clips, device, batch_size)
     out = np.zeros_like(probs)
     out[order] = probs

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from clipcache.cache.reader import CacheReader
+from clipcache.pipeline.evaluate.detection import Segments
 from clipcache.pipeline.localize.ground_truth import VideoTruth, positions
 from clipcache.pipeline.train.dataset import Batch, PendingBatch
 
@@ -65,3 +66,15 @@ class SegmentClips:
 
     def __getitem__(self, items: np.ndarray) -> Batch:
         return self.start(np.asarray(items, dtype=np.int64)).result()
+
+
+def span_clips(reader: CacheReader, spans: Segments, frames: int) -> tuple[SegmentClips, np.ndarray]:
+    """Unlabelled spans (proposals, search's candidate moments) as evaluation clips of `frames` frames, and the
+    row of `spans` each clip stands for (clips come grouped by video)."""
+    truth = {}
+    empty = np.zeros(0)
+    for video in np.unique(spans.video).tolist():
+        mine = spans.video == video
+        truth[int(video)] = VideoTruth(spans.start[mine], spans.end[mine], np.full(int(mine.sum()), -1), empty, empty)
+    order = np.concatenate([np.flatnonzero(spans.video == v) for v in sorted(truth)] + [np.zeros(0, np.int64)])
+    return SegmentClips(reader, truth, frames, train=False), order

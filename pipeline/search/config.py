@@ -15,5 +15,8 @@ class SearchConfig(RunOptions, JsonOutput):
     top: int = option(10, "How many videos (clip stores) or moments (dense stores) to list.", flags=("--top", "-k"),
                       limits=(1, 10_000))
     split: str | None = option(None, "Search only the videos of this split (default: every done video).")
+    checkpoint: Path | None = option(None, "Run directory of `train-head --head prompt` to rank through: the query "
+                                           "through its learned prompts, the frames through its temporal "
+                                           "transformer (default: zero-shot, the store's own text tower).")
     pretrained: Path | None = option(None, "Where the checkpoint file the store was made with is now, if it moved "
                                            "(its sha256 must match the store's).")
