@@ -1,9 +1,12 @@
 """The proposal head (heads/proposals.py), its targets and loss (pipeline/localize/targets.py) and decoding
 (pipeline/localize/decode.py): shapes and padding, hand-checked assignment, losses and suppression, and learning
-on synthetic dense features with the default recipe."""
+on synthetic dense features with the default recipe; the open-set protocol of proposal runs refuses what it cannot run
+before it trains anything."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +24,7 @@ from clipcache.pipeline.localize.decode import (
     window_starts,
 )
 from clipcache.pipeline.localize.targets import assign, diou_loss, focal_loss, proposal_loss
+from conftest import run_cli
 
 
 def _context(embed: int) -> HeadContext:
@@ -229,3 +233,20 @@ def test_window_starts_cover_the_video() -> None:
 def test_segment_iou() -> None:
     boxes = np.array([[0.0, 4.0], [2.0, 6.0], [10.0, 11.0]])
     np.testing.assert_allclose(segment_iou(boxes, boxes), [[1, 2 / 6, 0], [2 / 6, 1, 0], [0, 0, 1]])
+
+
+def test_the_open_set_protocol_refuses_before_training(appearance_store: Path, tmp_path: Path) -> None:
+    """Without --class-split, with one split picked, or with fewer splits than asked: one line, and no run begun
+    (a split past the file's end was found only after training every split before it)."""
+    splits = tmp_path / "splits.json"
+    halves = [{"seen": ["red_square"], "unseen": ["green_circle", "blue_stripes"]},
+              {"seen": ["green_circle"], "unseen": ["red_square", "blue_stripes"]}]
+    splits.write_text(json.dumps({"splits": halves}))
+    out = tmp_path / "open"
+    for extra, message in [((), "--class-splits 3 runs the open-set protocol over splits 0..N-1 of --class-split"),
+                           (("--class-split", splits, "--class-split-index", "1"), "--class-split-index picks one"),
+                           (("--class-split", splits), "holds 2 splits, no split 2")]:
+        refused = run_cli("train-head", appearance_store, "--head", "proposals", "--class-splits", "3", "--out", out,
+                          "--device", "cpu", "--quiet", *extra)
+        assert refused.code == 2 and message in refused.stderr and refused.stderr.count("\n") == 1, refused
+        assert not out.exists()

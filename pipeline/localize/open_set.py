@@ -76,6 +76,15 @@ def open_set_protocol(cfg: TrainConfig) -> Result:
     if cfg.head != "proposals":
         raise InputError("--class-splits runs the open-set protocol from --head proposals (with --classifier-head "
                          "for the head that names the proposals)")
+    if not cfg.class_split:
+        raise InputError(f"--class-splits {cfg.class_splits} runs the open-set protocol over splits 0..N-1 of "
+                         "--class-split: name a STALE split folder, a JSON file or a seen fraction such as 0.75")
+    if cfg.class_split_index:
+        raise InputError(f"--class-split-index picks one split, --class-splits {cfg.class_splits} runs splits 0..N-1: "
+                         "give one of them")
+    classes = tuple(CacheReader(cfg.store).classes)
+    for k in range(cfg.class_splits):  # every split read and checked before hours of training, not at split k
+        class_split(cfg.class_split, k, classes)
     runs, scored = [], []
     for k in range(cfg.class_splits):
         base = replace(cfg, class_split_index=k, class_splits=1, classifier_head=None, out=cfg.out / f"split-{k}")
