@@ -27,6 +27,7 @@ from clipcache.pipeline.options import (
 
 MAX_MIN_STEPS = 1_000_000  # days of a small head's steps on a CPU: a larger value is a typo, not a plan
 MAX_EPOCHS = 10_000
+CYCLES = 4  # at most this many cycles of the recipe's epochs when stopping on convergence (loop.py)
 
 HeadName = StrEnum("HeadName", {name: name for name in sorted(HEADS)})
 
@@ -64,8 +65,11 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
              "depth=2, heads=8; evl: num_layers=4, dropout=0.5; attnpool: queries=1, layer=-1, heads=8; proposals: "
              "width=128, levels=6, depth=2, head_depth=2 (dense stores).",
         factory=dict, flags=("--option",), text=list[str], parse=parse_head_options, metavar="KEY=VALUE")
-    epochs: int | None = option(None, f"Epochs, at most {MAX_EPOCHS}; validation and checkpoints after each "
-                                      f"(default: the head's recipe: {per_head('epochs')}).",
+    epochs: int | None = option(None, f"Epochs, at most {MAX_EPOCHS}; validation and checkpoints after each; "
+                                      "given, the run trains exactly this many (or stops on --patience). Default: "
+                                      "until validation converges: cycles of the head's recipe's epochs "
+                                      f"({per_head('epochs')}), another cycle while validation still improved in "
+                                      f"the last quarter of one, at most {CYCLES} cycles (README: stopping).",
                                 limits=(1, MAX_EPOCHS))
     min_steps: int | None = option(None, "At least this many optimiser steps: a small training set is passed over "
                                          "several times per epoch (as Text4Vis repeats few-shot sets), so a recipe's "
@@ -93,8 +97,10 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
                                      "protocols.")
     base_to_novel: bool = option(False, "Train on a seeded half of the classes, test base and novel classes "
                                         "(heads that score class names: text, prompt).")
-    patience: int = option(0, "Stop after this many epochs without a better validation top-1 (retrieval: text-to-video "
-                              "R@1) (0: off).")
+    patience: int | None = option(None, "Stop after this many epochs without a better validation top-1 (retrieval: "
+                                        "text-to-video R@1) (0: off). Given, the run trains the recipe's epochs (or "
+                                        "--epochs) with this rule instead of stopping on convergence.",
+                                  limits=(0, None))
     resume: bool = option(False, "Continue the run in --out from its last finished epoch.")
     preload: bool | None = option(None, "Hold the features the head reads in memory (on the GPU when training "
                                         "there and they fit, else in RAM; refused when they exceed half of what is "
@@ -119,3 +125,4 @@ class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, Shot
     classifier_head: str | None = option(None, "Open-set protocol: the head (text or prompt) trained on each split's "
                                                "seen segments that names the proposals; without it, zero-shot only.")
     classes: tuple[str, ...] | None = internal()  # train on these classes only (base-to-novel)
+    cycle: int | None = internal()  # epochs of one schedule cycle when the run stops on convergence (None: fixed)
