@@ -31,9 +31,9 @@ CLASSIFICATION, RETRIEVAL, LOCALISATION = "classification", "retrieval", "locali
 def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weights: str,
              captions: CaptionFile | None = None) -> bool | None:
     """Whether none of `videos` trained the head or selected its weights (validation selects the best
-    epoch, and with early stopping the last one too); None when that cannot be known: a store other than
-    the one the head was trained on, training splits that no longer resolve, or (retrieval) no caption file
-    with the content it was trained on."""
+    epoch, and with early stopping or stopping on convergence the last one too); None when that cannot be
+    known: a store other than the one the head was trained on, training splits that no longer resolve, or
+    (retrieval) no caption file with the content it was trained on."""
     if run["store_fingerprint"] != reader.settings.fingerprint():
         return None
     config = run["config"]
@@ -48,7 +48,8 @@ def held_out(reader: CacheReader, run: dict[str, Any], videos: np.ndarray, weigh
                                  config["shots"], config["seed"], run_fractions(run))
     except InputError:
         return None
-    used = [fit["train"]] + ([fit["val"]] if weights == BEST or config.get("patience") else [])
+    stopped_by_validation = config.get("patience") or config.get("cycle")  # early stopping, or on convergence
+    used = [fit["train"]] + ([fit["val"]] if weights == BEST or stopped_by_validation else [])
     return not np.isin(videos, np.concatenate(used)).any()
 
 

@@ -141,5 +141,6 @@ def format_training(result: dict[str, Any]) -> str:
         return format_report(result)
     best = result["best"]
     selected = result.get("selected_by", {"field": "val_top1", "label": "val top-1"})  # runs before retrieval
+    stopping = result.get("stopping", {}).get("why")  # runs before stopping on convergence have none
     return (f"{result['config']['out']}: {result['epochs_done']} epochs, best {selected['label']} "
-            f"{best[selected['field']]:.4f} at epoch {best['epoch']}")
+            f"{best[selected['field']]:.4f} at epoch {best['epoch']}" + (f" ({stopping})" if stopping else ""))

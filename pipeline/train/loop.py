@@ -302,20 +302,19 @@ def _stopping(cfg: TrainConfig, task: Task, rows: list[dict[str, Any]], stale: i
     and this rule stopped converged after 2 cycles (600 steps) on each seed with 0.79 / 0.67 / 0.92."""
     epoch, label = len(rows), task.selected_by["label"]
     found = f"kept as best: {label} {best[task.selected_by['field']]:.4f} at epoch {best['epoch']}"
-    if cfg.patience and stale >= cfg.patience:
-        return {"rule": "patience", "epoch": epoch,
-                "line": f"stopped early at epoch {epoch} of {cfg.epochs}: no better {label} in {stale} epochs "
-                        f"(--patience {cfg.patience}); {found}"}
-    if epoch >= cfg.epochs:
-        given = (f"budget reached: {epoch} epochs ({CYCLES} cycles of {cfg.cycle})" if cfg.cycle
-                 else f"trained the {epoch} epochs given")
-        return {"rule": "budget" if cfg.cycle else "epochs", "epoch": epoch, "line": f"{given}; {found}"}
     window = math.ceil(cfg.cycle / 4) if cfg.cycle else 0
-    if cfg.cycle and epoch % cfg.cycle == 0 and not _still_learning(task, rows, window):
-        return {"rule": "converged", "epoch": epoch,
-                "line": f"converged at epoch {epoch} (cycle {epoch // cfg.cycle} of at most {CYCLES}): mean {label} "
-                        f"of its last {window} epochs no higher than of the {window} before; {found}"}
-    return {"rule": "training", "epoch": epoch, "line": ""}
+    if cfg.patience and stale >= cfg.patience:
+        rule, why = "patience", (f"stopped early at epoch {epoch} of {cfg.epochs}: no better {label} in {stale} "
+                                 f"epochs (--patience {cfg.patience})")
+    elif epoch >= cfg.epochs:
+        rule, why = ("budget", f"budget reached: {epoch} epochs ({CYCLES} cycles of {cfg.cycle})") if cfg.cycle \
+            else ("epochs", f"trained the {epoch} epochs given")
+    elif cfg.cycle and epoch % cfg.cycle == 0 and not _still_learning(task, rows, window):
+        rule, why = "converged", (f"converged at epoch {epoch} (cycle {epoch // cfg.cycle} of at most {CYCLES}): "
+                                  f"mean {label} of its last {window} epochs no higher than of the {window} before")
+    else:
+        return {"rule": "training", "epoch": epoch, "why": "", "line": ""}
+    return {"rule": rule, "epoch": epoch, "why": why, "line": f"{why}; {found}"}
 
 
 def _build(cfg: TrainConfig, reader: CacheReader, task: Task, splits: dict[str, Any], frames: int, ranks: Ranks
