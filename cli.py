@@ -30,6 +30,7 @@ import typer
 
 from clipcache import InputError, __version__
 from clipcache.cache.location import Store
+from clipcache.pipeline.copy.config import CopyConfig
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.export.config import ExportConfig
@@ -340,6 +341,16 @@ def demo(cfg: DemoConfig) -> None:
     from clipcache.pipeline.demo.run import run_demo
 
     typer.echo(_run(lambda: run_demo(cfg)))
+
+
+@command(CopyConfig, "copy", epilog="Examples: clipcache copy features.zarr s3://bucket/stores/features.zarr; "
+                                   "clipcache copy s3://bucket/stores/features.zarr features.zarr")
+def copy(cfg: CopyConfig) -> None:
+    """Copy a store between a folder and object storage, either way: every object's checksum checked before it is
+    written and read back after, the destination's root written last; a stopped copy resumes where it stopped."""
+    from clipcache.pipeline.copy.run import copy_store
+
+    typer.echo(str(_run(lambda: copy_store(cfg))))
 
 
 def main() -> None:
