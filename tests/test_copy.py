@@ -14,7 +14,7 @@ from pathlib import Path
 
 import obstore
 import pytest
-from s3_server import S3Server
+from s3_server import BUCKET, S3Server
 
 from clipcache.cache.location import StoreUrl, parse_store
 from clipcache.cache.objects import StoreObjects
@@ -77,43 +77,59 @@ def test_folder_to_s3_and_back(reference_store: Path, s3: S3Server, tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.zarr"], "the folder copy left its lock behind"
 
 
-def test_killed_copy_resumes_and_equals_an_uninterrupted_one(reference_store: Path, s3: S3Server) -> None:
-    """A real SIGKILL while objects are being written; the rerun skips every one already there and copies the
-    rest, and the store is the source's object for object."""
-    url = _url(s3)
-    objects = StoreObjects.of(StoreUrl(url))
-    process = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "copy", str(reference_store), url, "--quiet"],
+@pytest.mark.parametrize("to_s3", [True, False], ids=["folder-to-s3", "s3-to-folder"])
+def test_killed_copy_resumes_and_equals_an_uninterrupted_one(reference_store: Path, s3: S3Server, tmp_path: Path,
+                                                             to_s3: bool) -> None:
+    """A real SIGKILL while objects are being written; the rerun skips every one already there with the same bytes
+    and copies the rest (and removes a `.partial` file zarr leaves when the kill lands inside a folder's write):
+    the source's objects, one for one."""
+    source: Path | str = reference_store
+    if not to_s3:
+        source = _url(s3, "source.zarr")
+        _summary(run_cli("copy", reference_store, source, "--quiet"))
+    target = _url(s3) if to_s3 else str(tmp_path / "copy.zarr")
+    objects = StoreObjects.of(parse_store(target))
+    process = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "copy", str(source), target, "--quiet"],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None and len(objects.keys()) < 6:
-        time.sleep(0.005)
+        time.sleep(0.002)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert store_format(StoreUrl(url)) == UNFINISHED, "the copy finished before it could be killed"
-    assert run_cli("verify", url).code == 2, "an unfinished copy must not pass for a store"
-    there = [key for key in objects.keys() if key != "zarr.json"]
+    assert store_format(parse_store(target)) == UNFINISHED, "the copy finished before it could be killed"
+    assert run_cli("verify", target).code == 2, "an unfinished copy must not pass for a store"
     original = _objects(reference_store)
+    there = [key for key, data in _objects(target).items() if key != "zarr.json" and original.get(key) == data]
     assert 0 < len(there) < len(original) - 1
-    written, skipped = _summary(run_cli("copy", reference_store, url, "--quiet"))
+    written, skipped = _summary(run_cli("copy", source, target, "--quiet"))
     assert (written, skipped) == (len(original) - len(there), len(there))
-    assert _objects(url) == original
-    assert run_cli("verify", url).code == 0
+    assert _objects(target) == original
+    assert run_cli("verify", target).code == 0
 
 
-@pytest.mark.parametrize("array", ["tokens/2", "pooled"])
-def test_a_damaged_source_chunk_is_refused_naming_it(reference_store: Path, s3: S3Server, tmp_path: Path,
-                                                       array: str) -> None:
+def _flip(data: bytes, at: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[at] ^= 0x01
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize(("key", "damage", "why"), [
+    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, 100), "inner chunk 0 of the shard fails its checksum"),
+    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, len(data) - 10), "shard index damaged"),
+    ("pooled/c/1/0/0/0", lambda data: _flip(data, len(data) // 3), "checksum mismatch"),
+    ("videos/label/zarr.json", lambda data: data[:len(data) // 2], "metadata is not valid JSON"),
+], ids=["shard-inner-chunk", "shard-index", "chunk", "metadata"])
+def test_a_damaged_source_is_refused_naming_the_object(reference_store: Path, s3: S3Server, tmp_path: Path,
+                                                       key: str, damage, why: str) -> None:
     source = tmp_path / "damaged.zarr"
     shutil.copytree(reference_store, source)
-    chunk = next(p for p in sorted((source / array).rglob("*")) if p.is_file() and p.name != "zarr.json")
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 3] ^= 0x01
-    chunk.write_bytes(bytes(data))
+    (source / key).write_bytes(damage((source / key).read_bytes()))
     url = _url(s3)
-    result = run_cli("copy", source, url, "--quiet")
-    key = chunk.relative_to(source).as_posix()
-    _refused(result, f"{source}: {array}: object {key} is damaged", "clipcache verify", "--repair")
-    assert store_format(StoreUrl(url)) in (None, UNFINISHED), "a damaged source must not be published"
+    array = key.removesuffix("/zarr.json").split("/c/")[0]
+    _refused(run_cli("copy", source, url, "--quiet"), f"{source}: {array}: object {key} is damaged ({why}",
+             f"clipcache verify {source}", "--repair")
+    assert store_format(StoreUrl(url)) == UNFINISHED, "a damaged source must not be published"
+    assert run_cli("verify", source).code != 0, "the damage must be one that verify finds too"
 
 
 def test_refusals_change_nothing(reference_store: Path, s3: S3Server, tmp_path: Path) -> None:
@@ -158,3 +174,36 @@ def test_a_finished_destination_is_replaced_only_with_overwrite(reference_store:
         written, skipped = _summary(run_cli("copy", reference_store, target, "--overwrite", "--quiet"))
         assert (written, skipped) == (len(_objects(reference_store)), 0)
         assert _objects(target) == _objects(reference_store)
+
+
+# Another run holding the destination's lock, in its own process, as an extract would.
+HOLD = """
+import sys, time
+from pathlib import Path
+from obstore.store import S3Store
+from clipcache.cache.lease import ObjectLock
+from clipcache.cache.lock import Holder, StoreLock
+where, bucket, key = sys.argv[1:]
+lock = ObjectLock(S3Store(bucket), key, where) if where.startswith("s3://") else StoreLock(Path(where))
+lock.acquire(Holder.this_process("another run"))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("to_s3", [True, False], ids=["s3", "folder"])
+def test_a_destination_another_run_writes_is_refused(reference_store: Path, s3: S3Server, tmp_path: Path,
+                                                     to_s3: bool) -> None:
+    target = _url(s3) if to_s3 else str(tmp_path / "copy.zarr")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, target, BUCKET, target.removeprefix(s3.url(""))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        _refused(run_cli("copy", reference_store, target), f"{target}: in use by another clipcache",
+                 f"pid {holder.pid}")
+        assert store_format(parse_store(target)) is None, "a refused copy wrote into the destination"
+    finally:
+        holder.kill()
+        holder.wait()
+    _summary(run_cli("copy", reference_store, target, "--quiet"))  # a dead holder's lock is stale
+    assert _objects(target) == _objects(reference_store)
