@@ -207,3 +207,19 @@ def test_a_destination_another_run_writes_is_refused(reference_store: Path, s3: 
         holder.wait()
     _summary(run_cli("copy", reference_store, target, "--quiet"))  # a dead holder's lock is stale
     assert _objects(target) == _objects(reference_store)
+
+
+def test_what_is_no_part_of_the_store_is_not_copied(reference_store: Path, s3: S3Server, tmp_path: Path) -> None:
+    """A `.partial` file a killed zarr write left in an array's folder, and hidden files, are no part of a store:
+    not copied, and no reason to refuse it (the `.partial` bytes fail any checksum)."""
+    source = tmp_path / "source.zarr"
+    shutil.copytree(reference_store, source)
+    (source / "tokens/2/c/0/0/0/0/0.0a1b2c3d.partial").write_bytes(b"half a shard")
+    (source / ".notes").mkdir()
+    (source / ".notes" / "todo.txt").write_text("mine")
+    url = _url(s3)
+    result = run_cli("copy", source, url, "--quiet")
+    _summary(result)
+    assert "1 objects that are no chunk left out" in result.stdout
+    assert _objects(url) == _objects(reference_store)
+    assert not any(".notes" in key or "partial" in key for key in _listing(s3, url))

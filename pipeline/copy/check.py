@@ -10,6 +10,7 @@ objects that belong to no array are taken as they are: only the copy's read-back
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import zarr
@@ -43,6 +44,17 @@ class ObjectCheck:
             if "/".join(parts[:depth]) in self.arrays:
                 return "/".join(parts[:depth])
         return "/".join(parts) or "the root"
+
+    def foreign(self, key: str) -> bool:
+        """Whether the key lies in an array's folder without being one of its chunks (zarr never reads it)."""
+        if is_metadata(key):
+            return False
+        array = self.arrays.get(self.owner(key))
+        if array is None:
+            return False
+        rest = key[len(array.store_path.path) + 1:]
+        coords = tuple(int(n) for n in re.findall(r"[0-9]+", rest))
+        return len(coords) != array.ndim or array.metadata.encode_chunk_key(coords) != rest
 
     def damage(self, key: str, data: bytes) -> str | None:
         """Why `data`, the bytes of `key`, are not what the store's writer made; None when intact (or when nothing

@@ -43,11 +43,14 @@ class CopySummary:
     skipped: int = 0  # objects already at DST with the same bytes (a resumed copy)
     skipped_bytes: int = 0
     removed: int = 0  # objects at an unfinished DST that SRC does not hold
+    left_out: int = 0  # objects of SRC that are no part of its store (in an array's folder, none of its chunks)
 
     def __str__(self) -> str:
-        removed = f", {self.removed} stray objects removed" if self.removed else ""
+        extra = "".join(f", {count} {what}" for count, what in ((self.removed, "stray objects removed at DST"),
+                                                                (self.left_out, "objects that are no chunk left out"))
+                        if count)
         return (f"copied {self.src} to {self.dst}: {self.copied} objects ({size_text(self.copied_bytes)}) written, "
-                f"{self.skipped} already there ({size_text(self.skipped_bytes)}) skipped{removed}")
+                f"{self.skipped} already there ({size_text(self.skipped_bytes)}) skipped{extra}")
 
 
 def copy_store(cfg: CopyConfig) -> CopySummary:
@@ -106,16 +109,18 @@ def _start(src: Store, dst: Store, overwrite: bool, target: StoreObjects, root: 
 
 def _copy_objects(source: StoreObjects, target: StoreObjects, check: ObjectCheck, lock: StoreLock | ObjectLock,
                   summary: CopySummary, quiet: bool) -> None:
-    """Every object of SRC but its root to DST: metadata first (it tells the checks the arrays), then the chunks;
-    what DST holds that SRC does not (a former copy's, zarr's `.partial` files of a killed write) is removed."""
-    keys = [key for key in source.keys() if key != METADATA and not _hidden(key)]
+    """Every object of SRC but its root to DST: metadata first (it tells the checks the arrays), then the chunks,
+    leaving out what lies in an array's folder without being one of its chunks (zarr's `.partial` file of a write
+    that was killed: zarr never reads it); then what DST holds that SRC does not is removed."""
+    keys = sorted((key for key in source.keys() if key != METADATA and not _hidden(key)), key=lambda k: not
+                  is_metadata(k))
     there = {key for key in target.keys() if key != METADATA and not _hidden(key)}
-    for stray in sorted(there - set(keys)):
-        _guard(lock)
-        target.delete(stray)
-        summary.removed += 1
+    copied: set[str] = set()
     bar = tqdm(total=source.size(), unit="B", unit_scale=True, desc="copy", disable=quiet, file=sys.stderr)
-    for key in sorted(keys, key=lambda k: not is_metadata(k)):
+    for key in keys:
+        if check.foreign(key):
+            summary.left_out += 1
+            continue
         data = _checked(source, check, key, summary.src)
         if key in there and _same(target, key, data):
             summary.skipped, summary.skipped_bytes = summary.skipped + 1, summary.skipped_bytes + len(data)
@@ -123,8 +128,13 @@ def _copy_objects(source: StoreObjects, target: StoreObjects, check: ObjectCheck
             _guard(lock)
             _write(target, key, data, summary.dst)
             summary.copied, summary.copied_bytes = summary.copied + 1, summary.copied_bytes + len(data)
+        copied.add(key)
         bar.update(len(data))
     bar.close()
+    for stray in sorted(there - copied):  # a former copy's, or a `.partial` file of a copy that was killed
+        _guard(lock)
+        target.delete(stray)
+        summary.removed += 1
 
 
 def _checked(source: StoreObjects, check: ObjectCheck, key: str, src: Store) -> bytes:
