@@ -54,6 +54,9 @@ class StoreObjects:
         """Remove every object under `prefix` (a folder: with the folder)."""
         sync(self.store.delete_dir(prefix))
 
+    def object_size(self, key: str) -> int:
+        return sync(self.store.getsize(key))
+
     def size(self, prefix: str = "") -> int:
         """Bytes stored under `prefix` (the whole store by default)."""
         return sync(self.store.getsize_prefix(prefix))

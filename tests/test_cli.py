@@ -11,16 +11,20 @@ import typer
 
 from clipcache import __version__
 from clipcache.cli import InfoConfig, ResultsConfig, VerifyConfig, app
+from clipcache.pipeline.copy.config import CopyConfig
 from clipcache.pipeline.demo.config import DemoConfig
 from clipcache.pipeline.evaluate.config import EvalConfig
+from clipcache.pipeline.export.config import ExportConfig
 from clipcache.pipeline.extract.config import ExtractConfig
 from clipcache.pipeline.options import cli_of
 from clipcache.pipeline.predict.config import PredictConfig
+from clipcache.pipeline.search.config import SearchConfig
 from clipcache.pipeline.train.config import TrainConfig
 from conftest import run_cli
 
 COMMANDS = {"extract": ExtractConfig, "info": InfoConfig, "verify": VerifyConfig, "train-head": TrainConfig,
-            "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig, "predict": PredictConfig}
+            "eval": EvalConfig, "demo": DemoConfig, "results": ResultsConfig, "predict": PredictConfig,
+            "copy": CopyConfig, "export": ExportConfig, "search": SearchConfig}
 
 
 @pytest.mark.parametrize("name", COMMANDS)

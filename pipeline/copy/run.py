@@ -20,13 +20,12 @@ from pathlib import Path
 
 import google_crc32c
 from tqdm import tqdm
-from zarr.core.sync import sync
 
 from clipcache import InputError
 from clipcache.cache.info import size_text
 from clipcache.cache.lease import ObjectLock
 from clipcache.cache.location import Store, StoreUrl
-from clipcache.cache.lock import Holder, StoreLock
+from clipcache.cache.lock import Holder, StoreLock, store_lock
 from clipcache.cache.objects import StoreObjects
 from clipcache.cache.place import UNFINISHED, remove_store, store_format, writable_folder
 from clipcache.pipeline.common import note
@@ -66,14 +65,14 @@ def copy_store(cfg: CopyConfig) -> CopySummary:
     root = _checked(source, check, METADATA, src)
     writable_folder(dst)
     target = StoreObjects.of(dst, read_only=False)
-    lock = _writer_lock(dst)
+    lock = store_lock(dst)
     for stale in lock.acquire(Holder.this_process(f"copy from {src}"),
                               lambda: _start(src, dst, cfg.overwrite, target, root)):
         note(f"{dst}: removed the stale lock of a run that died ({stale.describe()})", cfg.quiet)
     with lock:
         summary = CopySummary(src, dst)
         _copy_objects(source, target, check, lock, summary, cfg.quiet)
-        _guard(lock)
+        lock.check()
         _write(target, METADATA, root, dst)  # published: DST is a store from here on
         summary.copied, summary.copied_bytes = summary.copied + 1, summary.copied_bytes + len(root)
     return summary
@@ -125,14 +124,14 @@ def _copy_objects(source: StoreObjects, target: StoreObjects, check: ObjectCheck
         if key in there and _same(target, key, data):
             summary.skipped, summary.skipped_bytes = summary.skipped + 1, summary.skipped_bytes + len(data)
         else:
-            _guard(lock)
+            lock.check()
             _write(target, key, data, summary.dst)
             summary.copied, summary.copied_bytes = summary.copied + 1, summary.copied_bytes + len(data)
         copied.add(key)
         bar.update(len(data))
     bar.close()
     for stray in sorted(there - copied):  # a former copy's, or a `.partial` file of a copy that was killed
-        _guard(lock)
+        lock.check()
         target.delete(stray)
         summary.removed += 1
 
@@ -150,7 +149,7 @@ def _checked(source: StoreObjects, check: ObjectCheck, key: str, src: Store) -> 
 
 def _same(target: StoreObjects, key: str, data: bytes) -> bool:
     """Whether DST holds `data` at `key` already: the sizes first (one stat or HEAD), then the checksums."""
-    if sync(target.store.getsize(key)) != len(data):
+    if target.object_size(key) != len(data):
         return False
     there = target.read(key)
     return there is not None and google_crc32c.value(there) == google_crc32c.value(data)
@@ -179,19 +178,3 @@ def _overlap(src: Store, dst: Store) -> bool:
         a, b = src.url + "/", dst.url + "/"
         return a.startswith(b) or b.startswith(a)
     return False
-
-
-def _writer_lock(store: Store) -> StoreLock | ObjectLock:
-    """The lock every writer of `store` takes (`cache.lock`, `cache.lease`)."""
-    if isinstance(store, StoreUrl):
-        scheme, _, rest = store.url.partition("://")
-        bucket, _, key = rest.partition("/")
-        return ObjectLock(StoreUrl(f"{scheme}://{bucket}").objects(), key, store.url)
-    return StoreLock(store)
-
-
-def _guard(lock: StoreLock | ObjectLock) -> None:
-    """Stop before a write when the lock was lost (object storage: a lease that could not be renewed); a folder's
-    flock is held until the process ends."""
-    if isinstance(lock, ObjectLock):
-        lock.check()
