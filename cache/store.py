@@ -11,12 +11,18 @@ import warnings
 
 import zarr
 
-from clipcache.cache.location import Store, parse_store, zarr_store
+from clipcache.cache.location import Store, StoreUrl, parse_store, zarr_store
+from clipcache.cache.objects import StoreObjects
 
 
 def open_root(store: Store | str, mode: str = "r") -> zarr.Group:
-    """The root group as it is stored now, not as the consolidated snapshot describes it."""
-    return zarr.open_group(zarr_store(parse_store(store), read_only=mode == "r"), mode=mode, use_consolidated=False)
+    """The root group as it is stored now, not as the consolidated snapshot describes it. A store in object
+    storage is asked for its root alone first: zarr's open sends several requests at once, and when the server
+    cannot be reached those still in flight as the error ends the process abort the interpreter's exit."""
+    store = parse_store(store)
+    if isinstance(store, StoreUrl) and mode != "w":
+        StoreObjects.of(store).exists("zarr.json")
+    return zarr.open_group(zarr_store(store, read_only=mode == "r"), mode=mode, use_consolidated=False)
 
 
 def consolidate(path: Store | str) -> None:

@@ -164,3 +164,12 @@ def test_overwrite_replaces_a_store_in_a_bucket_and_refuses_what_is_not_one(buck
     assert replaced.code == 0, replaced
     assert open_root(url).attrs["frames"] == 4
     assert np.all(open_root(url)["videos/status"][:] != PENDING)
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens there
+    for name, value in {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_ALLOW_HTTP": "true"}.items():
+        monkeypatch.setenv(name, value)
+    result = run_cli_process("info", "s3://nowhere/store.zarr")
+    assert result.code == 1, result
+    assert result.stderr.startswith("clipcache: error: object storage failed") and result.stderr.count("\n") == 1
