@@ -116,8 +116,8 @@ def test_torchrun_ranks_write_a_bucket_as_one_process_does(bucket: str, demo_vid
 
 
 def test_a_dense_store_with_segments_in_a_bucket_equals_the_folder(bucket: str, tmp_path: Path) -> None:
-    folder = annotated_store(tmp_path, [("a", [(2.0, 6.0, "red_square")], "train"), ("b", [(1.0, 3.0, "square_left")], "test")],
-                             duration=10.0, rate=2)
+    videos = [("a", [(2.0, 6.0, "red_square")], "train"), ("b", [(1.0, 3.0, "square_left")], "test")]
+    folder = annotated_store(tmp_path, videos, duration=10.0, rate=2)
     url = f"{bucket}/dense.zarr"
     result = run_cli("extract", tmp_path / "videos", url, "--model-config", TINY_CONFIG, "--fps", "2",
                      "--annotations", tmp_path / "annotations.csv", "--workers", "1", "--quiet")
