@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from s3_server import S3Server
 from typer.testing import CliRunner
 
 from clipcache.cache.store import open_root
 from clipcache.cli import app
 from clipcache.pipeline.demo.synthetic import write_demo_videos
+from s3_server import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 # before any test imports torch (nothing above does): the tests' models are tiny, so an op costs thread wake-ups

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import obstore
 import pytest
-from s3_server import BUCKET, S3Server
 
 from clipcache.cache.location import StoreUrl, parse_store
 from clipcache.cache.objects import StoreObjects
 from clipcache.cache.place import UNFINISHED, store_format
 from conftest import REPO, assert_stores_equal, run_cli
+from s3_server import BUCKET, S3Server
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from dataclasses import asdict
 import obstore
 import pytest
 from obstore.exceptions import PermissionDeniedError
-from s3_server import BUCKET, S3Server
 
 from clipcache import InputError
 from clipcache.cache.lease import LeaseLostError, ObjectLock, lock_prefix
 from clipcache.cache.lock import Holder, StoreLockedError
+from s3_server import BUCKET, S3Server
 
 # A holder as another clipcache run would be: its own process, reaching the server through the environment.
 HOLD = """

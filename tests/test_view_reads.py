@@ -53,10 +53,11 @@ def test_back_to_back_views_are_one_read_and_the_batch_equals_zarrs(
 
 def test_a_damaged_view_inside_one_read_names_its_video_and_the_others_read(tmp_path: Path) -> None:
     store = synthetic_store(tmp_path / "s.zarr", num_videos=8)
-    file, offset, _ = ViewReader(CacheReader(store).array("tokens/1")).place(5, 1)
-    data = bytearray(Path(file).read_bytes())
+    key, offset, _ = ViewReader(CacheReader(store).array("tokens/1")).place(5, 1)
+    file = store / key
+    data = bytearray(file.read_bytes())
     data[offset + 3] ^= 0x40
-    Path(file).write_bytes(bytes(data))
+    file.write_bytes(bytes(data))
     views = {(video, view): i for i, (video, view) in enumerate(
         (video, view) for video in range(8) for view in range(TEST_VIEWS))}
     fresh = CacheDataset(CacheReader(store), REQUEST, np.arange(8), 4, train=False, preload=False)
