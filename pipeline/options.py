@@ -201,6 +201,14 @@ class ShotOptions(Options):
 
 
 @dataclass(kw_only=True)
+class DetectionOptions(Options):
+    """How temporal detections are scored (eval of a localisation run, and train-head's open-set protocol)."""
+
+    tiou: str = option("thumos14", "Localisation: the tIoU thresholds of mAP: thumos14 (0.3:0.1:0.7), activitynet "
+                                   "(0.5:0.05:0.95) or a comma-separated list.")
+
+
+@dataclass(kw_only=True)
 class CaptionOptions(Options):
     """Text-video retrieval instead of classification: the sentences that describe the videos."""
 

@@ -105,10 +105,11 @@ def test_class_splits_read_and_refuse(tmp_path: Path) -> None:
 
 def test_the_protocol_averages_over_class_splits_beside_zero_shot(split_store: Path, tmp_path: Path) -> None:
     """Two seeded random 50/50 splits, one proposal run each: the record holds each split's numbers, their mean
-    and std, and the zero-shot baseline's on the same splits; each split run sits in its own folder."""
+    and std, and the zero-shot baseline's on the same splits, at the thresholds --tiou names; each split run sits
+    in its own folder."""
     out = tmp_path / "protocol"
     result = run_cli("train-head", split_store, "--head", "proposals", "--class-split", "0.5", "--class-splits", "2",
-                     "--out", out, "--quiet")
+                     "--tiou", "activitynet", "--out", out, "--quiet")
     assert result.code == 0, result
     record = json.loads(next((out / "eval").rglob("result.json")).read_text())
     assert record["protocol"] == "open-set" and [run["split"] for run in record["runs"]] == [0, 1]
@@ -117,3 +118,4 @@ def test_the_protocol_averages_over_class_splits_beside_zero_shot(split_store: P
         assert record[key] == pytest.approx(np.mean(values)) and record[f"{key}_std"] == pytest.approx(np.std(values))
     assert (out / "split-0" / "proposals" / "run.json").is_file() and (out / "split-1" / "proposals").is_dir()
     assert record["classes"] == 2  # the unseen half of 4 classes
+    assert "map@0.95" in record["runs"][0] and "map@0.3" not in record["runs"][0]  # ActivityNet's 0.5:0.05:0.95

@@ -8,6 +8,7 @@ from pathlib import Path
 from clipcache.cache.location import Store
 from clipcache.pipeline.options import (
     CaptionOptions,
+    DetectionOptions,
     DrawnSplitOptions,
     JsonOutput,
     RunOptions,
@@ -24,8 +25,8 @@ Weights = StrEnum("Weights", {"best": "best", "last": "last"})
 
 
 @dataclass(kw_only=True)
-class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, ThreadOptions,
-                 DrawnSplitOptions):
+class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions, CaptionOptions, DetectionOptions,
+                 ThreadOptions, DrawnSplitOptions):
     store: Store = store_argument("A store made by `clipcache extract`.")
     captions: Path | None = option(None, "Caption file (MSR-VTT annotation JSON, the 1k-A test CSV, or video,caption "
                                          "CSV/TSV lines): with --zero-shot, text-video retrieval by CLIP itself; with "
@@ -51,8 +52,6 @@ class EvalConfig(RunOptions, JsonOutput, TextOptions, SplitOptions, ShotOptions,
                                            "segments (train-head STORE --head prompt|text|linear on a dense store) "
                                            "names the proposals instead of zero-shot CLIP (Efficient-Prompt's "
                                            "second stage).")
-    tiou: str = option("thumos14", "Localisation: the tIoU thresholds of mAP: thumos14 (0.3:0.1:0.7), activitynet "
-                                   "(0.5:0.05:0.95) or a comma-separated list.")
     weights: Weights = option(Weights.best, "Which weights of the run: the best epoch on validation, or the last.")
     out: Path | None = option(None, "Folder for the results: each evaluation writes result.json, predictions.csv "
                                     "and figures into its own subfolder named after the store, split and method "

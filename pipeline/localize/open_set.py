@@ -94,17 +94,17 @@ def open_set_protocol(cfg: TrainConfig) -> Result:
             namer = base.out / cfg.classifier_head
             train_head(replace(base, head=cfg.classifier_head, out=namer))
         zero = evaluate_checkpoint(cfg.store, base.out / "proposals", None, cfg.device, quiet=cfg.quiet,
-                                   pretrained=cfg.pretrained, text=(cfg.templates, cfg.class_names, "thumos14"))
+                                   pretrained=cfg.pretrained, text=(cfg.templates, cfg.class_names, cfg.tiou))
         named = zero if namer is None else evaluate_checkpoint(
             cfg.store, base.out / "proposals", None, cfg.device, quiet=cfg.quiet, pretrained=cfg.pretrained,
-            text=(cfg.templates, cfg.class_names, "thumos14"), classifier=namer)
+            text=(cfg.templates, cfg.class_names, cfg.tiou), classifier=namer)
         keys = [key for key in named.record if key.startswith("map@")] + list(METRIC_KEYS)
         runs.append({"split": k, "checkpoint": named.record["checkpoint"], "videos": named.record["videos"],
                      "held_out": named.record["held_out"], **{key: named.record[key] for key in keys},
                      **{f"zero_shot_{key}": zero.record[key] for key in keys}})
         scored.append(named)
     options = {"class_split": cfg.class_split, "class_splits": cfg.class_splits,
-               "classifier_head": cfg.classifier_head, "templates": cfg.templates, "tiou": "thumos14"}
+               "classifier_head": cfg.classifier_head, "templates": cfg.templates, "tiou": cfg.tiou}
     description = protocol_description(scored, PROTOCOL, options, checkpoint=None,
                                        method=f"head proposals + {cfg.classifier_head or 'zero-shot'}")
     keys = tuple(key for key in runs[0] if key.startswith(("map@", "zero_shot_")) or key in METRIC_KEYS)

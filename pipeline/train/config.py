@@ -14,6 +14,7 @@ from clipcache.heads.recipes import RECIPES, RETRIEVAL_RECIPES, Schedule
 from clipcache.pipeline.options import (
     SEED_LIMITS,
     CaptionOptions,
+    DetectionOptions,
     DrawnSplitOptions,
     RunOptions,
     ShotOptions,
@@ -55,7 +56,7 @@ def parse_head_options(pairs: list[str]) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class TrainConfig(RunOptions, TextOptions, SplitOptions, DrawnSplitOptions, ShotOptions, CaptionOptions,
-                  ThreadOptions):
+                  DetectionOptions, ThreadOptions):
     store: Store = store_argument("A store made by `clipcache extract`.")
     head: HeadName = option(help="Head to train (see the README's table of heads).")
     out: Path = option(help="Run directory: run.json, best/last weights, metrics.jsonl.")

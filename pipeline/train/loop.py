@@ -56,7 +56,7 @@ from clipcache.pipeline.train.task import Task, check_retrieval_options, make_ta
 
 # options that may differ on --resume (the store is identified by its fingerprint and a checkpoint by its sha256,
 # not their paths)
-RESUMABLE_CHANGES = ("store", "out", "epochs", "patience", "resume", "preload", "workers", "device", "quiet",
+RESUMABLE_CHANGES = ("store", "out", "tiou", "epochs", "patience", "resume", "preload", "workers", "device", "quiet",
                      "pretrained", "threads")
 
 
