@@ -1,9 +1,9 @@
 """Where a store lives: a folder (a `Path`) or a URL in object storage (`StoreUrl`: s3://, gs://, az://).
 
-Object storage goes through obstore, under zarr's own `ObjectStore`. Measured against fsspec's s3fs it is
-the one of the two with conditional writes (create-if-absent, replace-if-unchanged), which the store's lock is
-built on (`cache.lease`), and it needs no event loop of its own: its blocking calls release the GIL, so stage
-two's read threads issue range requests in parallel. Credentials and endpoints come the way obstore takes
+Object storage goes through obstore, under zarr's own `ObjectStore`, rather than fsspec's s3fs: obstore has
+the conditional writes (create-if-absent, replace-if-unchanged) that the store's lock is built on
+(`cache.lease`), and needs no event loop of its own: its blocking calls release the GIL, so stage two's read
+threads issue range requests in parallel. Credentials and endpoints come the way obstore takes
 them: the provider's environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
 AWS_ENDPOINT_URL, AWS_ALLOW_HTTP for a plain-http test server; GOOGLE_* and AZURE_* likewise). Nothing of them
 is printed or written into a store: a `StoreUrl` is its URL and nothing else.

@@ -8,10 +8,11 @@ meanwhile leaves `.STORE.tmp-*` or `.STORE.old-*` behind, which the next run rem
 only ever ours).
 
 Object storage has no rename, so a store there is created and removed in place under its lock, and its root
-metadata says when it is unfinished: creation writes the root first with the format `clipcache/unfinished`
-and its real format last; removal marks the root unfinished first, deletes every other object, then the
-root. A reader never takes an unfinished store for one (its format is refused), and a run killed meanwhile
-leaves an unfinished store that the next run under the lock removes (`remove_leftovers`).
+metadata says when it is unfinished (`clipcache copy` writes a folder the same way): creation writes the root
+first with the format `clipcache/unfinished` and its real format last; removal marks the root unfinished first,
+deletes every other object, then the root. A reader never takes an unfinished store for one (its format is
+refused), and a run killed meanwhile leaves an unfinished store that the next run under the lock removes
+(`remove_leftovers`).
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from pathlib import Path
 from clipcache import InputError
 from clipcache.cache.location import Store, StoreUrl
 from clipcache.cache.objects import StoreObjects
-
-UNFINISHED = "clipcache/unfinished"  # the format of a store in object storage being created or removed
+from clipcache.cache.schema import UNFINISHED
 
 
 def aside(path: Path, kind: str) -> Path:
@@ -47,11 +47,22 @@ def remove_leftovers(path: Store) -> list[Store]:
             return []
         _delete_objects(path)
         return [path]
+    if _unfinished(path):  # a copy into this folder that was stopped (`clipcache copy` would have resumed it)
+        _remove_folder(path)
+        return [path]
     pattern = _leftover(path)
     found = [p for p in path.parent.glob(f".{path.name}.*-*") if pattern.fullmatch(p.name) and p.is_dir()]
     for leftover in found:
         shutil.rmtree(leftover, ignore_errors=True)
     return found
+
+
+def _unfinished(path: Path) -> bool:
+    """Whether the folder holds an unfinished store (anything else is refused by `store_format`, in its turn)."""
+    try:
+        return json.loads((path / "zarr.json").read_bytes()).get("attributes", {}).get("format") == UNFINISHED
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def store_format(path: Store) -> str | None:
@@ -126,6 +137,12 @@ def remove_store(path: Store, inputs: Path) -> None:
         raise InputError(f"--overwrite: {path} is or contains the input folder {inputs}; nothing was deleted")
     if store_format(path) is None:
         return
+    _remove_folder(path)
+
+
+def _remove_folder(path: Path) -> None:
+    """Rename the store aside (one rename: a read-only or busy store is refused with nothing deleted), then
+    delete it."""
     old = aside(path, "old")
     try:
         os.rename(path, old)

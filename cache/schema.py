@@ -230,12 +230,17 @@ def inputs_digest(listed: list[str], labels: list[int], splits: list[str]) -> st
     payload = json.dumps([listed, labels, splits]).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
+UNFINISHED = "clipcache/unfinished"  # the format of a store being created, removed or copied in place (cache.place)
+
 
 def check_format(attrs: dict[str, Any], where: str) -> int:
     """The store's format version; stores that are not clipcache stores or come from a newer version are
     refused."""
     fmt = attrs.get("format")
     name, _, version = fmt.partition("/") if isinstance(fmt, str) else ("", "", "")
+    if fmt == UNFINISHED:
+        raise InputError(f"{where}: an unfinished store: being created, removed or copied, or a run that did so was "
+                         "stopped (run the same extract or copy again to finish it)")
     if name != "clipcache" or not version.isdigit():
         raise InputError(f"{where}: not a clipcache store (no clipcache 'format' attribute)")
     if int(version) > FORMAT_VERSION:

@@ -26,11 +26,12 @@ from clipcache.cache import quant
 from clipcache.cache.chunks import chunk_key
 from clipcache.cache.location import Store, StoreUrl, zarr_store
 from clipcache.cache.objects import StoreObjects
-from clipcache.cache.place import UNFINISHED, aside
+from clipcache.cache.place import aside
 from clipcache.cache.reader import CacheReader, read_block
 from clipcache.cache.schema import (
     PENDING,
     TABLE_AT_CREATION,
+    UNFINISHED,
     VIDEO_STRING_ARRAYS,
     StoreSettings,
     check_format,

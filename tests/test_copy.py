@@ -17,7 +17,8 @@ import pytest
 
 from clipcache.cache.location import StoreUrl, parse_store
 from clipcache.cache.objects import StoreObjects
-from clipcache.cache.place import UNFINISHED, store_format
+from clipcache.cache.place import store_format
+from clipcache.cache.schema import UNFINISHED
 from conftest import REPO, assert_stores_equal, run_cli
 from s3_server import BUCKET, S3Server
 
@@ -97,7 +98,8 @@ def test_killed_copy_resumes_and_equals_an_uninterrupted_one(reference_store: Pa
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert store_format(parse_store(target)) == UNFINISHED, "the copy finished before it could be killed"
-    assert run_cli("verify", target).code == 2, "an unfinished copy must not pass for a store"
+    refused = run_cli("verify", target)
+    assert refused.code == 2 and "an unfinished store" in refused.stderr, "an unfinished copy must not pass for a store"
     original = _objects(reference_store)
     there = [key for key, data in _objects(target).items() if key != "zarr.json" and original.get(key) == data]
     assert 0 < len(there) < len(original) - 1

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipcache.cache.lock import lock_folder
 from clipcache.cache.reader import CacheReader
-from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING
+from clipcache.cache.schema import DONE, FAILED, MISSING, PENDING, UNFINISHED
 from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 from clipcache.pipeline.extract.decord_loader import load_decord
 from conftest import (
@@ -597,3 +597,18 @@ def test_a_store_of_the_previous_format_is_read_and_resumed(reference_store: Pat
     assert CacheReader(store).format_version == 1
     result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2", "--batch-size", "7"))
     assert result.code == 0 and "0 processed" in result.stdout, result
+
+
+def test_an_unfinished_store_left_by_a_stopped_copy_is_replaced(demo_videos: Path, reference_store: Path,
+                                                                tmp_path: Path) -> None:
+    """A folder whose root says `clipcache/unfinished` is clipcache's own half-written store (a copy stopped
+    midway): readers refuse it, and extract removes it under the lock and makes the store."""
+    store = tmp_path / "half.zarr"
+    shutil.copytree(reference_store, store)
+    root = json.loads((store / "zarr.json").read_text())
+    (store / "zarr.json").write_text(json.dumps({**root, "attributes": {"format": UNFINISHED}}))
+    refused = run_cli("info", store)
+    assert refused.code == 2 and "an unfinished store" in refused.stderr, refused
+    result = run_cli(*tiny_extract_args(demo_videos, store, "--shard-videos", "2"))
+    assert result.code == 0, result
+    assert_stores_equal(store, reference_store)

@@ -27,7 +27,8 @@ from clipcache.cache.lease import ObjectLock
 from clipcache.cache.location import Store, StoreUrl
 from clipcache.cache.lock import Holder, StoreLock, store_lock
 from clipcache.cache.objects import StoreObjects
-from clipcache.cache.place import UNFINISHED, remove_store, store_format, writable_folder
+from clipcache.cache.place import remove_store, store_format, writable_folder
+from clipcache.cache.schema import UNFINISHED
 from clipcache.pipeline.common import note
 from clipcache.pipeline.copy.check import METADATA, ObjectCheck, is_metadata
 from clipcache.pipeline.copy.config import CopyConfig
