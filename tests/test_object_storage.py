@@ -173,3 +173,15 @@ def test_an_unreachable_server_is_one_line_and_exit_1(monkeypatch: pytest.Monkey
     result = run_cli_process("info", "s3://nowhere/store.zarr")
     assert result.code == 1, result
     assert result.stderr.startswith("clipcache: error: object storage failed") and result.stderr.count("\n") == 1
+
+
+def test_shard_jobs_of_one_array_share_a_bucket_store(bucket: str, demo_videos: Path, reference_store: Path) -> None:
+    """Two `--shard i/n` jobs at once, as on two machines: they share the lease and make the one store."""
+    url = f"{bucket}/shards.zarr"
+    args = [str(a) for a in tiny_extract_args(demo_videos, url, "--shard-videos", "2")]
+    jobs = [subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args, "--shard", f"{i}/2"], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    for job in jobs:
+        _, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr
+    assert_stores_equal(url, reference_store)
