@@ -96,13 +96,14 @@ def damaged_rows(array: zarr.Array, block: int) -> dict[int, str]:
     sharding = array.metadata.codecs[0]
     if not isinstance(sharding, ShardingCodec):
         return {} if crc_intact(data) else dict.fromkeys(range(rows), "checksum mismatch")
-    return _damaged_inner_chunks(array, data, rows)
+    return shard_damage(array, data, rows)
 
 
-def _damaged_inner_chunks(array: zarr.Array, data: bytes, rows: int) -> dict[int, str]:
-    """A shard as the writer makes it: its inner chunks (the token arrays: one per video and view), then the
-    index (offset, length per inner chunk, uint64, in C order over the shard's grid of inner chunks) and its
-    crc32c. A row is damaged when any of its inner chunks is."""
+def shard_damage(array: zarr.Array, data: bytes, rows: int) -> dict[int, str]:
+    """{row within the shard: why it is damaged} for the first `rows` rows of a shard's bytes, as the writer makes
+    a shard: its inner chunks (the token arrays: one per video and view), then the index (offset, length per
+    inner chunk, uint64, in C order over the shard's grid of inner chunks) and its crc32c. A row is damaged when
+    any of its inner chunks is. `verify` and `copy` judge a shard by it."""
     grid = [shard // chunk for shard, chunk in zip(array.shards, array.chunks)]
     inner, per_position = int(np.prod(grid)), int(np.prod(grid[1:]))
     index_size = index_bytes(inner)

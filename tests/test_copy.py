@@ -116,8 +116,8 @@ def _flip(data: bytes, at: int) -> bytes:
 
 
 @pytest.mark.parametrize(("key", "damage", "why"), [
-    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, 100), "inner chunk 0 of the shard fails its checksum"),
-    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, len(data) - 10), "shard index damaged"),
+    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, 100), "video 2: checksum mismatch"),
+    ("tokens/2/c/1/0/0/0/0", lambda data: _flip(data, len(data) - 10), "video 2: shard index damaged"),
     ("pooled/c/1/0/0/0", lambda data: _flip(data, len(data) // 3), "checksum mismatch"),
     ("videos/label/zarr.json", lambda data: data[:len(data) // 2], "metadata is not valid JSON"),
 ], ids=["shard-inner-chunk", "shard-index", "chunk", "metadata"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
@@ -20,7 +19,7 @@ from zarr.core.array import Array, AsyncArray
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.storage import StorePath
 
-from clipcache.cache.chunks import EMPTY, crc_intact, index_bytes, is_checked, shard_index
+from clipcache.cache.chunks import crc_intact, is_checked, rows_per_file, shard_damage
 
 METADATA = "zarr.json"
 CHECKED_INDEX = (BytesCodec(endian="little"), Crc32cCodec())  # the index layout `shard_index` reads
@@ -52,9 +51,8 @@ class ObjectCheck:
         array = self.arrays.get(self.owner(key))
         if array is None:
             return False
-        rest = key[len(array.store_path.path) + 1:]
-        coords = tuple(int(n) for n in re.findall(r"[0-9]+", rest))
-        return len(coords) != array.ndim or array.metadata.encode_chunk_key(coords) != rest
+        coords = _coords(array, key)
+        return len(coords) != array.ndim or array.metadata.encode_chunk_key(coords) != key[len(array.path) + 1:]
 
     def damage(self, key: str, data: bytes) -> str | None:
         """Why `data`, the bytes of `key`, are not what the store's writer made; None when intact (or when nothing
@@ -65,7 +63,7 @@ class ObjectCheck:
         if array is None or not is_checked(array):
             return None
         if isinstance(array.metadata.codecs[0], ShardingCodec):
-            return _shard_damage(array, data)
+            return _shard_damage(array, _coords(array, key), data)
         return None if crc_intact(data) else "checksum mismatch"
 
     def _metadata(self, key: str, data: bytes) -> str | None:
@@ -85,17 +83,19 @@ class ObjectCheck:
         return None
 
 
-def _shard_damage(array: Array, data: bytes) -> str | None:
-    """A shard whose index (at its end, crc32c-checked) and inner chunks (crc32c each) do not match."""
+def _coords(array: Array, key: str) -> tuple[int, ...]:
+    """The chunk coordinates a key of the array names (`tokens/2/c/1/0/0/0/0` -> (1, 0, 0, 0, 0))."""
+    return tuple(int(n) for n in re.findall(r"[0-9]+", key[len(array.path) + 1:]))
+
+
+def _shard_damage(array: Array, coords: tuple[int, ...], data: bytes) -> str | None:
+    """Why a shard's bytes are damaged (`cache.chunks.shard_damage`, over the rows the shard holds), or None."""
     sharding = array.metadata.codecs[0]
     if sharding.index_location != ShardingCodecIndexLocation.end or tuple(sharding.index_codecs) != CHECKED_INDEX:
         return None  # not a layout clipcache writes: its index cannot be read from the bytes alone
-    entries = int(np.prod([shard // chunk for shard, chunk in zip(array.shards, array.chunks)]))
-    index = shard_index(data, entries)
-    if index is None:
-        return "shard index damaged (cut short or checksum mismatch)"
-    chunks_end = len(data) - index_bytes(entries)
-    for entry, (offset, length) in enumerate(index.tolist()):
-        if offset != EMPTY and (offset + length > chunks_end or not crc_intact(data[offset:offset + length])):
-            return f"inner chunk {entry} of the shard fails its checksum"
-    return None
+    per_file = rows_per_file(array)
+    damaged = shard_damage(array, data, min(per_file, array.shape[0] - coords[0] * per_file))
+    if not damaged:
+        return None
+    row = min(damaged)
+    return f"video {coords[0] * per_file + row}: {damaged[row]}"
