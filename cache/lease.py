@@ -46,7 +46,7 @@ from obstore.exceptions import (
 )
 
 from clipcache import InputError
-from clipcache.cache.lock import GUARD_SECONDS, Holder, StoreLockedError
+from clipcache.cache.lock import GUARD_SECONDS, Holder, StoreLockedError, busy_setting_up, in_use
 
 LEASE_SECONDS = 60.0  # how long a holder that stopped renewing (a machine gone) keeps others out
 CLOCK_STEP = 1.0  # Last-Modified has whole seconds
@@ -241,8 +241,7 @@ class ObjectLock:
                 except (PreconditionError, *GONE):
                     continue  # another waiter was quicker
             if changed and time.monotonic() - began > self.guard_wait:
-                raise StoreLockedError(f"{self.name}: another run has been setting up the store for over "
-                                       f"{self.guard_wait:g}s (its lock {self.display} is busy); try again later")
+                raise busy_setting_up(self.name, self.guard_wait, self.display)
             time.sleep(POLL_SECONDS)
 
     def _check(self, me: Holder) -> list[Holder]:
@@ -264,6 +263,5 @@ class ObjectLock:
                 continue
             if other is None or not me.shares_with(other):
                 who = other.describe() if other is not None else f"an unreadable holder object {entry['path']}"
-                raise StoreLockedError(f"{self.name}: in use by another clipcache extract ({who}); wait for it "
-                                       f"to finish or stop it (its lock is {self.display})")
+                raise in_use(self.name, who, self.display)
         return stale

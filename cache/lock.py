@@ -41,6 +41,17 @@ class StoreLockedError(InputError):
     """Another live run writes this store."""
 
 
+def in_use(store: object, who: str, lock: object) -> StoreLockedError:
+    """The refusal of a run whose store another live run holds (`who` names it): one line for both kinds of lock."""
+    return StoreLockedError(f"{store}: in use by another clipcache run ({who}); wait for it to finish or stop it "
+                            f"(its lock is {lock})")
+
+
+def busy_setting_up(store: object, seconds: float, lock: object) -> StoreLockedError:
+    return StoreLockedError(f"{store}: another run has been setting up the store for over {seconds:g}s (its lock "
+                            f"{lock} is busy); try again later")
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a store's lock, and for what: `job` names the settings and mode of the run."""
@@ -122,8 +133,7 @@ class StoreLock:
                     continue
                 if other is None or not me.shares_with(other):
                     who = other.describe() if other is not None else f"an unreadable holder file {file}"
-                    raise StoreLockedError(f"{self.store}: in use by another clipcache extract ({who}); wait for it "
-                                           f"to finish or stop it (its lock is {self.folder})")
+                    raise in_use(self.store, who, self.folder)
             self._register(me)
             try:
                 setup()
@@ -171,8 +181,7 @@ class StoreLock:
                 continue  # removed by a releasing holder between mkdir and open
             if not _flock_within(fd, GUARD_SECONDS):
                 os.close(fd)
-                raise StoreLockedError(f"{self.store}: another run has been setting up the store for over "
-                                       f"{GUARD_SECONDS:g}s (its lock {self.folder} is busy); try again later")
+                raise busy_setting_up(self.store, GUARD_SECONDS, self.folder)
             if os.fstat(fd).st_nlink > 0:  # not removed by the holder that released the guard to us
                 break
             os.close(fd)

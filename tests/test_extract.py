@@ -264,7 +264,7 @@ def test_a_second_run_is_refused_naming_the_holder(reference_store: Path, demo_v
         for extra in ([], ["--frames", "6", "--overwrite"]):
             refused = run_cli(*args, *extra)
             assert refused.code == 2 and refused.stderr.count("\n") == 1, refused
-            assert f"in use by another clipcache extract (pid {holder.pid} on {socket.gethostname()}, started " \
+            assert f"in use by another clipcache run (pid {holder.pid} on {socket.gethostname()}, started " \
                    in refused.stderr
         assert_stores_equal(store, reference_store)  # the refused --overwrite deleted nothing
     finally:

@@ -77,7 +77,7 @@ def test_a_second_acquire_is_refused_naming_the_holder(s3_server: S3Server, stor
         with pytest.raises(StoreLockedError) as refused:
             _lock(s3_server, store_key).acquire(Holder.this_process("a run"))
         message = str(refused.value)
-        assert message.startswith(f"s3://{BUCKET}/{store_key}: in use by another clipcache extract (pid {holder.pid} "
+        assert message.startswith(f"s3://{BUCKET}/{store_key}: in use by another clipcache run (pid {holder.pid} "
                                    f"on {socket.gethostname()}, started "), message
         assert f"its lock is s3://{BUCKET}/{store_key.rsplit('/', 1)[0]}/.features.zarr.lock/" in message
         assert "\n" not in message
@@ -92,7 +92,7 @@ def test_shards_of_one_job_array_share_the_lock(s3_server: S3Server, store_key: 
         with _lock(s3_server, store_key) as second:
             assert second.acquire(Holder.this_process("job", (1, 2))) == []
             for job, shard in (("job", (1, 2)), ("other settings", (1, 2)), ("job", None)):
-                with pytest.raises(StoreLockedError, match="in use by another clipcache extract"):
+                with pytest.raises(StoreLockedError, match="in use by another clipcache run"):
                     _lock(s3_server, store_key).acquire(Holder.this_process(job, shard))
             assert len(_lock_keys(s3_server, store_key)) == 2
     finally:

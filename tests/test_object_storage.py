@@ -99,7 +99,7 @@ def test_kill_9_then_resume_in_a_bucket_equals_uninterrupted(bucket: str, demo_v
     second = run_cli(*tiny_extract_args(demo_videos, url, "--shard-videos", "2"))  # while the first one writes
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert second.code == 2 and "in use by another clipcache extract (pid" in second.stderr, second
+    assert second.code == 2 and "in use by another clipcache run (pid" in second.stderr, second
     assert (open_root(url)["videos/status"][:] == PENDING).any(), "the run finished before it could be killed"
     resumed = run_cli(*[a for a in tiny_extract_args(demo_videos, url, "--shard-videos", "2") if a != "--quiet"])
     assert resumed.code == 0, resumed
