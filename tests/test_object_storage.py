@@ -14,9 +14,10 @@ import numpy as np
 import obstore
 import pytest
 
-from clipcache.cache.schema import PENDING
+from clipcache.cache.schema import DONE, PENDING
 from clipcache.cache.segments import read_segments
 from clipcache.cache.store import open_root
+from clipcache.pipeline.demo.synthetic import shape_frames, write_video
 from conftest import REPO, TINY_CONFIG, assert_stores_equal, run_cli, run_cli_process, tiny_extract_args, torchrun
 from s3_server import BUCKET, S3Server
 from untrimmed_videos import annotated_store
@@ -185,3 +186,23 @@ def test_shard_jobs_of_one_array_share_a_bucket_store(bucket: str, demo_videos: 
         _, stderr = job.communicate(timeout=300)
         assert job.returncode == 0, stderr
     assert_stores_equal(url, reference_store)
+
+
+def test_retry_failed_in_a_bucket_redoes_only_the_failed_video(bucket: str, tmp_path: Path) -> None:
+    """A video that failed (an empty file, fixed since) is redone in place; every other video keeps its bytes."""
+    root = tmp_path / "v"
+    for i, colour in enumerate([(200, 20, 20), (20, 200, 20), (20, 20, 200), (200, 200, 20)]):
+        write_video(root / "c" / f"{i}.mp4", shape_frames(8, 32, 32, colour))
+    saved = (root / "c" / "3.mp4").read_bytes()
+    (root / "c" / "3.mp4").write_bytes(b"")
+    url, folder = f"{bucket}/retry.zarr", tmp_path / "whole.zarr"
+    args = tiny_extract_args(root, url, "--shard-videos", "2")
+    assert run_cli(*args).code == 0
+    before = open_root(url)["pooled"][:2]
+    (root / "c" / "3.mp4").write_bytes(saved)
+    retried = run_cli(*args, "--retry-failed")
+    assert retried.code == 0 and "1 processed" in retried.stdout, retried
+    assert np.all(open_root(url)["videos/status"][:] == DONE)
+    np.testing.assert_array_equal(open_root(url)["pooled"][:2], before)  # the other group was not rewritten
+    assert run_cli(*tiny_extract_args(root, folder, "--shard-videos", "2")).code == 0
+    assert_stores_equal(url, folder)
