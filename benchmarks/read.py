@@ -32,11 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipcache.cache.location import StoreUrl
 from clipcache.cache.reader import CacheReader, ViewReader
 from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train import dataset as dataset_module
 from clipcache.pipeline.train.dataset import READ_THREADS, CacheDataset
 from clipcache.pipeline.train.loader import batch_loader
+from local_s3 import LocalS3
 from steps import machine
 from synthetic_store import make_store
 
@@ -67,11 +70,11 @@ def plain_read(folder: Path, buffer_bytes: int) -> tuple[int, float]:
     return total, time.perf_counter() - began
 
 
-def chunk_places(reader: CacheReader, seed: int = 0) -> list[tuple[str, int, int]]:
-    """(file, offset, length) of one random view of every video in every token array, and its int8 scales,
-    shuffled."""
+def chunk_places(reader: CacheReader, seed: int = 0, names: list[str] | None = None) -> list[tuple[str, int, int]]:
+    """(file, offset, length) of one random view of every video in every token array, and its int8 scales
+    (or in the arrays `names`), shuffled."""
     s = reader.settings
-    names = [tokens_name(layer) for layer in s.layers] + \
+    names = names or [tokens_name(layer) for layer in s.layers] + \
         ([scale_name(layer) for layer in s.layers] if s.dtype == "int8" else [])
     rng = np.random.default_rng(seed)
     views = rng.integers(s.views, size=s.num_videos)
@@ -191,6 +194,83 @@ def settle(read: Callable[[], object], cold: bool) -> None:
         raise PermissionError("dropping the page cache is not permitted")
 
 
+def parallel_get(url: StoreUrl, places: list[tuple[str, int, int]], in_flight: int) -> tuple[int, float]:
+    """Bytes and seconds to fetch `places` (key, offset, length) from object storage with one range request each,
+    `in_flight` at a time (threads blocked in obstore, which lets go of the GIL), the bytes only counted: the
+    least a reader of these chunks can ask of the server."""
+    import obstore
+
+    objects = url.objects()
+
+    def get(place: tuple[str, int, int]) -> int:
+        key, offset, length = place
+        return len(obstore.get_range(objects, key, start=offset, length=length))
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(in_flight) as threads:
+        total = sum(threads.map(get, places))
+    return total, time.perf_counter() - began
+
+
+def measure_object(url: StoreUrl, frames: int, batch_size: int, in_flight: int, repeats: int) -> dict[str, float]:
+    """Plain parallel GET vs the dataset streaming from object storage, each with at most `in_flight` requests
+    at once (the dataset: its REQUESTS_IN_FLIGHT): medians of `repeats` interleaved measurements. The dataset's
+    first pass is a fresh one (it opens the arrays and reads each shard's index); its later pass is the same
+    dataset's next epoch."""
+    reader = CacheReader(url)
+    s = reader.settings
+    places = chunk_places(reader)
+    rates: dict[str, list[float]] = {"plain": [], "first": [], "later": []}
+    loads = []
+    default, dataset_module.REQUESTS_IN_FLIGHT = dataset_module.REQUESTS_IN_FLIGHT, in_flight
+    try:
+        for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
+            count, seconds = parallel_get(url, places, in_flight)
+            rates["plain"].append(count / seconds)
+            dataset = CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames,
+                                   train=True, preload=False)
+            useful = dataset.feature_bytes() / len(dataset)
+            for name in ("first", "later"):
+                count, seconds = dataset_pass(dataset, batch_size, 0)
+                rates[name].append(count * useful / seconds)
+            loads.append(os.getloadavg()[0])
+    finally:
+        dataset_module.REQUESTS_IN_FLIGHT = default
+    figures = {name: float(np.median(values)) for name, values in rates.items()}
+    return {**figures, "mb_per_sample": useful / 1e6, "load_low": min(loads), "load_high": max(loads)}
+
+
+def object_storage(args: argparse.Namespace) -> None:
+    """The object-storage case: a store of `--s3-videos` in a bucket of a local S3 server (moto, in a process of
+    its own), read by a plain parallel GET and by the dataset at each of `--in-flight` requests at once."""
+    counts = [int(n) for n in args.in_flight.split(",")]
+    print(f"object storage (moto's S3 server on this machine, each request answered {args.s3_latency_ms:.0f} ms "
+          f"late): {args.s3_videos} videos, one view each, batch "
+          f"{args.s3_batch_size}, median of {args.repeats}; the dataset's first pass opens the store and reads each "
+          f"shard's index, its later pass is the next epoch")
+    print(f"{'dtype':>8s} {'in flight':>9s} {'MB/sample':>9s} {'plain GET':>12s} {'dataset 1st':>12s} "
+          f"{'dataset later':>13s} {'1st/plain':>9s} {'later/plain':>11s} {'load average':>12s}")
+    with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp, LocalS3(args.s3_latency_ms / 1000) as s3:
+        os.environ.update(s3.env())  # obstore reads the endpoint and keys from the environment
+        for dtype in ("float16", "int8"):
+            folder = Path(tmp) / f"{dtype}.zarr"
+            make_store(folder, args.model, args.s3_videos, args.frames, args.layers, dtype=dtype)
+            url = StoreUrl(s3.upload(folder, folder.name))
+            figures = {}
+            for n in counts:
+                m = figures[n] = measure_object(url, args.frames, args.s3_batch_size, n, args.repeats)
+                print(f"{dtype:>8s} {n:9d} {m['mb_per_sample']:9.2f} {m['plain'] / 1e6:7.0f} MB/s "
+                      f"{m['first'] / 1e6:7.0f} MB/s {m['later'] / 1e6:8.0f} MB/s {m['first'] / m['plain']:9.2f} "
+                      f"{m['later'] / m['plain']:11.2f} {m['load_low']:5.1f} - {m['load_high']:4.1f}")
+            best = max(m["plain"] for m in figures.values())
+            plain_needs = min(n for n in counts if figures[n]["plain"] >= 0.9 * best)
+            enough = [n for n in counts if figures[n]["first"] >= 0.8 * best]
+            print(f"{'':>8s} the plain GET reaches 0.9 of its best ({best / 1e6:.0f} MB/s) with {plain_needs} in "
+                  f"flight; the dataset's first pass reaches 0.8 of it with "
+                  f"{f'{enough[0]} in flight' if enough else 'none of these'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-16")
@@ -205,9 +285,23 @@ def main() -> None:
                         help="also time a warm pass whose caller waits this long per batch, as for a GPU step, "
                              "and print how much of the shorter of read and step the read-ahead hides (cold "
                              "passes vary more from one to the next than such a step)")
+    parser.add_argument("--only", choices=("folder", "object"), help="measure one case (default: both)")
+    parser.add_argument("--s3-videos", type=int, default=64, help="videos of the object-storage case's stores")
+    parser.add_argument("--s3-batch-size", type=int, default=16,
+                        help="the object-storage case's batch (a few of a shard's videos per batch, as in a large "
+                             "store, not all of them back to back)")
+    parser.add_argument("--s3-latency-ms", type=float, default=30.0,
+                        help="the object-storage case's server answers each request this late (S3: tens of ms to "
+                             "the first byte)")
+    parser.add_argument("--in-flight", default="1,4,16,64",
+                        help="requests at once, for the plain GET and the dataset, in the object-storage case")
     args = parser.parse_args()
     where = machine(torch.device("cpu"))
     print(f"{where}; {disk(Path(tempfile.gettempdir()))}")
+    if args.only != "folder":
+        object_storage(args)
+    if args.only == "object":
+        return
     print(f"{args.videos} videos, {args.model} shapes, {args.frames} frames, blocks {args.layers}, "
           f"batch {args.batch_size}, {args.workers} loader worker(s), median of {args.repeats}; useful bytes: the "
           "view a sample draws")
