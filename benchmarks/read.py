@@ -70,11 +70,11 @@ def plain_read(folder: Path, buffer_bytes: int) -> tuple[int, float]:
     return total, time.perf_counter() - began
 
 
-def chunk_places(reader: CacheReader, seed: int = 0, names: list[str] | None = None) -> list[tuple[str, int, int]]:
-    """(file, offset, length) of one random view of every video in every token array, and its int8 scales
-    (or in the arrays `names`), shuffled."""
+def chunk_places(reader: CacheReader, seed: int = 0) -> list[tuple[str, int, int]]:
+    """(key, offset, length) of one random view of every video in every token array, and its int8 scales,
+    shuffled; the key is the shard's path in the store."""
     s = reader.settings
-    names = names or [tokens_name(layer) for layer in s.layers] + \
+    names = [tokens_name(layer) for layer in s.layers] + \
         ([scale_name(layer) for layer in s.layers] if s.dtype == "int8" else [])
     rng = np.random.default_rng(seed)
     views = rng.integers(s.views, size=s.num_videos)
@@ -83,14 +83,14 @@ def chunk_places(reader: CacheReader, seed: int = 0, names: list[str] | None = N
     return [places[i] for i in rng.permutation(len(places))]  # type: ignore[misc]  # every chunk was written
 
 
-def chunk_read(places: list[tuple[str, int, int]], slots: int, scattered: bool) -> tuple[int, float]:
+def chunk_read(store: Path, places: list[tuple[str, int, int]], slots: int, scattered: bool) -> tuple[int, float]:
     """Bytes and seconds to read `places` on READ_THREADS threads, each into the next of `slots` places in
     one reused buffer (as many as two batches hold: the dataset reads one while the caller holds another).
     Each file is opened once, as the dataset does, and `scattered` (a pass reads one view in several) tells
     the kernel not to read ahead, as the dataset does."""
     size = max(length for _, _, length in places)
     memory = memoryview(bytearray(b"\1" * (size * slots)))
-    files = {file: os.open(file, os.O_RDONLY) for file, _, _ in places}
+    files = {file: os.open(store / file, os.O_RDONLY) for file, _, _ in places}
     if scattered:
         for fd in files.values():
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
@@ -156,7 +156,7 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
     reads: dict[str, Callable[[], tuple[int, float]]] = {
         "plain": lambda: plain_read(store / "tokens", int(useful * batch_size)),
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
-        "chunks": lambda: chunk_read(places, 2 * batch_size * len(places) // s.num_videos, dataset.views > 1),
+        "chunks": lambda: chunk_read(store, places, 2 * batch_size * len(places) // s.num_videos, dataset.views > 1),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
         **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step and not cold else {}),
     }
