@@ -17,6 +17,12 @@ the page cache before each measurement (needs root: /proc/sys/vm/drop_caches); w
 ones are printed. Every figure comes from this one run. The machine (processor, the disk under the temporary
 folder where the stores are written, as /sys/block describes it) is printed above the table and the load
 average at its measurements (lowest - highest) beside each row: on a shared machine the figures follow it.
+
+The object-storage case (`--only object`) writes a store into a bucket of a local S3 server (moto's, in its own
+process, each request answered `--s3-latency-ms` late: local_s3.py) and sets the dataset streaming from it (its
+first and its next pass) against a plain parallel GET of the same chunks, each at several numbers of requests in
+flight. The server shares this machine's cores with the reader and copies the whole shard object for every range
+request: its figures are ratios, not what a cloud store gives.
 """
 from __future__ import annotations
 
