@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import boto3
+from botocore.exceptions import EndpointConnectionError
 
 BUCKET = "clipcache-bench"
 REGION = "us-east-1"
@@ -34,7 +36,7 @@ class LocalS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "LocalS3":
+    def __enter__(self) -> Self:
         self._process = subprocess.Popen([sys.executable, __file__, str(self.port), str(self.latency)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
@@ -44,7 +46,7 @@ class LocalS3:
             try:
                 client.create_bucket(Bucket=BUCKET)
                 return self
-            except Exception:  # botocore's connection errors, until the server listens
+            except EndpointConnectionError:  # until the server listens
                 if self._process.poll() is not None:
                     raise RuntimeError(f"moto's server exited with {self._process.returncode}") from None
                 time.sleep(0.1)

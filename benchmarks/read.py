@@ -45,7 +45,6 @@ from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train import dataset as dataset_module
 from clipcache.pipeline.train.dataset import READ_THREADS, CacheDataset
 from clipcache.pipeline.train.loader import batch_loader
-from local_s3 import LocalS3
 from steps import machine
 from synthetic_store import make_store
 
@@ -250,6 +249,8 @@ def measure_object(url: StoreUrl, frames: int, batch_size: int, in_flight: int, 
 def object_storage(args: argparse.Namespace) -> None:
     """The object-storage case: a store of `--s3-videos` in a bucket of a local S3 server (moto, in a process of
     its own), read by a plain parallel GET and by the dataset at each of `--in-flight` requests at once."""
+    from local_s3 import LocalS3  # moto and boto3: needed for this case only
+
     counts = [int(n) for n in args.in_flight.split(",")]
     print(f"object storage (moto's S3 server on this machine, each request answered {args.s3_latency_ms:.0f} ms "
           f"late): {args.s3_videos} videos, one view each, batch "
