@@ -8,12 +8,12 @@ optional dependency: only this module needs it.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clipcache import InputError
+from clipcache.cache.location import Store
 from clipcache.cache.reader import CacheReader
 from clipcache.cache.schema import VIDEO
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import xarray
 
 
-def open_dataset(store: Path | str) -> xarray.Dataset:
+def open_dataset(store: Store | str) -> xarray.Dataset:
     """`pooled` and `block_<b>` (int8 stores: with `block_<b>_scale`, tokens = block_<b> x scale) over
     (video, view, frame, ...), with the coordinates `path`, `label` (class name, "" when unknown), `split` and
     `status` along `video`, and the store's attributes."""
@@ -34,8 +34,9 @@ def open_dataset(store: Path | str) -> xarray.Dataset:
     if reader.settings.dense:
         raise InputError(f"{reader.path}: a dense store holds one time series per video, not a (video, view, frame) "
                          "array; open a video with xarray.open_zarr(store, group='dense/<v>', consolidated=False)")
-    pooled = xr.open_zarr(reader.path)
-    tokens = xr.open_zarr(reader.path, group="tokens") if reader.settings.layers else xr.Dataset()
+    store = reader.root.store  # zarr's store: a folder, or object storage through obstore (not fsspec)
+    pooled = xr.open_zarr(store)
+    tokens = xr.open_zarr(store, group="tokens") if reader.settings.layers else xr.Dataset()
     variables = {"pooled": pooled["pooled"], **{f"block_{name}": array for name, array in tokens.data_vars.items()}}
     names = [reader.classes[label] if label >= 0 else "" for label in reader.column("label")]
     coords = {"path": (VIDEO, _strings(reader.column("path"))), "label": (VIDEO, _strings(names)),

@@ -206,3 +206,12 @@ def test_retry_failed_in_a_bucket_redoes_only_the_failed_video(bucket: str, tmp_
     np.testing.assert_array_equal(open_root(url)["pooled"][:2], before)  # the other group was not rewritten
     assert run_cli(*tiny_extract_args(root, folder, "--shard-videos", "2")).code == 0
     assert_stores_equal(url, folder)
+
+
+def test_xarray_opens_a_bucket_store_as_the_folder(bucket_store: str, reference_store: Path) -> None:
+    from clipcache.cache.xr import open_dataset
+
+    ours, theirs = open_dataset(bucket_store), open_dataset(reference_store)
+    assert set(ours.data_vars) == set(theirs.data_vars) and list(ours["path"].values) == list(theirs["path"].values)
+    for name in ours.data_vars:
+        np.testing.assert_array_equal(ours[name].values, theirs[name].values, err_msg=name)
