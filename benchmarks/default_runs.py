@@ -11,18 +11,23 @@ embeddings (what the `text` head reads) are computed once before any run is time
 demo or a zero-shot eval leaves them in the store, so the idle and the loaded `text` runs do the same work; that
 first computation is timed apart (in its own process, imports excluded). Every command's stderr lines
 are time-stamped as they arrive and kept in `--keep`/logs, so where a run's time goes (start-up, plan, each epoch)
-can be read from them; the table ends with that split of each idle run.
+can be read from them. With --profile, one more default run of each head in a process of its own is profiled
+(cProfile, which slows Python-heavy parts) and split into imports, building (head, text embeddings or text tower,
+datasets, optimiser), the head's `prepare` pass, training steps, validation and checkpoint writes.
 
     python benchmarks/default_runs.py                       # all heads and the demo, idle and loaded: ~10 min on 2 cores
     python benchmarks/default_runs.py --heads linear,text --no-demo
     python benchmarks/default_runs.py --quick               # smoke run: linear only, idle only, no demo
+    python benchmarks/default_runs.py --no-competitor --no-demo --profile   # and where each run's time goes
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import re
 import shutil
 import subprocess
@@ -123,6 +128,41 @@ def embed_class_names(store: Path) -> float:
                                 check=True).stdout)
 
 
+PARTS = {  # part of a run -> (file, function) whose cumulative time it is
+    "build": ("loop.py", "_build"), "prepare": ("", "prepare"), "steps": ("loop.py", "_train_epoch"),
+    "validation": ("task.py", "validate"), "state": ("checkpoint.py", "save_state"), "publish": ("loop.py", "_publish"),
+}
+
+
+def profile_run(head: str, store: Path, out: Path) -> None:
+    """One default run of `head` in this process under cProfile; prints one JSON line of seconds per part."""
+    began = time.perf_counter()
+    from clipcache.pipeline.evaluate.protocols import run_train_head
+    from clipcache.pipeline.train.config import TrainConfig
+    imports = time.perf_counter() - began
+    profile = cProfile.Profile()
+    began = time.perf_counter()
+    profile.runcall(run_train_head, TrainConfig(store=store, head=head, out=out, device="cpu", quiet=True))
+    seconds = {"imports": imports, "run": time.perf_counter() - began}
+    for (path, _, name), (_, _, _, cumulative, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        for part, (file, function) in PARTS.items():
+            if name == function and path.endswith(file) and ("/heads/" in path if part == "prepare" else True):
+                seconds[part] = seconds.get(part, 0.0) + cumulative
+    print(json.dumps(seconds))
+
+
+def profiled(head: str, store: Path, out: Path) -> str:
+    """`profile_run` in a fresh process (so that its imports count), as one line of the report."""
+    shutil.rmtree(out, ignore_errors=True)
+    load = os.getloadavg()[0]
+    result = subprocess.run([sys.executable, __file__, "--profile-head", head, "--store", str(store), "--out",
+                             str(out)], capture_output=True, text=True, check=True)
+    seconds = json.loads(result.stdout.splitlines()[-1])
+    other = seconds["run"] - sum(seconds.get(part, 0.0) for part in PARTS)
+    cells = [seconds["imports"], seconds["run"], *(seconds.get(part, 0.0) for part in PARTS), other]
+    return f"| {head} | " + " | ".join(f"{value:.2f}" for value in cells) + f" | {load:.1f} |"
+
+
 def busy() -> subprocess.Popen:
     """One competing process that holds a core as long as it runs."""
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -145,7 +185,14 @@ def main() -> None:
     parser.add_argument("--no-competitor", action="store_true", help="idle runs only")
     parser.add_argument("--quick", action="store_true", help="smoke run: linear only, idle only, no demo")
     parser.add_argument("--keep", type=Path, help="keep the set, the store, the runs and the logs here")
+    parser.add_argument("--profile", action="store_true", help="then profile one more run of each head")
+    parser.add_argument("--profile-head", help=argparse.SUPPRESS)  # the profiled run's own process
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile_head:
+        profile_run(args.profile_head, args.store, args.out)
+        return
     heads = ["linear"] if args.quick else [h for h in args.heads.split(",") if h]
     unknown = set(heads) - set(HEADS)
     if unknown:
@@ -208,6 +255,11 @@ def main() -> None:
             label = f"`train-head --head {name}`" if name != "demo" else "`clipcache demo`"
             print(f"| {label} | {cell(idle)} | {cell(loaded)} | {ratio} | {row.get('stopping', '-')} | "
                   f"{row.get('top1', '-')} |")
+        if args.profile:
+            print("\n| head | imports s | run s | build | prepare | steps | validation | state | publish | other | load |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            for head in heads:
+                print(profiled(head, store, root / f"profile-{head}"), flush=True)
         print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; logs in {logs}"
               if args.keep else f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
