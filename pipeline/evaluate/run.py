@@ -9,7 +9,6 @@ from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.common import note, use_compute_threads
 from clipcache.pipeline.evaluate.config import EvalConfig
 from clipcache.pipeline.evaluate.head import evaluate_checkpoint
-from clipcache.pipeline.evaluate.probe import linear_probe
 from clipcache.pipeline.evaluate.protocols import half_class_zero_shot, zero_shot_base_to_novel
 from clipcache.pipeline.evaluate.report import captions_note, check_out, split_note, write_result
 from clipcache.pipeline.evaluate.results import Result
@@ -63,6 +62,8 @@ def _run(cfg: EvalConfig) -> Result:
     if cfg.zero_shot:
         return zero_shot(cfg.store, split, cfg.templates, cfg.class_names, cfg.device, quiet=cfg.quiet,
                          pretrained=moved, fractions=fractions)
+    from clipcache.pipeline.evaluate.probe import linear_probe  # scikit-learn: ~0.8 s of start-up, for the probe only
+
     return linear_probe(CacheReader(cfg.store), cfg.train_split, cfg.val_split, split, cfg.shots, cfg.seeds,
                         fractions)
 
