@@ -12,9 +12,11 @@ such a buffer stays in the processor's cache, so it measures the copy from the p
 writes to memory that any batch of tens of MB costs. The chunk read is what a pass asks of the disk and
 nothing else: one random view of every video (each block's chunk, and its int8 scales), in random order, on
 as many threads as the dataset reads with, each file opened once and told not to read ahead where a pass reads
-one view in several (as the dataset does), into memory as large as two batches, unchecked. Cold figures drop
-the page cache before each measurement (needs root: /proc/sys/vm/drop_caches); without permission only warm
-ones are printed. Every figure comes from this one run. The machine (processor, the disk under the temporary
+one view in several (as the dataset does), into memory as large as two batches, unchecked. The dataset's
+first pass is that of a fresh dataset, which checks the crc32c of every chunk it reads; "dataset" is a later
+pass of one dataset, as a training run's later epochs are (a chunk is checked again only where its file
+changed: cache/reader.py ViewReader). Cold figures drop the page cache before each measurement (needs root:
+/proc/sys/vm/drop_caches); without permission only warm ones are printed. Every figure comes from this one run. The machine (processor, the disk under the temporary
 folder where the stores are written, as /sys/block describes it) is printed above the table and the load
 average at its measurements (lowest - highest) beside each row: on a shared machine the figures follow it.
 
@@ -154,14 +156,18 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
     interleaved measurements (a virtual machine's disk and memory vary from one second to the next)."""
     reader = CacheReader(store)
     s = reader.settings
-    dataset = CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames, train=True,
-                           preload=False)
+
+    def fresh() -> CacheDataset:
+        return CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames, train=True,
+                            preload=False)
+    dataset = fresh()
     useful = dataset.feature_bytes() / (len(dataset.videos) * dataset.views)  # per sample: one view's blocks
     places = chunk_places(reader)
     reads: dict[str, Callable[[], tuple[int, float]]] = {
         "plain": lambda: plain_read(store / "tokens", int(useful * batch_size)),
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
         "chunks": lambda: chunk_read(store, places, 2 * batch_size * len(places) // s.num_videos, dataset.views > 1),
+        "first": lambda: dataset_pass(fresh(), batch_size, workers),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
         **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step and not cold else {}),
     }
@@ -172,7 +178,7 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
             settle(read, cold)
             loads.append(os.getloadavg()[0])
             count, seconds = read()
-            rates[name].append(count * (useful if name in ("dataset", "stepped") else 1) / seconds)
+            rates[name].append(count * (useful if name in ("first", "dataset", "stepped") else 1) / seconds)
     figures = {name: float(np.median(values)) for name, values in rates.items()}
     return {**figures, "samples": figures["dataset"] / useful, "mb_per_sample": useful / 1e6, "load_low": min(loads),
             "load_high": max(loads)}
@@ -313,8 +319,8 @@ def main() -> None:
           f"batch {args.batch_size}, {args.workers} loader worker(s), median of {args.repeats}; useful bytes: the "
           "view a sample draws")
     print(f"{'views':>5s} {'dtype':>8s} {'cache':>5s} {'MB/sample':>9s} {'plain read':>12s} {'(16 MB buf)':>12s} "
-          f"{'chunk read':>12s} {'dataset':>12s} {'samples/s':>9s} {'dataset/plain':>13s} {'dataset/chunks':>14s} "
-          f"{'load average':>12s}")
+          f"{'chunk read':>12s} {'1st pass':>12s} {'dataset':>12s} {'samples/s':>9s} {'1st/plain':>9s} "
+          f"{'dataset/plain':>13s} {'dataset/chunks':>14s} {'load average':>12s}")
     for views in (1, 6):
         for dtype in ("float16", "int8"):
             with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
@@ -329,8 +335,9 @@ def main() -> None:
                         continue
                     print(f"{views:5d} {dtype:>8s} {'cold' if cold else 'warm':>5s} {m['mb_per_sample']:9.2f} "
                           f"{m['plain'] / 1e6:7.0f} MB/s {m['plain_16mb'] / 1e6:7.0f} MB/s "
-                          f"{m['chunks'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s {m['samples']:9.1f} "
-                          f"{m['dataset'] / m['plain']:13.2f} {m['dataset'] / m['chunks']:14.2f} "
+                          f"{m['chunks'] / 1e6:7.0f} MB/s {m['first'] / 1e6:7.0f} MB/s {m['dataset'] / 1e6:7.0f} MB/s "
+                          f"{m['samples']:9.1f} {m['first'] / m['plain']:9.2f} {m['dataset'] / m['plain']:13.2f} "
+                          f"{m['dataset'] / m['chunks']:14.2f} "
                           f"{m['load_low']:5.1f} - {m['load_high']:4.1f}")
                     if args.step_ms and not cold:
                         print(overlap(m, args.videos, args.batch_size, args.step_ms / 1000))
