@@ -15,7 +15,7 @@ can be read from them. With --profile, one more default run of each head in a pr
 (cProfile, which slows Python-heavy parts) and split into imports, building (head, text embeddings or text tower,
 datasets, optimiser), the head's `prepare` pass, training steps, validation and checkpoint writes.
 
-    python benchmarks/default_runs.py                       # all heads and the demo, idle and loaded: ~10 min on 2 cores
+    python benchmarks/default_runs.py            # all heads and the demo, idle and loaded: ~10 min on 2 cores
     python benchmarks/default_runs.py --heads linear,text --no-demo
     python benchmarks/default_runs.py --quick               # smoke run: linear only, idle only, no demo
     python benchmarks/default_runs.py --no-competitor --no-demo --profile   # and where each run's time goes
@@ -69,6 +69,10 @@ class Timed:
     load_after: float
     lines: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, stderr line)
     stdout: str = ""
+
+
+def _cell(run: Timed | None) -> str:
+    return f"{run.seconds:.1f} ({run.load_before:.1f}-{run.load_after:.1f})" if run else "-"
 
 
 def timed(args: list[str], log: Path) -> Timed:
@@ -246,17 +250,18 @@ def main() -> None:
                 if competitor is not None:
                     competitor.terminate()
                     competitor.wait()
-        print("\n| run | idle s (load before-after) | with a competitor s (load) | ratio | epochs, stopped | test top-1 |")
+        print("\n| run | idle s (load before-after) | with a competitor s (load) | ratio | epochs, stopped "
+              "| test top-1 |")
         print("|---|---|---|---|---|---|")
         for name, row in rows.items():
             idle, loaded = row.get("idle"), row.get("competitor")
-            cell = (lambda r: f"{r.seconds:.1f} ({r.load_before:.1f}-{r.load_after:.1f})" if r else "-")
             ratio = f"{loaded.seconds / idle.seconds:.2f}" if idle and loaded else "-"
             label = f"`train-head --head {name}`" if name != "demo" else "`clipcache demo`"
-            print(f"| {label} | {cell(idle)} | {cell(loaded)} | {ratio} | {row.get('stopping', '-')} | "
+            print(f"| {label} | {_cell(idle)} | {_cell(loaded)} | {ratio} | {row.get('stopping', '-')} | "
                   f"{row.get('top1', '-')} |")
         if args.profile:
-            print("\n| head | imports s | run s | build | prepare | steps | validation | state | publish | other | load |")
+            print("\n| head | imports s | run s | build | prepare | steps | validation | state | publish | other "
+                  "| load |")
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             for head in heads:
                 print(profiled(head, store, root / f"profile-{head}"), flush=True)

@@ -16,9 +16,10 @@ one view in several (as the dataset does), into memory as large as two batches, 
 first pass is that of a fresh dataset, which checks the crc32c of every chunk it reads; "dataset" is a later
 pass of one dataset, as a training run's later epochs are (a chunk is checked again only where its file
 changed: cache/reader.py ViewReader). Cold figures drop the page cache before each measurement (needs root:
-/proc/sys/vm/drop_caches); without permission only warm ones are printed. Every figure comes from this one run. The machine (processor, the disk under the temporary
-folder where the stores are written, as /sys/block describes it) is printed above the table and the load
-average at its measurements (lowest - highest) beside each row: on a shared machine the figures follow it.
+/proc/sys/vm/drop_caches); without permission only warm ones are printed. Every figure comes from this one run.
+The machine (processor, the disk under the temporary folder where the stores are written, as /sys/block
+describes it) is printed above the table and the load average at its measurements (lowest - highest) beside each
+row: on a shared machine the figures follow it.
 
 The object-storage case (`--only object`) writes a store into a bucket of a local S3 server (moto's, in its own
 process, each request answered `--s3-latency-ms` late: local_s3.py) and sets the dataset streaming from it (its
