@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self
 
 import boto3
 from botocore.exceptions import EndpointConnectionError
@@ -36,7 +35,7 @@ class LocalS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> LocalS3:
         self._process = subprocess.Popen([sys.executable, __file__, str(self.port), str(self.latency)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
