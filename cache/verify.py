@@ -160,8 +160,8 @@ def _metadata_damage(root: zarr.Group) -> list[Damage]:
     objects = StoreObjects(root.store)
     files, subfolders = objects.tree()
     found, todo = [], ["."]
-    while todo:
-        name = todo.pop(0)
+    while todo:  # depth first, in name order, as a walk of the folder goes
+        name = todo.pop()
         below = sorted(sub for sub in subfolders.get(name, ()) if not sub.startswith("."))
         holds_chunks = "c" in below
         key = "zarr.json" if name == "." else f"{name}/zarr.json"
@@ -175,7 +175,7 @@ def _metadata_damage(root: zarr.Group) -> list[Damage]:
             found.append(Damage(name, [], ARRAY_METADATA_MISSING if holds_chunks else GROUP_METADATA_MISSING))
             if holds_chunks:
                 below = []
-        todo += [sub if name == "." else f"{name}/{sub}" for sub in below]
+        todo += [sub if name == "." else f"{name}/{sub}" for sub in reversed(below)]
     return found
 
 

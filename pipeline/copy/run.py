@@ -124,22 +124,22 @@ def _copy_objects(source: StoreObjects, target: StoreObjects, check: ObjectCheck
     there = {key for key in target.keys() if key != METADATA and not _hidden(key)}
     bar = tqdm(total=source.size(), unit="B", unit_scale=True, desc="copy", disable=quiet, file=sys.stderr)
 
-    def copy(key: str) -> tuple[str, int, bool]:
-        """(key, bytes, whether it was written) for an object copied or found there already."""
+    def copy(key: str) -> tuple[int, bool]:
+        """(bytes, whether they were written) for an object copied or found there already."""
         data = _checked(source, check, key, summary.src)
         write = key not in there or not _same(target, key, data)
         if write:
             lock.check()
             _write(target, key, data, summary.dst)
-        return key, len(data), write
+        return len(data), write
 
-    chunks = [key for key in keys if not is_metadata(key)]
+    metadata = [key for key in keys if is_metadata(key)]
     pool = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="clipcache-copy")
     try:
-        done = [copy(key) for key in keys if is_metadata(key)]
-        wanted = [key for key in chunks if not check.foreign(key)]
-        summary.left_out += len(chunks) - len(wanted)
-        for _, size, written in itertools.chain(done, pool.map(copy, wanted)):
+        done = [copy(key) for key in metadata]  # first: the checks learn the arrays from them
+        wanted = [key for key in keys if not is_metadata(key) and not check.foreign(key)]
+        summary.left_out += len(keys) - len(metadata) - len(wanted)
+        for size, written in itertools.chain(done, pool.map(copy, wanted)):
             if written:
                 summary.copied, summary.copied_bytes = summary.copied + 1, summary.copied_bytes + size
             else:
@@ -148,8 +148,8 @@ def _copy_objects(source: StoreObjects, target: StoreObjects, check: ObjectCheck
     finally:  # a damaged object or Ctrl-C: the copies not yet started are not started
         pool.shutdown(cancel_futures=True)
         bar.close()
-    copied = set(keys) - {key for key in chunks if check.foreign(key)}
-    for stray in sorted(there - copied):  # a former copy's, or a `.partial` file of a copy that was killed
+    # what DST holds that SRC does not: a former copy's, or a `.partial` file of a copy that was killed
+    for stray in sorted(there - set(metadata) - set(wanted)):
         lock.check()
         target.delete(stray)
         summary.removed += 1
