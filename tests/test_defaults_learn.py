@@ -44,6 +44,8 @@ def collinear_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = root / "store.zarr"
     result = run_cli(*tiny_extract_args(root / "videos", store))
     assert result.code == 0, result
+    info = json.loads(run_cli("info", store, "--json").stdout)
+    assert info["done"] == info["videos"], info["failures"]  # every video in: the bounds below are for this set
     return store
 
 
@@ -73,4 +75,5 @@ def test_every_head_with_default_options_comes_within_10_points_of_a_probe(colli
     assert report.code == 0, report
     result = json.loads(report.stdout)
     assert result["split"] == "test" and result["videos"] == 4 * SPLITS["test"]
-    assert result["top1"] >= probe - 0.10, (head, result["top1"], probe)
+    run = json.loads((tmp_path / head / "run.json").read_text())
+    assert result["top1"] >= probe - 0.10, (head, result["top1"], probe, run["stopping"], run["best"])
