@@ -8,6 +8,8 @@ traceback.
 """
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -134,9 +136,12 @@ class ViewReader:
     measured), so a pass over a store of 60,000 shard files never holds more than a few descriptors.
     `scattered`: the reads will take a small part of each file at random places (one view in several per
     video), so the kernel is told not to read ahead (POSIX_FADV_RANDOM): what it would read ahead is mostly
-    views nobody asked for."""
+    views nobody asked for. `uncached`: files are read past the page cache (O_DIRECT, the aligned span around
+    the chunks into a buffer of the thread's, then copied into place), for passes over more than the page cache
+    can hold: there a cached read's rare hits do not pay for what filling the cache costs each miss (README);
+    a file system that refuses such reads is read through the cache."""
 
-    def __init__(self, array: zarr.Array, scattered: bool = False) -> None:
+    def __init__(self, array: zarr.Array, scattered: bool = False, uncached: bool = False) -> None:
         self.array, self.scattered = array, scattered
         self.chunk: tuple[int, ...] = array.chunks[2:]  # one (video, view)
         self.grid = plain_inner_grid(array)
@@ -145,6 +150,8 @@ class ViewReader:
         store = array.store_path.store
         self._root = Path(store.root) if isinstance(store, LocalStore) else None
         self._remote = None if self._root is not None else store.store  # obstore's, for range requests
+        self.uncached = uncached and self._root is not None and hasattr(os, "O_DIRECT")
+        self._spans = threading.local()  # each read thread's aligned buffer for uncached reads
         self._opening = threading.Lock()
         # shard -> (its file's identity when checked, which of its inner chunks were checked): a byte per chunk,
         # so a pass over Kinetics-400's 240,000 videos x 6 views remembers ~1.4 MB per array
@@ -219,18 +226,47 @@ class ViewReader:
                 size = min(len(part), max(0, len(data) - int(at)))
                 np.frombuffer(part, np.uint8)[:size] = np.frombuffer(data[at:at + size], np.uint8)
             return len(data), None
+        uncached = self.uncached
         try:
-            fd = os.open(self._root / key, os.O_RDONLY)
-        except OSError:
+            fd = os.open(self._root / key, os.O_RDONLY | (os.O_DIRECT if uncached else 0))
+        except OSError as error:
+            if uncached and error.errno == errno.EINVAL:  # a file system without direct reads
+                self.uncached = False
+                return self._read_into(key, offset, parts)
             return -1, None
         try:
-            if self.scattered and hasattr(os, "posix_fadvise"):
+            if self.scattered and not uncached and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             before = _identity(os.fstat(fd))
-            got = os.preadv(fd, parts, offset)
+            got = self._read_uncached(fd, offset, parts) if uncached else os.preadv(fd, parts, offset)
             return got, before if _identity(os.fstat(fd)) == before else None  # written meanwhile: not remembered
         finally:
             os.close(fd)
+
+    ALIGN = 4096  # direct reads: offsets, lengths and memory in multiples of a page, as any disk's block divides
+
+    def _read_uncached(self, fd: int, offset: int, parts: list[np.ndarray | bytearray]) -> int:
+        """The bytes of `parts` from `offset` of an O_DIRECT file: the aligned span around them read into this
+        thread's buffer, then copied into each part (numpy copies without the GIL). How many arrived."""
+        start, length = offset - offset % self.ALIGN, sum(map(len, parts))
+        span = -(-(offset + length - start) // self.ALIGN) * self.ALIGN
+        buffer = getattr(self._spans, "buffer", None)
+        if buffer is None or len(buffer) < span:
+            buffer = self._spans.buffer = mmap.mmap(-1, span)  # anonymous mappings start on a page
+        try:
+            got = os.preadv(fd, [memoryview(buffer)[:span]], start)
+        except OSError as error:
+            if error.errno != errno.EINVAL:
+                raise
+            self.uncached = False  # the device asks for a larger alignment than a page: read through the cache
+            return os.preadv(fd, parts, offset)
+        data = np.frombuffer(buffer, np.uint8, max(0, min(got - (offset - start), length)), offset - start)
+        at = 0
+        for part in parts:
+            size = min(len(part), len(data) - at)
+            np.frombuffer(part, np.uint8)[:size] = data[at:at + size]
+            at += size
+        return len(data)
 
     @staticmethod
     def _back_to_back(places: Sequence[tuple[str, int, int] | None], outs: Sequence[np.ndarray]) -> bool:

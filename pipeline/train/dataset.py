@@ -47,6 +47,15 @@ RUN_BYTES = 1 << 22
 # a ~2.4 MB ViT-B/16 view at ~50 ms each is ~3 GB/s, more than one host trains on; threads are started only as
 # reads wait for them). Local disks keep READ_THREADS: there more threads only queue at the disk.
 REQUESTS_IN_FLIGHT = 64
+# Streamed features more than UNCACHED_SHARE times the memory the page cache could use are read past it (ViewReader
+# uncached): a shuffled pass then finds a chunk cached about as often as memory / features, and on the 2-core Intel
+# Xeon (virtio disk) a cached read beats a direct one only from ~23% of hits on (cold, 6 views, a random view of
+# each video on 4 threads: direct 0.93-1.13 of a sequential read of the files, cached 0.82-0.89, warm ~4x; README).
+UNCACHED_SHARE = 4
+# Small views of streamed features (each under PARALLEL_BYTES: int8 scales, pooled embeddings, CLS tokens) are kept
+# in this process once read, where all of them take at most 1 / HELD_SHARE of the free memory (int8 scales are
+# 1/192 of a ViT-B's tokens): 64 reads of 6 KB per batch took ~15% of a warm int8 pass (README).
+HELD_SHARE = 8
 
 
 def restrict_to_classes(reader: CacheReader, videos: np.ndarray, classes: tuple[str, ...] | None
@@ -92,12 +101,13 @@ class CacheDataset(Dataset):
 
     `preload`: True holds the needed arrays in memory (on `device` when it is a GPU with room, else in
     RAM) and refuses when they exceed half of what is free; None does so only when they fit; False
-    streams them from the store.
+    streams them from the store (small views are kept once read: HELD_SHARE). `uncached`: whether streamed
+    token chunks are read past the page cache; None decides by their size (UNCACHED_SHARE).
     """
 
     def __init__(self, reader: CacheReader, request: FeatureRequest, videos: np.ndarray, frames: int,
                  train: bool, preload: bool | None = None, device: torch.device = torch.device("cpu"),
-                 seed: int = 0, classes: tuple[str, ...] | None = None) -> None:
+                 seed: int = 0, classes: tuple[str, ...] | None = None, uncached: bool | None = None) -> None:
         settings = reader.settings
         missing = [layer for layer in request.layers if layer not in settings.layers]
         if missing:
@@ -116,10 +126,14 @@ class CacheDataset(Dataset):
         self._sources = self._source_arrays(settings.dtype == "int8")
         self._shapes = {key: self._view_shape(reader, names[0]) for key, names in self._sources.items()}
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
-        self._scattered = train and self.views > 1  # a pass reads one view in several of each file
-        self._local = _ProcessLocal(self.path, self._scattered)
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
+        if uncached is None:
+            cache = free_memory(torch.device("cpu"))  # what the page cache could grow to
+            uncached = self.placement is None and self.feature_bytes() > UNCACHED_SHARE * cache
+        scattered = train and self.views > 1  # a pass reads one view in several of each file
+        self._local = _ProcessLocal(self.path, scattered, uncached)
+        self._holdable = self._small_keys() if self.placement is None else set()
         self._features = {key: self._load(reader, key).to(self.placement) for key in self._sources} \
             if self.placement is not None else {}
 
@@ -142,8 +156,20 @@ class CacheDataset(Dataset):
 
     def feature_bytes(self) -> int:
         """Bytes of the requested arrays for these videos and views, as stored."""
-        return sum(len(self.videos) * self.views * len(names) * int(np.prod(self._shapes[key]))
-                   * self._dtypes[key].itemsize for key, names in self._sources.items())
+        return sum(self._key_bytes(key) for key in self._sources)
+
+    def _view_bytes(self, key: str) -> int:
+        """Bytes of one view of one of `key`'s arrays."""
+        return int(np.prod(self._shapes[key])) * self._dtypes[key].itemsize
+
+    def _key_bytes(self, key: str) -> int:
+        return len(self.videos) * self.views * len(self._sources[key]) * self._view_bytes(key)
+
+    def _small_keys(self) -> set[str]:
+        """The batch entries whose views are small enough to keep once read, where they fit (HELD_SHARE)."""
+        small = {key for key in self._sources if self._view_bytes(key) < PARALLEL_BYTES}
+        fits = sum(map(self._key_bytes, small)) <= free_memory(torch.device("cpu")) // HELD_SHARE
+        return small if fits else set()
 
     def _placement(self, preload: bool | None, device: torch.device) -> torch.device | None:
         if preload is False:
@@ -207,13 +233,14 @@ class CacheDataset(Dataset):
     def start(self, items: np.ndarray) -> PendingBatch:
         """The batch of `items`, its reads started on this process's read threads (preloaded: gathered now)."""
         rows, views, frames = self._draws(items)
-        features, reads = {}, []
+        features, reads, then = {}, [], []
         for key in self._sources:
             if self._features:
                 features[key] = self._gather(key, rows, views, frames)
             else:
-                features[key], started = self._read(key, rows, views, frames)
+                features[key], started, finish = self._read(key, rows, views, frames)
                 reads += started
+                then += [finish] if finish is not None else []
         batch = {"label": torch.from_numpy(self.labels[rows]), "video": torch.from_numpy(rows),
                  "view": torch.from_numpy(views)}
         if "pooled" in features:
@@ -222,7 +249,7 @@ class CacheDataset(Dataset):
             batch["tokens"] = features["tokens"]
         if "scales" in features:
             batch["token_scales"] = features["scales"]
-        return PendingBatch(batch, reads)
+        return PendingBatch(batch, reads, then)
 
     def _gather(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None) -> torch.Tensor:
         """From the preloaded (videos, views, M, T, ...) tensor: one indexing operation on its device."""
@@ -237,10 +264,12 @@ class CacheDataset(Dataset):
         return data[rows_t[:, None, None], views_t[:, None, None], layers[None, :, None], frames_t[:, None, :]]
 
     def _read(self, key: str, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None
-              ) -> tuple[torch.Tensor, list[Future[None]]]:
-        """A (B, M, T', ...) buffer and the reads under way that fill it from the store (a read waits on the
-        disk or copies without holding the GIL). Views read straight from their shard files go in file
-        order, those back to back in one file as one read (`_runs`); the rest one by one."""
+              ) -> tuple[torch.Tensor, list[Future[None]], Callable[[], None] | None]:
+        """A (B, M, T', ...) buffer, the reads under way that fill it from the store (a read waits on the
+        disk or copies without holding the GIL) and what to do once they are done. Views read straight from their
+        shard files go in file order, those back to back in one file as one read (`_runs`); the rest one by
+        one. Small views kept in this process (`_Held`) are read only the first time, into where they are kept,
+        and copied into the batch once the reads are done."""
         names = self._sources[key]
         out = self._out(key, (len(rows), len(names), self.frames, *self._shapes[key][1:]),
                         _torch_dtype(self._dtypes[key]))
@@ -248,22 +277,30 @@ class CacheDataset(Dataset):
         direct: list[_View] = []
         jobs: list[Callable[[], None]] = []
         here = self._here()
+        held = here.held(key, (len(self.videos), self.views, len(names), *self._shapes[key]), self._dtypes[key]) \
+            if key in self._holdable else None
+        missing = ~held.filled[rows, views] if held is not None else np.ones((len(rows), len(names)), bool)
         for m, name in enumerate(names):
             reader = self._view_reader(name)  # made here, not by several threads at once
             whole = self._shapes[key] == reader.chunk
             if whole and here.opening is not None:
-                reader.open_shards([int(self.videos[row]) for row in rows], here.opening)
-            for b, (row, view) in enumerate(zip(rows, views)):
-                video, subset = int(self.videos[row]), None if frames is None else frames[b]
-                place = reader.place(video, int(view)) if whole else None
+                reader.open_shards([int(self.videos[row]) for row in rows[missing[:, m]]], here.opening)
+            for b in np.flatnonzero(missing[:, m]):
+                row, view, video = rows[b], int(views[b]), int(self.videos[rows[b]])
+                into, subset = (held.values[row, view, m], None) if held is not None else \
+                    (target[b, m], None if frames is None else frames[b])
+                place = reader.place(video, view) if whole else None
                 if place is None:
-                    jobs.append(partial(self._read_view, key, reader, video, int(view), subset, target[b, m]))
+                    jobs.append(partial(self._read_view, key, reader, video, view, subset, into))
                 else:
-                    direct.append(_View(place, reader, video, int(view), subset, target[b, m]))
+                    direct.append(_View(place, reader, video, view, subset, into))
         jobs += [partial(_read_run, run) for run in _runs(sorted(direct, key=lambda v: v.place[:2]))]
-        if here.remote or target[0, 0].nbytes >= PARALLEL_BYTES:
-            return out, [here.threads.submit(job) for job in jobs]
-        return out, [here.threads.submit(_in_turn, jobs)]
+        finish = None if held is None else partial(held.copy, rows, views, frames, missing, target)
+        if not jobs:
+            return out, [], finish
+        if here.remote or self._view_bytes(key) >= PARALLEL_BYTES:
+            return out, [here.threads.submit(job) for job in jobs], finish
+        return out, [here.threads.submit(_in_turn, jobs)], finish
 
     def _read_view(self, key: str, reader: ViewReader, video: int, view: int, frames: np.ndarray | None,
                    out: np.ndarray) -> None:
@@ -291,7 +328,7 @@ class CacheDataset(Dataset):
         """This process's readers, buffers and threads: a DataLoader worker, a fork of the process that made
         the dataset, has none of its parent's threads and starts afresh."""
         if self._local.pid != os.getpid():
-            self._local = _ProcessLocal(self.path, self._scattered)
+            self._local = _ProcessLocal(self.path, self._local.scattered, self._local.uncached)
         return self._local
 
     def _view_reader(self, name: str) -> ViewReader:
@@ -300,16 +337,18 @@ class CacheDataset(Dataset):
 
 class PendingBatch:
     """A batch whose reads are under way. `result()` waits for every one of them, so that no read still
-    writes into the batch when it is handed out, and raises the first failure (damage: one line naming the
-    video)."""
+    writes into the batch when it is handed out, raises the first failure (damage: one line naming the
+    video), then does what `then` asks (copies of views kept in memory)."""
 
-    def __init__(self, batch: Batch, reads: list[Future[None]]) -> None:
-        self._batch, self._reads = batch, reads
+    def __init__(self, batch: Batch, reads: list[Future[None]], then: Sequence[Callable[[], None]] = ()) -> None:
+        self._batch, self._reads, self._then = batch, reads, then
 
     def result(self) -> Batch:
         wait(self._reads)
         for read in self._reads:
             read.result()
+        for step in self._then:
+            step()
         return self._batch
 
 
@@ -353,11 +392,33 @@ def _read_run(run: list[_View]) -> None:
             np.take(out, view.frames, axis=0, out=view.out)
 
 
-class _ProcessLocal:
-    """What one process reading the store keeps: open arrays, view readers, batch buffers, read threads."""
+class _Held:
+    """Small views of the dataset kept in this process once read: (videos, views, M, ...) and which are filled."""
 
-    def __init__(self, path: str, scattered: bool) -> None:
-        self.path, self.scattered, self.pid = path, scattered, os.getpid()
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.values = np.empty(shape, dtype)  # pages are taken as views are read
+        self.filled = np.zeros(shape[:3], bool)
+
+    def copy(self, rows: np.ndarray, views: np.ndarray, frames: np.ndarray | None, read: np.ndarray,
+             target: np.ndarray) -> None:
+        """Once the batch's reads are done: what they read counts as kept, and the batch's views (B, M, T', ...)
+        are copied into `target`."""
+        self.filled[rows, views] |= read
+        if frames is None:
+            np.take(self.values.reshape(-1, *self.values.shape[2:]), rows * self.values.shape[1] + views, axis=0,
+                    out=target)
+        else:
+            blocks = np.arange(self.values.shape[2])
+            target[...] = self.values[rows[:, None, None], views[:, None, None], blocks[None, :, None],
+                                      frames[:, None, :]]
+
+
+class _ProcessLocal:
+    """What one process reading the store keeps: open arrays, view readers, batch buffers, read threads, small
+    views once read."""
+
+    def __init__(self, path: str, scattered: bool, uncached: bool) -> None:
+        self.path, self.scattered, self.uncached, self.pid = path, scattered, uncached, os.getpid()
         self.arrays: dict[str, zarr.Array] = {}
         self.view_readers: dict[str, ViewReader] = {}
         self.buffers = BatchBuffers()
@@ -368,6 +429,12 @@ class _ProcessLocal:
         # never queue behind the read-ahead's reads (a folder's index is a read of a few KB: read where placed)
         self.opening = ThreadPoolExecutor(REQUESTS_IN_FLIGHT, thread_name_prefix="clipcache-index") \
             if self.remote else None
+        self._held: dict[str, _Held] = {}
+
+    def held(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> _Held:
+        if key not in self._held:
+            self._held[key] = _Held(shape, dtype)
+        return self._held[key]
 
     def array(self, name: str) -> zarr.Array:
         if name not in self.arrays:
@@ -378,7 +445,7 @@ class _ProcessLocal:
         if name not in self.view_readers:
             array = self.array(name)  # small views (int8 scales) keep read-ahead: it brings their neighbours
             large = int(np.prod(array.chunks[2:])) * array.dtype.itemsize >= PARALLEL_BYTES
-            self.view_readers[name] = ViewReader(array, self.scattered and large)
+            self.view_readers[name] = ViewReader(array, self.scattered and large, self.uncached and large)
         return self.view_readers[name]
 
 
