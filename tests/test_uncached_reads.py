@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clipcache.cache.reader import CacheReader, StoreDamageError, ViewReader
+from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train.dataset import CacheDataset
 from conftest import synthetic_store
 
 
@@ -21,6 +24,12 @@ def _every_view(reader: ViewReader) -> np.ndarray:
     return out
 
 
+def _all_checked(reader: ViewReader) -> bool:
+    """Whether every chunk of every shard the reader read passed its checksum as it arrived (a chunk that failed it
+    is read again through zarr, which would give the same values)."""
+    return bool(reader._verified) and all(bits.all() for _, bits in reader._verified.values())
+
+
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_uncached_reads_give_the_cached_bytes(tmp_path: Path, dtype: str) -> None:
     store = CacheReader(synthetic_store(tmp_path / "s.zarr", num_videos=20, dtype=dtype))
@@ -30,6 +39,7 @@ def test_uncached_reads_give_the_cached_bytes(tmp_path: Path, dtype: str) -> Non
         np.testing.assert_array_equal(_every_view(uncached), _every_view(ViewReader(store.array(name))))
         np.testing.assert_array_equal(_every_view(uncached), store.array(name)[:])  # and zarr's
         assert uncached.uncached  # this file system takes direct reads: they were not read through the cache
+        assert _all_checked(uncached)  # and each arrived whole by them, not through zarr after a failed check
 
 
 def test_views_back_to_back_are_one_uncached_read(tmp_path: Path) -> None:
@@ -44,6 +54,8 @@ def test_views_back_to_back_are_one_uncached_read(tmp_path: Path) -> None:
     reader.read_run([(video, view, out) for (video, view), out in zip(items, outs)])
     for (video, view), out in zip(items, outs):
         np.testing.assert_array_equal(out, store.array("tokens/1")[video, view])
+    checked = next(iter(reader._verified.values()))[1]
+    assert checked.sum() == len(items)  # each passed its checksum as it arrived
 
 
 def test_damage_read_past_the_cache_names_its_video(tmp_path: Path) -> None:
@@ -56,3 +68,25 @@ def test_damage_read_past_the_cache_names_its_video(tmp_path: Path) -> None:
     with pytest.raises(StoreDamageError, match=r"tokens/1 of video 5 \(.*\) is damaged \(checksum mismatch\)"):
         reader.read(5, 1, np.empty(reader.chunk, reader.array.dtype))
     reader.read(5, 0, np.empty(reader.chunk, reader.array.dtype))  # the other views of the shard still read
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+@pytest.mark.parametrize("train", [True, False])
+def test_a_dataset_read_past_the_cache_gives_the_same_batches(tmp_path: Path, dtype: str, train: bool) -> None:
+    reader = CacheReader(synthetic_store(tmp_path / "s.zarr", num_videos=12, dtype=dtype))
+    request = FeatureRequest(layers=(1, 2), pooled=True)
+
+    def dataset(uncached: bool) -> CacheDataset:
+        return CacheDataset(reader, request, np.arange(12), 2, train=train, preload=False, seed=3, uncached=uncached)
+    past, through = dataset(True), dataset(False)
+    order = np.random.default_rng(0).permutation(len(past)).tolist()
+    for epoch in range(2):
+        past.set_epoch(epoch)
+        through.set_epoch(epoch)
+        a, b = past[order], through[order]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert past._view_reader("tokens/1").uncached and not through._view_reader("tokens/1").uncached
+    checked = sum(int(bits.sum()) for _, bits in past._view_reader("tokens/1")._verified.values())
+    assert checked == past._here()._held["tokens"].filled[:, :, 0].sum() > 0  # every view read arrived whole

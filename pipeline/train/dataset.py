@@ -48,9 +48,9 @@ RUN_BYTES = 1 << 22
 # reads wait for them). Local disks keep READ_THREADS: there more threads only queue at the disk.
 REQUESTS_IN_FLIGHT = 64
 # Streamed features more than UNCACHED_SHARE times the memory the page cache could use are read past it (ViewReader
-# uncached): a shuffled pass then finds a chunk cached about as often as memory / features, and on the 2-core Intel
-# Xeon (virtio disk) a cached read beats a direct one only from ~23% of hits on (cold, 6 views, a random view of
-# each video on 4 threads: direct 0.93-1.13 of a sequential read of the files, cached 0.82-0.89, warm ~4x; README).
+# uncached): a shuffled pass then finds about memory / features of its views cached. On the 2-core Intel Xeon (virtio
+# disk) a later pass from a cold cache read 0.76-1.03 of a sequential read of the files through the cache and
+# 0.97-1.48 past it; warm, through the cache, ~4x that: a cached read pays from ~30% of hits on (README).
 UNCACHED_SHARE = 4
 # Small views of streamed features (each under PARALLEL_BYTES: int8 scales, pooled embeddings, CLS tokens) are kept
 # in this process once read, where all of them take at most 1 / HELD_SHARE of the free memory (int8 scales are
@@ -102,7 +102,7 @@ class CacheDataset(Dataset):
     `preload`: True holds the needed arrays in memory (on `device` when it is a GPU with room, else in
     RAM) and refuses when they exceed half of what is free; None does so only when they fit; False
     streams them from the store (small views are kept once read: HELD_SHARE). `uncached`: whether streamed
-    token chunks are read past the page cache; None decides by their size (UNCACHED_SHARE).
+    views are read past the page cache; None decides by their size (UNCACHED_SHARE).
     """
 
     def __init__(self, reader: CacheReader, request: FeatureRequest, videos: np.ndarray, frames: int,
@@ -445,7 +445,7 @@ class _ProcessLocal:
         if name not in self.view_readers:
             array = self.array(name)  # small views (int8 scales) keep read-ahead: it brings their neighbours
             large = int(np.prod(array.chunks[2:])) * array.dtype.itemsize >= PARALLEL_BYTES
-            self.view_readers[name] = ViewReader(array, self.scattered and large, self.uncached and large)
+            self.view_readers[name] = ViewReader(array, self.scattered and large, self.uncached)
         return self.view_readers[name]
 
 
