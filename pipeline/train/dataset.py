@@ -6,7 +6,8 @@ and resumable whatever the batching; evaluation walks every test view (clips x c
 centres, so predictions can be averaged per video. Indexing with a list of items returns a whole batch:
 from preloaded arrays (RAM or GPU) one gather, otherwise each (video, view) chunk read straight from its
 shard file into a batch buffer (reused once no batch uses it) on the read threads, a batch's chunks in file
-order (the batch is the same in any order; chunks back to back in a file are one read). `start` hands out a
+order (the batch is the same in any order; chunks back to back in a file are one read), past the page cache
+where the features are much larger than memory; small views are kept once read. `start` hands out a
 batch whose reads are under way, so a loader can start the next batch before the caller uses this one
 (loader.py). DataLoader workers open the store themselves.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from functools import partial
+from functools import cache, partial
 from typing import NamedTuple
 
 import numpy as np
@@ -449,5 +450,7 @@ class _ProcessLocal:
         return self.view_readers[name]
 
 
+@cache
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """Remembered: made anew it took ~0.13 ms, twice per batch."""
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
