@@ -17,9 +17,10 @@ first pass is that of a fresh dataset, which checks the crc32c of every chunk it
 pass of one dataset, as a training run's later epochs are (a chunk is checked again only where its file
 changed: cache/reader.py ViewReader). Cold figures drop the page cache before each measurement (needs root:
 /proc/sys/vm/drop_caches); without permission only warm ones are printed. A later pass finds the page cache cold
-only where the store is larger than the cache can hold, so cold passes read past it (O_DIRECT), as the dataset
-does by default for features more than UNCACHED_SHARE times the memory (pipeline/train/dataset.py); "cached" is
-the same later pass through the page cache, as the first pass over a store that fits reads. Every figure comes
+only where the store is larger than the cache can hold, so cold passes read the way the dataset reads features
+more than UNCACHED_SHARE times the memory: past the cache (O_DIRECT) where its probe of the store, printed at the
+end of the row, finds that faster (pipeline/train/cache_probe.py); "cached" is the same later pass through the
+page cache, as the first pass over a store that fits reads. Every figure comes
 from this one run. The machine (processor, the disk under the temporary folder where the stores are written, as
 /sys/block describes it) is printed above the table and the load average at its measurements (lowest - highest)
 beside each row: on a shared machine the figures follow it.
@@ -164,14 +165,16 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
     def fresh(uncached: bool) -> CacheDataset:
         return CacheDataset(reader, FeatureRequest(layers=s.layers), np.arange(s.num_videos), frames, train=True,
                             preload=False, uncached=uncached)
-    dataset, cached = fresh(cold), fresh(False)
+    probed = fresh(False).probe_cache() if cold and drop_caches() else None  # as for a store larger than memory
+    past = probed is not None and probed.read_past
+    dataset, cached = fresh(past), fresh(False)
     useful = dataset.feature_bytes() / (len(dataset.videos) * dataset.views)  # per sample: one view's blocks
     places = chunk_places(reader)
     reads: dict[str, Callable[[], tuple[int, float]]] = {
         "plain": lambda: plain_read(store / "tokens", int(useful * batch_size)),
         "plain_16mb": lambda: plain_read(store / "tokens", 1 << 24),
         "chunks": lambda: chunk_read(store, places, 2 * batch_size * len(places) // s.num_videos, dataset.views > 1),
-        "first": lambda: dataset_pass(fresh(cold), batch_size, workers),
+        "first": lambda: dataset_pass(fresh(past), batch_size, workers),
         "dataset": lambda: dataset_pass(dataset, batch_size, workers),
         **({"cached": lambda: dataset_pass(cached, batch_size, workers)} if cold else {}),
         **({"stepped": lambda: dataset_pass(dataset, batch_size, workers, step)} if step and not cold else {}),
@@ -186,7 +189,8 @@ def measure(store: Path, frames: int, batch_size: int, workers: int, cold: bool,
             rates[name].append(count * (useful if name in ("first", "dataset", "cached", "stepped") else 1) / seconds)
     figures = {name: float(np.median(values)) for name, values in rates.items()}
     return {**figures, "samples": figures["dataset"] / useful, "mb_per_sample": useful / 1e6, "load_low": min(loads),
-            "load_high": max(loads)}
+            "load_high": max(loads), "probe_past": probed.past if probed else np.nan,
+            "probe_through": probed.through if probed else np.nan}
 
 
 def overlap(m: dict[str, float], videos: int, batch_size: int, step: float) -> str:
@@ -325,7 +329,8 @@ def main() -> None:
           "view a sample draws")
     print(f"{'views':>5s} {'dtype':>8s} {'cache':>5s} {'MB/sample':>9s} {'plain read':>12s} {'(16 MB buf)':>12s} "
           f"{'chunk read':>12s} {'1st pass':>12s} {'dataset':>12s} {'samples/s':>9s} {'1st/plain':>9s} "
-          f"{'dataset/plain':>13s} {'dataset/chunks':>14s} {'cached/plain':>12s} {'load average':>12s}")
+          f"{'dataset/plain':>13s} {'dataset/chunks':>14s} {'cached/plain':>12s} {'load average':>12s} "
+          f"{'probe: past, through':>20s}")
     for views in (1, 6):
         for dtype in ("float16", "int8"):
             with tempfile.TemporaryDirectory(prefix="clipcache-read-") as tmp:
@@ -344,7 +349,8 @@ def main() -> None:
                           f"{m['samples']:9.1f} {m['first'] / m['plain']:9.2f} {m['dataset'] / m['plain']:13.2f} "
                           f"{m['dataset'] / m['chunks']:14.2f} "
                           f"{m['cached'] / m['plain'] if cold else float('nan'):12.2f} "
-                          f"{m['load_low']:5.1f} - {m['load_high']:4.1f}")
+                          f"{m['load_low']:5.1f} - {m['load_high']:4.1f} "
+                          f"{m['probe_past'] / 1e6:9.0f} {m['probe_through'] / 1e6:5.0f} MB/s")
                     if args.step_ms and not cold:
                         print(overlap(m, args.videos, args.batch_size, args.step_ms / 1000))
 

@@ -238,7 +238,13 @@ class ViewReader:
             if self.scattered and not uncached and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             before = _identity(os.fstat(fd))
-            got = self._read_uncached(fd, offset, parts) if uncached else os.preadv(fd, parts, offset)
+            try:
+                got = self._read_uncached(fd, offset, parts) if uncached else os.preadv(fd, parts, offset)
+            except OSError as error:
+                if not (uncached and error.errno == errno.EINVAL):
+                    raise
+                self.uncached = False  # the device asks for more alignment than a page: read through the cache
+                return self._read_into(key, offset, parts)
             return got, before if _identity(os.fstat(fd)) == before else None  # written meanwhile: not remembered
         finally:
             os.close(fd)
@@ -253,13 +259,7 @@ class ViewReader:
         buffer = getattr(self._spans, "buffer", None)
         if buffer is None or len(buffer) < span:
             buffer = self._spans.buffer = mmap.mmap(-1, span)  # anonymous mappings start on a page
-        try:
-            got = os.preadv(fd, [memoryview(buffer)[:span]], start)
-        except OSError as error:
-            if error.errno != errno.EINVAL:
-                raise
-            self.uncached = False  # the device asks for a larger alignment than a page: read through the cache
-            return os.preadv(fd, parts, offset)
+        got = os.preadv(fd, [memoryview(buffer)[:span]], start)
         data = np.frombuffer(buffer, np.uint8, max(0, min(got - (offset - start), length)), offset - start)
         at = 0
         for part in parts:

@@ -43,6 +43,7 @@ def test_proposals_and_trained_detection_from_the_cache(action_store: Path, tmp_
     proposals, names = tmp_path / "proposals", tmp_path / "text"
     trained = run_cli("train-head", action_store, "--head", "proposals", "--out", proposals, "--quiet")
     assert trained.code == 0, trained
+    assert json.loads((proposals / "run.json").read_text())["features"].endswith("MB held in memory")
     found = _eval(action_store, "--checkpoint", proposals)
     assert found["split"] == "test" and found["held_out"] is True and found["videos"] == 3
     assert found["proposal_recall@10@0.5"] >= 0.8, found

@@ -1,6 +1,6 @@
 """Views read past the page cache (O_DIRECT: the aligned span around them, then copied into place), as the dataset
-reads a store much larger than memory: the same bytes as a cached read, one read for views back to back, damage
-named per video."""
+reads a store much larger than memory where a probe finds that faster: the same bytes as a cached read, one read
+for views back to back, damage named per video."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ import torch
 
 from clipcache.cache.reader import CacheReader, StoreDamageError, ViewReader
 from clipcache.heads.base import FeatureRequest
+from clipcache.pipeline.train import dataset as dataset_module
 from clipcache.pipeline.train.dataset import CacheDataset
 from conftest import synthetic_store
 
@@ -90,3 +91,32 @@ def test_a_dataset_read_past_the_cache_gives_the_same_batches(tmp_path: Path, dt
     assert past._view_reader("tokens/1").uncached and not through._view_reader("tokens/1").uncached
     checked = sum(int(bits.sum()) for _, bits in past._view_reader("tokens/1")._verified.values())
     assert checked == past._here()._held["tokens"].filled[:, :, 0].sum() > 0  # every view read arrived whole
+
+
+def test_a_store_larger_than_memory_reads_the_way_its_probe_finds_faster(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any streamed store counts as larger than memory here (UNCACHED_SHARE 0): the dataset reads views of it both
+    ways before its first batch and keeps the faster; its batches are those read through the cache."""
+    reader = CacheReader(synthetic_store(tmp_path / "s.zarr", num_videos=12, dtype="int8"))
+    request = FeatureRequest(layers=(1, 2))
+    small = CacheDataset(reader, request, np.arange(12), 4, train=True, preload=False)
+    assert small.probed is None and not small._view_reader("tokens/1").uncached  # fits: through the cache, unprobed
+    monkeypatch.setattr(dataset_module, "UNCACHED_SHARE", 0)
+    large = CacheDataset(reader, request, np.arange(12), 4, train=True, preload=False)
+    assert large.probed is not None and large.probed.past > 0 and large.probed.through > 0
+    assert large._view_reader("tokens/1").uncached == large.probed.read_past
+    everything = list(range(len(large)))
+    for key, value in large[everything].items():
+        assert torch.equal(value, small[everything][key]), key
+
+
+def test_a_direct_read_the_device_refuses_is_read_through_the_cache(tmp_path: Path) -> None:
+    """An alignment the kernel refuses (here one byte, as a device needing more than a page would refuse a page):
+    the read is done again through the page cache, and so are the reader's later reads."""
+    store = CacheReader(synthetic_store(tmp_path / "s.zarr", num_videos=8))
+    reader = ViewReader(store.array("tokens/1"), uncached=True)
+    reader.ALIGN = 1
+    out = np.empty(reader.chunk, reader.array.dtype)
+    reader.read(5, 1, out)
+    assert not reader.uncached
+    np.testing.assert_array_equal(out, store.array("tokens/1")[5, 1])

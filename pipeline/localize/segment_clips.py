@@ -15,14 +15,12 @@ import torch
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.evaluate.detection import Segments
 from clipcache.pipeline.localize.ground_truth import VideoTruth, positions
-from clipcache.pipeline.train.dataset import Batch, PendingBatch
+from clipcache.pipeline.train.dataset import Batch, HeldInMemory, PendingBatch
 
 
-class SegmentClips:
+class SegmentClips(HeldInMemory):
     """Items are segments: a batch holds `pooled` (B, T, E) float32, `label` (B,), `video` (B,) the item's row
     (as `CacheDataset` rows index its videos), `view` (B,) zeros."""
-
-    placement = None  # features held in host memory
 
     def __init__(self, reader: CacheReader, truth: dict[int, VideoTruth], frames: int, train: bool,
                  seed: int = 0) -> None:

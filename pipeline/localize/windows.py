@@ -18,16 +18,15 @@ import torch
 from clipcache.cache.reader import CacheReader
 from clipcache.pipeline.localize.decode import window_starts
 from clipcache.pipeline.localize.ground_truth import VideoTruth, positions
-from clipcache.pipeline.train.dataset import Batch, PendingBatch
+from clipcache.pipeline.train.dataset import Batch, HeldInMemory, PendingBatch
 
 CUT_KEEP = 0.5  # a segment a window cuts stays a target, clipped to the window, when this much of it is inside
 
-class FeatureWindows:
+
+class FeatureWindows(HeldInMemory):
     """Windows of `window` frames over `videos`; a batch holds `pooled` (B, W, E) float32, `mask` (B, W),
     `segments` (B, S, 2) start and end in the window's frame positions with `segment_label` (B, S) (-1:
     padding; S the most any window of the batch holds), and `video`, `offset` (B,) to place it back."""
-
-    placement = None  # held in host memory, gathered per batch (no loader workers needed)
 
     def __init__(self, reader: CacheReader, videos: np.ndarray, truth: dict[int, VideoTruth], window: int,
                  train: bool, seed: int = 0) -> None:

@@ -31,6 +31,7 @@ from clipcache.cache.schema import scale_name, tokens_name
 from clipcache.cache.store import open_root
 from clipcache.heads.base import FeatureRequest
 from clipcache.pipeline.train.buffers import BatchBuffers
+from clipcache.pipeline.train.cache_probe import ProbeResult, probe
 
 Batch = dict[str, torch.Tensor]
 # Threads reading batches' chunks: one read per hand-off for chunks of at least PARALLEL_BYTES, smaller ones in
@@ -49,9 +50,10 @@ RUN_BYTES = 1 << 22
 # reads wait for them). Local disks keep READ_THREADS: there more threads only queue at the disk.
 REQUESTS_IN_FLIGHT = 64
 # Streamed features more than UNCACHED_SHARE times the memory the page cache could use are read past it (ViewReader
-# uncached): a shuffled pass then finds about memory / features of its views cached. On the 2-core Intel Xeon (virtio
-# disk) a later pass from a cold cache read 0.76-1.03 of a sequential read of the files through the cache and
-# 0.97-1.48 past it; warm, through the cache, ~4x that: a cached read pays from ~30% of hits on (README).
+# uncached) where a probe of the store finds that faster on this machine (cache_probe.py): a shuffled pass finds
+# about memory / features of its views cached. On the 2-core Intel Xeon (virtio disk) a later pass from a cold cache
+# read 0.76-1.03 of a sequential read of the files through the cache and 0.97-1.48 past it; warm, through the
+# cache, ~4x that: a cached read pays from ~30% of hits on (README).
 UNCACHED_SHARE = 4
 # Small views of streamed features (each under PARALLEL_BYTES: int8 scales, pooled embeddings, CLS tokens) are kept
 # in this process once read, where all of them take at most 1 / HELD_SHARE of the free memory (int8 scales are
@@ -103,7 +105,8 @@ class CacheDataset(Dataset):
     `preload`: True holds the needed arrays in memory (on `device` when it is a GPU with room, else in
     RAM) and refuses when they exceed half of what is free; None does so only when they fit; False
     streams them from the store (small views are kept once read: HELD_SHARE). `uncached`: whether streamed
-    views are read past the page cache; None decides by their size (UNCACHED_SHARE).
+    views are read past the page cache; None: where their size passes UNCACHED_SHARE and a probe of the store
+    (`probed`) finds it faster.
     """
 
     def __init__(self, reader: CacheReader, request: FeatureRequest, videos: np.ndarray, frames: int,
@@ -129,11 +132,15 @@ class CacheDataset(Dataset):
         self._dtypes = {key: reader.array(names[0]).dtype for key, names in self._sources.items()}
         self.set_epoch(0)
         self.placement = self._placement(preload, device)
+        scattered = train and self.views > 1  # a pass reads one view in several of each file
+        self._local = _ProcessLocal(self.path, scattered, False)
+        self.probed: ProbeResult | None = None
         if uncached is None:
             cache = free_memory(torch.device("cpu"))  # what the page cache could grow to
-            uncached = self.placement is None and self.feature_bytes() > UNCACHED_SHARE * cache
-        scattered = train and self.views > 1  # a pass reads one view in several of each file
-        self._local = _ProcessLocal(self.path, scattered, uncached)
+            if self.placement is None and not self._local.remote and self.feature_bytes() > UNCACHED_SHARE * cache:
+                self.probed = self.probe_cache()
+            uncached = self.probed is not None and self.probed.read_past
+        self._local.uncached = uncached
         self._holdable = self._small_keys() if self.placement is None else set()
         self._features = {key: self._load(reader, key).to(self.placement) for key in self._sources} \
             if self.placement is not None else {}
@@ -165,6 +172,22 @@ class CacheDataset(Dataset):
 
     def _key_bytes(self, key: str) -> int:
         return len(self.videos) * self.views * len(self._sources[key]) * self._view_bytes(key)
+
+    def where(self) -> str:
+        """How much the head reads and where from, for the run's header and run.json."""
+        size = f"{self.feature_bytes() / 1e6:.2f} MB"
+        if self.placement is not None:
+            return f"{size} preloaded on {self.placement}"
+        return f"{size} streamed from the store" + (f", {self.probed}" if self.probed else "")
+
+    def probe_cache(self) -> ProbeResult:
+        """How fast this store's views read past the page cache and through it here (cache_probe.py): the token
+        arrays where the head reads tokens (the bulk of its bytes), else every array it reads."""
+        here = self._here()
+        names = self._sources.get("tokens") or [name for names in self._sources.values() for name in names]
+        readers = [(here.new_view_reader(name, uncached=True), here.new_view_reader(name, uncached=False))
+                   for name in names]
+        return probe(readers, self.videos, self.views, READ_THREADS, self.seed)
 
     def _small_keys(self) -> set[str]:
         """The batch entries whose views are small enough to keep once read, where they fit (HELD_SHARE)."""
@@ -336,6 +359,19 @@ class CacheDataset(Dataset):
         return self._here().view_reader(name)
 
 
+class HeldInMemory:
+    """For datasets that read their features whole into host memory when made (the localisation heads')."""
+
+    placement = None  # not a CacheDataset's preloaded tensors: gathered per batch on the host
+
+    def feature_bytes(self) -> int:
+        raise NotImplementedError
+
+    def where(self) -> str:
+        """How much the head reads and where from, for the run's header and run.json."""
+        return f"{self.feature_bytes() / 1e6:.2f} MB held in memory"
+
+
 class PendingBatch:
     """A batch whose reads are under way. `result()` waits for every one of them, so that no read still
     writes into the batch when it is handed out, raises the first failure (damage: one line naming the
@@ -444,13 +480,16 @@ class _ProcessLocal:
 
     def view_reader(self, name: str) -> ViewReader:
         if name not in self.view_readers:
-            array = self.array(name)  # small views (int8 scales) keep read-ahead: it brings their neighbours
-            large = int(np.prod(array.chunks[2:])) * array.dtype.itemsize >= PARALLEL_BYTES
-            self.view_readers[name] = ViewReader(array, self.scattered and large, self.uncached)
+            self.view_readers[name] = self.new_view_reader(name, self.uncached)
         return self.view_readers[name]
+
+    def new_view_reader(self, name: str, uncached: bool) -> ViewReader:
+        array = self.array(name)  # small views (int8 scales) keep read-ahead: it brings their neighbours
+        large = int(np.prod(array.chunks[2:])) * array.dtype.itemsize >= PARALLEL_BYTES
+        return ViewReader(array, self.scattered and large, uncached)
 
 
 @cache
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
-    """Remembered: made anew it took ~0.13 ms, twice per batch."""
+    """Remembered: made anew twice per batch, it was a sixth of a batch's Python (0.72 -> 0.59 ms per 64 views)."""
     return torch.from_numpy(np.empty(0, dtype=dtype)).dtype

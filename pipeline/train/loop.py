@@ -194,7 +194,7 @@ def train_head(cfg: TrainConfig) -> dict[str, Any]:
         "store_fingerprint": reader.settings.fingerprint(),
         "request_layers": list(training.head.request.layers), "config": asdict(cfg),
         "splits": {name: int(len(videos)) for name, videos in splits.items()}, "left_out": left_out(reader),
-        "features": _where(training.train_set), **task.run_fields(), "best": None, "epochs_done": 0,
+        "features": training.train_set.where(), **task.run_fields(), "best": None, "epochs_done": 0,
     }, default=str))
     state = _previous_state(cfg)
     rows: list[dict[str, Any]] = []
@@ -414,11 +414,6 @@ def _plan(cfg: TrainConfig, training: Training) -> str:
             f"x {epochs} epochs = {epochs * training.steps_per_epoch} steps{more} (--min-steps {cfg.min_steps}); "
             f"AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, {cfg.warmup_epochs:g} warm-up epochs, "
             f"{cfg.schedule} schedule")
-
-
-def _where(dataset: CacheDataset) -> str:
-    size = f"{dataset.feature_bytes() / 1e6:.2f} MB"
-    return f"{size} preloaded on {dataset.placement}" if dataset.placement else f"{size} streamed from the store"
 
 
 def _train_epoch(training: Training, task: Task, epoch: int, bar: tqdm) -> tuple[float, float]:
