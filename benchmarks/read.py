@@ -20,10 +20,10 @@ changed: cache/reader.py ViewReader). Cold figures drop the page cache before ea
 only where the store is larger than the cache can hold, so cold passes read the way the dataset reads features
 more than UNCACHED_SHARE times the memory: past the cache (O_DIRECT) where its probe of the store, printed at the
 end of the row, finds that faster (pipeline/train/cache_probe.py); "cached" is the same later pass through the
-page cache, as the first pass over a store that fits reads. Every figure comes
-from this one run. The machine (processor, the disk under the temporary folder where the stores are written, as
-/sys/block describes it) is printed above the table and the load average at its measurements (lowest - highest)
-beside each row: on a shared machine the figures follow it.
+page cache, as the first pass over a store that fits reads. Every figure comes from this one run. The machine
+(processor, the disk under the temporary folder where the stores are written, as /sys/block describes it) is
+printed above the table and the load average at its measurements (lowest - highest) beside each row: on a shared
+machine the figures follow it.
 
 The object-storage case (`--only object`) writes a store into a bucket of a local S3 server (moto's, in its own
 process, each request answered `--s3-latency-ms` late: local_s3.py) and sets the dataset streaming from it (its

@@ -33,6 +33,8 @@ class ProbeResult(NamedTuple):
 
     def __str__(self) -> str:
         way = "past the page cache" if self.read_past else "through the page cache"
+        if not self.past and not self.through:
+            return f"{way} (too few views read straight from shard files to compare the ways)"
         return f"{way} (probed here: {self.past / 1e6:,.0f} MB/s past it, {self.through / 1e6:,.0f} MB/s through it)"
 
 
