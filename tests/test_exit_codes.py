@@ -29,10 +29,31 @@ def _blocked_reader(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     deadline = time.monotonic() + HANG_BOUND_S
     while True:  # a writer's non-blocking open succeeds once a reader has the FIFO open
         try:
-            return process, os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
         except OSError as error:
             assert error.errno == errno.ENXIO and time.monotonic() < deadline and process.poll() is None, error
             time.sleep(0.05)
+    _wait_until_in_read(process.pid, deadline)
+    return process, writer
+
+
+def _wait_until_in_read(pid: int, deadline: float) -> None:
+    """Until the process sleeps in its read of the pipe. A signal that arrives after Python last looked for one
+    and before the read began interrupts nothing, and the read then waits for ever (CPython runs handlers between
+    bytecodes): a CI run hung that way once when the signal came right after the FIFO's open."""
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            where = Path(f"/proc/{pid}/wchan").read_text()
+        except (OSError, IndexError):
+            break  # no /proc here: the short wait below has to do
+        if "pipe" in where:  # anon_pipe_read, pipe_read or pipe_wait, as kernels name it
+            return
+        if state == "S" and where in ("", "0"):
+            break  # asleep, and this kernel does not say where
+        time.sleep(0.05)
+    time.sleep(1)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
