@@ -46,7 +46,7 @@ from obstore.exceptions import (
 )
 
 from clipcache import InputError
-from clipcache.cache.lock import GUARD_SECONDS, Holder, StoreLockedError, busy_setting_up, in_use
+from clipcache.cache.lock import GUARD_SECONDS, Holder, StoreLockedError, busy_setting_up, refuse_unshared
 
 LEASE_SECONDS = 60.0  # how long a holder that stopped renewing (a machine gone) keeps others out
 CLOCK_STEP = 1.0  # Last-Modified has whole seconds
@@ -261,7 +261,5 @@ class ObjectLock:
                 if other is not None:
                     stale.append(other)
                 continue
-            if other is None or not me.shares_with(other):
-                who = other.describe() if other is not None else f"an unreadable holder object {entry['path']}"
-                raise in_use(self.name, who, self.display)
+            refuse_unshared(self.name, me, other, f"object {entry['path']}", self.display)
         return stale

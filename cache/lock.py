@@ -41,10 +41,13 @@ class StoreLockedError(InputError):
     """Another live run writes this store."""
 
 
-def in_use(store: object, who: str, lock: object) -> StoreLockedError:
-    """The refusal of a run whose store another live run holds (`who` names it): one line for both kinds of lock."""
-    return StoreLockedError(f"{store}: in use by another clipcache run ({who}); wait for it to finish or stop it "
-                            f"(its lock is {lock})")
+def refuse_unshared(store: object, me: Holder, other: Holder | None, unreadable: str, lock: object) -> None:
+    """Refuse `me` where a live holder of the store's lock (`other`; None: one that cannot be read, which
+    `unreadable` names) does not share the store with it: one rule and one line for both kinds of lock."""
+    if other is None or not me.shares_with(other):
+        who = other.describe() if other is not None else f"an unreadable holder {unreadable}"
+        raise StoreLockedError(f"{store}: in use by another clipcache run ({who}); wait for it to finish or stop "
+                               f"it (its lock is {lock})")
 
 
 def busy_setting_up(store: object, seconds: float, lock: object) -> StoreLockedError:
@@ -131,9 +134,7 @@ class StoreLock:
                     if other is not None:
                         stale.append(other)
                     continue
-                if other is None or not me.shares_with(other):
-                    who = other.describe() if other is not None else f"an unreadable holder file {file}"
-                    raise in_use(self.store, who, self.folder)
+                refuse_unshared(self.store, me, other, f"file {file}", self.folder)
             self._register(me)
             try:
                 setup()

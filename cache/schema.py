@@ -230,6 +230,7 @@ def inputs_digest(listed: list[str], labels: list[int], splits: list[str]) -> st
     payload = json.dumps([listed, labels, splits]).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
+
 UNFINISHED = "clipcache/unfinished"  # the format of a store being created, removed or copied in place (cache.place)
 
 

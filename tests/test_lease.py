@@ -1,6 +1,7 @@
 """The object-storage lock (cache/lease.py) against a real local S3 server, with real holder processes."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import obstore
 import pytest
@@ -16,7 +18,7 @@ from obstore.exceptions import PermissionDeniedError
 
 from clipcache import InputError
 from clipcache.cache.lease import LeaseLostError, ObjectLock, lock_prefix
-from clipcache.cache.lock import Holder, StoreLockedError
+from clipcache.cache.lock import Holder, StoreLock, StoreLockedError, lock_folder
 from s3_server import BUCKET, S3Server
 
 # A holder as another clipcache run would be: its own process, reaching the server through the environment.
@@ -200,3 +202,21 @@ def test_read_only_credentials_may_read_but_not_write(s3_server: S3Server, store
         obstore.put(reader, f"{store_key}/other.json", b"{}")
     with pytest.raises(InputError, match=f"s3://{BUCKET}/{store_key}: cannot write its lock .*permission denied"):
         ObjectLock(reader, store_key, s3_server.url(store_key)).acquire(Holder.this_process("a run"))
+
+
+def test_a_live_holder_that_cannot_be_read_refuses_as_any_holder_does(s3_server: S3Server, store_key: str,
+                                                                     tmp_path: Path) -> None:
+    """Both kinds of lock, one rule: a live holder whose record is garbage is taken for one that does not share."""
+    key = f"{lock_prefix(store_key)}holders/garbled.json"
+    obstore.put(s3_server.store(), key, b"not a holder")  # just written: its lease runs
+    with pytest.raises(StoreLockedError, match=f"in use by another clipcache run \\(an unreadable holder object {key}"):
+        _lock(s3_server, store_key).acquire(Holder.this_process("a run"))
+    store = tmp_path / "features.zarr"
+    folder = lock_folder(store)
+    folder.mkdir()
+    garbled = folder / "garbled.json"
+    garbled.write_text("not a holder")
+    with garbled.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # its process lives: the holder's flock is held
+        with pytest.raises(StoreLockedError, match="an unreadable holder file .*garbled.json"):
+            StoreLock(store).acquire(Holder.this_process("a run"))
